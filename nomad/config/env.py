@@ -1,0 +1,41 @@
+"""Every ``NOMAD_*`` environment variable nomad reads, in one place.
+
+Secrets and URLs are best given here rather than in ``nomad.yaml``. Each entry
+maps a variable to the config path it overrides (``None`` = not a config key).
+docs/configuration.md is generated from this table's content by hand; keep
+both in step.
+"""
+
+from __future__ import annotations
+
+ENV_VARS: dict[str, tuple[str | None, str]] = {
+    "NOMAD_CONFIG": (None, "path of nomad.yaml (default: ./nomad.yaml)"),
+    "NOMAD_DATA_DIR": (None, "data dir of the embedded stack, SQLite queue and state (default: $XDG_DATA_HOME/nomad)"),
+    "NOMAD_CACHE_DIR": (None, "content-addressed model cache (default: $XDG_CACHE_HOME/nomad)"),
+    "NOMAD_REGISTRY_URL": ("registry.url", "registry base URL"),
+    "NOMAD_REGISTRY_USERNAME": ("registry.username", "registry user"),
+    "NOMAD_REGISTRY_PASSWORD": ("registry.password", "registry password or token (secret)"),
+    "NOMAD_S3_ENDPOINT": ("storage.endpoint_url", "S3 endpoint URL"),
+    "NOMAD_S3_REGION": ("storage.region", "S3 region"),
+    "NOMAD_S3_BUCKET": ("storage.bucket", "bucket for outputs"),
+    "NOMAD_S3_ACCESS_KEY_ID": ("storage.access_key_id", "S3 access key id (secret)"),
+    "NOMAD_S3_SECRET_ACCESS_KEY": ("storage.secret_access_key", "S3 secret key (secret)"),
+    "NOMAD_QUEUE_URL": ("queue.url", "postgresql://… or sqlite:///… (may hold a password: secret)"),
+    "NOMAD_BOT_TOKEN": ("bot.token", "Telegram bot token (secret)"),
+    "NOMAD_BOT_API_URL": ("bot.base_url", "Bot API base URL (self-hosted Bot API server, tests)"),
+    "NOMAD_HF_TOKEN": (None, "Hugging Face token for gated model downloads (secret; HF_TOKEN also read)"),
+    "NOMAD_PROXY": ("privacy.proxy", "SOCKS5h proxy URL; setting it enables privacy routing"),
+    "NOMAD_MAX_PRICE_PER_HOUR": ("infra.max_price_per_hour", "cap in USD/hour per cluster"),
+    "NOMAD_BACKEND": ("infra.backend", "skypilot | local | ssh"),
+}
+
+SECRET_VARS = frozenset(
+    {
+        "NOMAD_REGISTRY_PASSWORD",
+        "NOMAD_S3_ACCESS_KEY_ID",
+        "NOMAD_S3_SECRET_ACCESS_KEY",
+        "NOMAD_QUEUE_URL",
+        "NOMAD_BOT_TOKEN",
+        "NOMAD_HF_TOKEN",
+    }
+)

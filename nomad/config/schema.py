@@ -1,0 +1,305 @@
+"""The typed schema of ``nomad.yaml``.
+
+Every model forbids unknown keys, so a typo is an error that names the key
+(and, through :mod:`nomad.config.load`, the file and line). Secrets are
+``SecretStr`` so they never appear in reprs, logs or ``--json`` output.
+Environment overrides are listed in :data:`nomad.config.env.ENV_VARS`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+MODEL_FOLDERS = (
+    "checkpoints",
+    "diffusion_models",
+    "unet",
+    "text_encoders",
+    "clip",
+    "clip_vision",
+    "vae",
+    "loras",
+    "controlnet",
+    "upscale_models",
+    "embeddings",
+    "style_models",
+    "model_patches",
+    "audio_encoders",
+)
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, values validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RegistryConfig(Strict):
+    """Where images are pushed. Empty ``url`` means the embedded ``nomad dev`` registry."""
+
+    url: str | None = Field(None, description="registry base URL, e.g. https://reg.example.com or http://127.0.0.1:5000")
+    repository: str | None = Field(None, description="repository name; defaults to the project name")
+    username: str | None = None
+    password: SecretStr | None = None
+    insecure: bool = Field(False, description="allow plain HTTP / unverified TLS")
+    parallel_blobs: int = Field(4, ge=1, le=64)
+    direct_s3: bool = Field(
+        False,
+        description="write blobs straight into the registry's S3 layout when nomad holds the bucket keys",
+    )
+
+
+class StorageConfig(Strict):
+    """S3-compatible object storage (outputs, registry backing store). Empty endpoint = embedded SeaweedFS."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    bucket: str = "nomad"
+    registry_bucket: str = "registry"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    outputs_prefix: str = "outputs/"
+
+
+class ComfyUIConfig(Strict):
+    """How ComfyUI runs inside the image."""
+
+    version: str = "v0.3.75"
+    port: int = Field(8188, ge=1, le=65535)
+    args: list[str] = Field(default_factory=list)
+    custom_nodes: list[str] = Field(default_factory=list, description="git URLs@rev baked into the runtime base")
+
+
+class ImageConfig(Strict):
+    """What ``nomad build`` assembles: base + model sets + workflows."""
+
+    base: str = Field(
+        "oci:images/base-busybox",
+        description="registry reference (docker.io/org/img:tag) or oci:PATH / oci-archive:PATH",
+    )
+    tag: str = "latest"
+    model_sets: list[str] = Field(default_factory=list, description="names under `models:`; empty = all")
+    models_from_workflows: bool = Field(
+        False, description="also include every model the enabled workflows need"
+    )
+    models_root: str = "/opt/ComfyUI/models"
+    workflows_root: str = "/opt/nomad/workflows"
+    extra_files: dict[str, str] = Field(default_factory=dict, description="image path -> local path")
+    env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    comfyui: ComfyUIConfig = Field(default_factory=ComfyUIConfig)
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ModelFile(Strict):
+    """One weight file: where it comes from, what it must hash to, where it goes."""
+
+    dest: str = Field(..., description="path under the ComfyUI models tree, e.g. vae/ae.safetensors")
+    source: str = Field(..., description="local path, http(s)://, s3://bucket/key or a Hugging Face resolve URL")
+    sha256: str | None = None
+    size: int | None = Field(None, ge=0)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.match(v.lower()):
+            raise ValueError("sha256 must be 64 lowercase hex characters")
+        return v.lower() if v else v
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, v: str) -> str:
+        parts = v.strip("/").split("/")
+        if len(parts) < 2 or ".." in parts or parts[0] not in MODEL_FOLDERS:
+            raise ValueError(
+                f"dest must be FOLDER/FILE with FOLDER one of {', '.join(MODEL_FOLDERS)} (no '..')"
+            )
+        return "/".join(parts)
+
+
+class WorkflowsConfig(Strict):
+    """Which workflows a deployment offers. Built-ins live in the repo's workflows/."""
+
+    dirs: list[str] = Field(default_factory=list, description="extra folders with user workflows")
+    enabled: list[str] = Field(default_factory=list, description="empty = every known workflow")
+
+
+class LocalBackendConfig(Strict):
+    """``local`` backend: docker with GPUs when an engine exists, else a command."""
+
+    mode: Literal["auto", "docker", "command"] = "auto"
+    command: list[str] = Field(
+        default_factory=list,
+        description="argv that starts one ComfyUI; {port} and {gpu} are substituted",
+    )
+    gpus: int = Field(1, ge=0, description="ComfyUI servers to start (one per GPU)")
+    host: str = "127.0.0.1"
+    price_per_hour: float = Field(0.0, ge=0, description="what this box costs you, for cost accounting")
+    gpu_name: str = "local"
+
+
+class SSHHost(Strict):
+    """One rented box reachable by SSH."""
+
+    ip: str
+    user: str = "root"
+    identity_file: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    price_per_hour: float = Field(0.0, ge=0)
+
+
+class SSHBackendConfig(Strict):
+    """``ssh`` backend: SkyPilot SSH node pool built from these hosts."""
+
+    pool: str = "nomad-pool"
+    hosts: list[SSHHost] = Field(default_factory=list)
+
+
+class InfraConfig(Strict):
+    """Where and how the GPU runs, and how much it may cost."""
+
+    backend: Literal["skypilot", "local", "ssh"] = "skypilot"
+    gpus: list[str] = Field(default_factory=lambda: ["RTX4090", "L40S", "A100-80GB"])
+    ordered: bool = Field(False, description="true: gpus is a preference order; false: cheapest of any")
+    gpu_count: int = Field(1, ge=1, le=16)
+    min_vram_gb: float | None = Field(None, ge=0)
+    max_price_per_hour: float | None = Field(None, gt=0, description="USD per hour per cluster")
+    daily_budget: float | None = Field(None, gt=0, description="USD per day across clusters")
+    spot: bool = False
+    clouds: list[str] = Field(default_factory=list, description="empty = every enabled cloud")
+    regions: list[str] = Field(default_factory=list)
+    idle_minutes: float = Field(10, gt=0)
+    max_clusters: int = Field(1, ge=1)
+    backlog_per_cluster: int = Field(8, ge=1, description="scale out when waiting jobs per cluster exceed this")
+    disk_gb: int | None = Field(None, ge=20)
+    cluster_name: str | None = None
+    catalog_dir: str | None = Field(None, description="pinned SkyPilot catalog snapshot")
+    local: LocalBackendConfig = Field(default_factory=LocalBackendConfig)
+    ssh: SSHBackendConfig = Field(default_factory=SSHBackendConfig)
+
+
+class QueueLimits(Strict):
+    """Per-user limits enforced in the queue, for every front door."""
+
+    in_flight_per_user: int | None = Field(2, ge=1)
+    per_day_per_user: int | None = Field(100, ge=1)
+
+
+class QueueConfig(Strict):
+    """The durable job queue. Empty url = SQLite file in the nomad data dir."""
+
+    url: SecretStr | None = Field(None, description="postgresql://… or sqlite:///path")
+    lease_seconds: float = Field(300, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    limits: QueueLimits = Field(default_factory=QueueLimits)
+
+
+class WebhookConfig(Strict):
+    url: str
+    listen: str = "127.0.0.1"
+    port: int = Field(8443, ge=1, le=65535)
+    secret_token: SecretStr | None = None
+
+
+class BotConfig(Strict):
+    """The Telegram front door."""
+
+    token: SecretStr | None = Field(None, description="prefer NOMAD_BOT_TOKEN")
+    allowlist: list[int] = Field(default_factory=list, description="Telegram user ids allowed to spend GPU time")
+    admins: list[int] = Field(default_factory=list)
+    commands: dict[str, str] = Field(
+        default_factory=lambda: {
+            "f": "flux_schnell",
+            "dev": "flux_dev",
+            "sd": "sd35_large",
+            "qwen": "qwen_image_edit",
+            "wan": "wan22_t2v",
+        },
+        description="command (without /) -> workflow name",
+    )
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook: WebhookConfig | None = None
+    base_url: str | None = Field(None, description="Bot API base URL (tests, self-hosted Bot API server)")
+
+    @model_validator(mode="after")
+    def _webhook(self) -> BotConfig:
+        if self.mode == "webhook" and self.webhook is None:
+            raise ValueError("mode: webhook needs a webhook: {url: …} section")
+        return self
+
+
+class BatchJob(Strict):
+    """A cron-triggered job, e.g. a daily wallpaper stored to S3."""
+
+    name: str
+    schedule: str = Field(..., description="cron expression, UTC")
+    workflow: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    output_key: str = Field("batch/{name}/{date}/{index}{ext}", description="S3 key template")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(v):
+            raise ValueError(f"not a valid cron expression: {v!r}")
+        return v
+
+
+class BatchConfig(Strict):
+    jobs: list[BatchJob] = Field(default_factory=list)
+
+
+class HiddenService(Strict):
+    name: str
+    port: int = Field(80, ge=1, le=65535)
+    target: str = Field(..., description="host:port the service forwards to")
+
+
+class PrivacyConfig(Strict):
+    """Route nomad's HTTP/WS through the Anyone network (or Tor) via SOCKS5h."""
+
+    enabled: bool = False
+    proxy: str = "socks5h://127.0.0.1:9050"
+    client: Literal["anon", "tor"] = "anon"
+    binary: str | None = None
+    hidden_services: list[HiddenService] = Field(default_factory=list)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: str) -> str:
+        if not v.startswith(("socks5h://", "socks5://")):
+            raise ValueError("proxy must be a socks5h:// (or socks5://) URL")
+        return v
+
+
+ProjectName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+
+
+class NomadConfig(Strict):
+    """The whole of ``nomad.yaml``."""
+
+    project: ProjectName = "nomad"
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    models: dict[str, list[ModelFile]] = Field(default_factory=dict, description="model sets")
+    workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
+    infra: InfraConfig = Field(default_factory=InfraConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    bot: BotConfig = Field(default_factory=BotConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+
+    @model_validator(mode="after")
+    def _sets_exist(self) -> NomadConfig:
+        missing = [s for s in self.image.model_sets if s not in self.models]
+        if missing:
+            raise ValueError(f"image.model_sets names unknown model sets: {', '.join(missing)}")
+        return self

@@ -1,0 +1,164 @@
+"""The queue seam: one ``JobQueue`` interface, a PostgreSQL and a SQLite implementation.
+
+Both implementations pass the same test suite (tests/queue/). The interface is
+synchronous on purpose: psycopg and sqlite3 are both blocking-first; asyncio
+callers (workers, the bot) call through ``asyncio.to_thread``.
+
+Invariants every implementation keeps:
+- enqueue is idempotent on ``client_key`` (same key ⇒ same job, no new row);
+- a job is leased to at most one worker at a time; a lease that expires
+  (worker killed) makes the job leasable again, ``attempts`` counts leases;
+- ``complete`` is idempotent and fenced by the lease token: a stale worker
+  can never overwrite a result or produce a second one;
+- per-user limits (in flight, per day) are enforced inside ``enqueue``.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class JobStatus(str, enum.Enum):
+    """Closed set of job states."""
+
+    QUEUED = "queued"
+    WAKING = "waking"  # queued, and a cluster is being brought up for it
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+# Phase timestamps recorded on a job (unix seconds), in order.
+PHASES = (
+    "queued_at",
+    "cluster_requested_at",
+    "cluster_ready_at",
+    "started_at",  # leased by a worker
+    "uploaded_at",  # inputs uploaded to ComfyUI
+    "executing_at",  # ComfyUI began executing (after queue wait)
+    "executed_at",  # ComfyUI finished
+    "finished_at",  # outputs stored; job done
+)
+
+
+@dataclass
+class Job:
+    """One unit of work from any front door."""
+
+    id: str
+    workflow: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # param name -> storage key of an input file
+    status: JobStatus = JobStatus.QUEUED
+    front_door: str = "cli"  # cli | telegram | web | batch
+    user: str | None = None  # front-door user reference (e.g. telegram user id)
+    chat: str | None = None  # where to deliver (e.g. telegram chat id / message id)
+    client_key: str | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    error: str | None = None
+    outputs: list[str] = field(default_factory=list)  # storage keys
+    times: dict[str, float] = field(default_factory=dict)  # PHASES -> unix seconds
+    gpu: str | None = None
+    cluster: str | None = None
+    cost: float | None = None  # USD
+    progress: float | None = None  # 0..1 while running
+    detail: str | None = None  # human status line (e.g. "waiting: daily budget reached")
+    lease_token: str | None = None
+    lease_expires_at: float | None = None
+    worker: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class JobQueue(abc.ABC):
+    """Durable job queue. See module docstring for the invariants."""
+
+    @abc.abstractmethod
+    def enqueue(
+        self,
+        workflow: str,
+        params: dict[str, Any],
+        *,
+        inputs: dict[str, str] | None = None,
+        front_door: str = "cli",
+        user: str | None = None,
+        chat: str | None = None,
+        client_key: str | None = None,
+        max_attempts: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Job:
+        """Add a job (or return the existing one with the same client_key).
+
+        Raises ``LimitExceeded`` when the user's quota refuses it.
+        """
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job:
+        """The job, or ``JobNotFound``."""
+
+    @abc.abstractmethod
+    def list(
+        self,
+        *,
+        status: list[JobStatus] | None = None,
+        user: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def lease(self, worker: str, *, lease_seconds: float | None = None) -> Job | None:
+        """Atomically take the oldest leasable job (queued/waking, or running with an expired lease)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, job_id: str, lease_token: str, *, progress: float | None = None) -> bool:
+        """Extend the lease; False if the lease was lost (stop working on it)."""
+
+    @abc.abstractmethod
+    def complete(
+        self,
+        job_id: str,
+        lease_token: str,
+        *,
+        outputs: list[str],
+        gpu: str | None = None,
+        cost: float | None = None,
+        times: dict[str, float] | None = None,
+    ) -> bool:
+        """Mark succeeded; idempotent; False if the token is stale (result discarded)."""
+
+    @abc.abstractmethod
+    def fail(self, job_id: str, lease_token: str, error: str, *, retry: bool = True) -> Job:
+        """Record a failure; requeue if retry and attempts remain, else FAILED."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job (the worker sees it at its next heartbeat)."""
+
+    @abc.abstractmethod
+    def requeue_running(self, *, cluster: str | None = None, reason: str = "") -> int:
+        """Put running jobs (of one cluster, or all) back in the queue; returns how many."""
+
+    @abc.abstractmethod
+    def set_status(self, job_ids: list[str], status: JobStatus, *, detail: str | None = None,
+                   times: dict[str, float] | None = None) -> None:
+        """Autoscaler annotations on waiting jobs (waking, detail, cluster timestamps)."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[JobStatus, int]:
+        """Jobs per status (queue depth for status surfaces)."""
+
+    @abc.abstractmethod
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block until a job may be available (LISTEN/NOTIFY, or a bounded poll); True if woken."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
