@@ -161,4 +161,20 @@ class JobQueue(abc.ABC):
         """Block until a job may be available (LISTEN/NOTIFY, or a bounded poll); True if woken."""
 
     @abc.abstractmethod
+    def position(self, job_id: str) -> int | None:
+        """1-based place among waiting jobs (None when not waiting)."""
+
+    @abc.abstractmethod
+    def stats_since(self, since: float) -> dict[str, float]:
+        """Totals since a time: jobs, succeeded, failed, cancelled, cost (USD)."""
+
+    @abc.abstractmethod
+    def get_state(self, scope: str, key: str) -> dict[str, Any] | None:
+        """Small JSON documents kept in the same database (bot sessions, autoscaler state)."""
+
+    @abc.abstractmethod
+    def put_state(self, scope: str, key: str, value: dict[str, Any]) -> None:
+        """Upsert a JSON document under (scope, key)."""
+
+    @abc.abstractmethod
     def close(self) -> None: ...
