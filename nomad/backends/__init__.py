@@ -1,0 +1,36 @@
+"""Launch backends behind one ``Backend`` interface; :func:`get_backend` picks one by name.
+
+Implementations are imported only when asked for, so ``sky`` (and ``docker``)
+stay out of every process that does not launch anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nomad.errors import UsageError
+
+if TYPE_CHECKING:
+    from nomad.backends.base import Backend
+    from nomad.config.schema import NomadConfig
+
+BACKENDS = ("skypilot", "local", "ssh")
+
+
+def get_backend(name: str | None, cfg: NomadConfig, data_dir: Path) -> Backend:
+    """The backend called ``name`` (default ``cfg.infra.backend``), built from config."""
+    name = name or cfg.infra.backend
+    if name == "local":
+        from nomad.backends.local import LocalBackend
+
+        return LocalBackend(cfg.infra.local, data_dir)
+    if name == "skypilot":
+        from nomad.backends.skypilot import SkyPilotBackend
+
+        return SkyPilotBackend(catalog_dir=cfg.infra.catalog_dir)
+    if name == "ssh":
+        from nomad.backends.ssh import SSHBackend
+
+        return SSHBackend(cfg.infra.ssh, data_dir)
+    raise UsageError(f"unknown backend {name!r}", hint=f"use one of: {', '.join(BACKENDS)}")

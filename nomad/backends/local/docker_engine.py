@@ -1,0 +1,81 @@
+"""The Docker path of the ``local`` backend (the ``docker`` SDK, imported lazily here only).
+
+Used when a Docker engine answers; on machines without one (like CI) the
+backend falls back to ``infra.local.command``. Containers are named
+``nomad-<cluster>-<gpu>`` and get exactly one GPU each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nomad.backends.base import LaunchSpec
+from nomad.errors import BackendError, NotAvailableError
+
+
+def available() -> bool:
+    """True when the docker SDK is installed and an engine answers ping."""
+    try:
+        import docker
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=3)
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def _client() -> Any:
+    try:
+        import docker
+    except ImportError:
+        raise NotAvailableError(
+            "infra.local.mode is docker but the docker Python SDK is not installed",
+            hint="pip install docker, or set infra.local.mode: command",
+        ) from None
+    try:
+        return docker.from_env(timeout=10)
+    except Exception as exc:
+        raise BackendError(
+            f"no Docker engine reachable: {exc}",
+            hint="start Docker or set infra.local.mode: command",
+        ) from exc
+
+
+def run(spec: LaunchSpec, ports: list[int]) -> list[str]:
+    """Start one container per GPU publishing ComfyUI's port; return container ids."""
+    import docker
+
+    client = _client()
+    ids = []
+    for gpu, port in enumerate(ports):
+        try:
+            c = client.containers.run(
+                spec.image_ref,
+                name=f"nomad-{spec.cluster_name}-{gpu}",
+                detach=True,
+                environment={**spec.envs, "NOMAD_COMFY_PORT": "8188"},
+                ports={"8188/tcp": ("127.0.0.1", port)},
+                device_requests=[
+                    docker.types.DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])
+                ],
+                labels={"nomad.cluster": spec.cluster_name},
+            )
+        except Exception as exc:
+            remove(spec.cluster_name)
+            raise BackendError(
+                f"docker could not start {spec.image_ref}: {exc}",
+                hint="check `docker info` and the image ref",
+            ) from exc
+        ids.append(str(c.id))
+    return ids
+
+
+def remove(cluster_name: str) -> None:
+    """Force-remove every container of the cluster; none is fine."""
+    if not available():
+        return
+    client = _client()
+    for c in client.containers.list(all=True, filters={"label": f"nomad.cluster={cluster_name}"}):
+        c.remove(force=True)
