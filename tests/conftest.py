@@ -9,8 +9,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from nomad.dev.stack import StackInfo
+    from nomad.storage import Storage
 
 PG_ADMIN_DSN = os.environ.get("NOMAD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -32,3 +37,30 @@ def pg_dsn() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
+    """A real embedded stack (SeaweedFS + registry on loopback) for this run, stopped after."""
+    from nomad.dev.stack import Stack
+
+    st = Stack(tmp_path_factory.mktemp("nomad-stack"))
+    try:
+        info = st.up()
+    except BaseException:
+        st.down()
+        raise
+    try:
+        yield info
+    finally:
+        st.down()
+
+
+@pytest.fixture
+def storage(stack: StackInfo) -> Storage:
+    """A Storage on a fresh bucket of the session stack, so tests never see each other's keys."""
+    from nomad.storage import Storage
+
+    store = Storage(stack.s3_settings(f"t-{uuid.uuid4().hex[:12]}"))
+    store.ensure_bucket()
+    return store
