@@ -1,0 +1,21 @@
+"""The ComfyUI seam: an async client over httpx + websockets.
+
+Public API: :class:`ComfyClient`, its result types and the extra errors it
+raises (all subclasses of :class:`nomad.errors.ComfyError`). The protocol
+double for tests is :class:`nomad.testing.comfy.FakeComfy`.
+"""
+
+from nomad.comfy._errors import ComfyTimeout, MissingModelError
+from nomad.comfy._types import ComfyEvent, Output, RunResult, SystemStats, output_kind
+from nomad.comfy.client import ComfyClient
+
+__all__ = [
+    "ComfyClient",
+    "ComfyEvent",
+    "ComfyTimeout",
+    "MissingModelError",
+    "Output",
+    "RunResult",
+    "SystemStats",
+    "output_kind",
+]

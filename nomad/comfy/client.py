@@ -1,0 +1,442 @@
+"""Async ComfyUI client over httpx (HTTP) and websockets (``/ws``).
+
+One run = upload inputs → connect ``/ws`` → queue the graph → follow events →
+read ``/history`` (the source of truth) → download outputs from ``/view``.
+If the socket drops mid-run the client reconnects and falls back to
+``/history``; if the server itself is gone it raises
+:class:`~nomad.errors.ComfyConnectionError` instead of hanging. Every wait is
+bounded.
+
+The HTTP client is injectable (``http=httpx.AsyncClient(transport=…)``) and so
+is the WebSocket connector (``ws_connect``); ``proxy`` (``socks5h://…``) routes
+both through SOCKS for the privacy feature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+import logging
+import re
+import struct
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from nomad.comfy._errors import ComfyTimeout, execution_error, validation_error
+from nomad.comfy._types import ComfyEvent, Output, RunResult, SystemStats, output_kind
+from nomad.errors import ComfyConnectionError, ComfyError, ComfyInterrupted
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[ComfyEvent], Awaitable[None] | None]
+WsConnect = Callable[..., Any]
+
+_TERMINAL_ERRORS = ("execution_error", "execution_interrupted")
+
+
+class ComfyClient:
+    """A client for one ComfyUI server. Use as ``async with ComfyClient(url) as c: …``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        http: httpx.AsyncClient | None = None,
+        proxy: str | None = None,
+        timeout: float = 30,
+        run_timeout: float = 3600,
+        poll_interval: float = 2.0,
+        ws_connect: WsConnect | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.proxy, self.timeout = proxy, timeout
+        self.run_timeout, self.poll_interval = run_timeout, poll_interval
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(proxy=proxy, timeout=timeout, trust_env=False)
+        self._ws_connect = ws_connect
+
+    async def __aenter__(self) -> ComfyClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this object created it."""
+        if self._own_http:
+            await self._http.aclose()
+
+    # ------------------------------------------------------------------ http plumbing
+    async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        url = f"{self.base_url}{path}"
+        try:
+            resp = await self._http.request(method, url, **kw)
+        except httpx.TimeoutException as exc:
+            raise ComfyConnectionError(
+                f"ComfyUI at {self.base_url} timed out on {method} {path}",
+                hint="is the server overloaded or the tunnel down?",
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ComfyConnectionError(
+                f"ComfyUI at {self.base_url} is unreachable ({type(exc).__name__}: {exc})",
+                hint="check the endpoint (nomad status) or pass --endpoint",
+            ) from exc
+        if resp.status_code == 403:
+            raise ComfyError(
+                f"ComfyUI at {self.base_url} refused {method} {path} (403)",
+                hint="a proxy may be sending a foreign Origin header",
+            )
+        if resp.status_code >= 500:
+            raise ComfyError(
+                f"ComfyUI at {self.base_url} failed on {method} {path}: "
+                f"HTTP {resp.status_code} {resp.text[:200]}"
+            )
+        return resp
+
+    async def _json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = await self._request(method, path, **kw)
+        if resp.status_code != 200:
+            raise ComfyError(
+                f"ComfyUI answered {resp.status_code} to {method} {path}: {resp.text[:200]}"
+            )
+        try:
+            return resp.json()
+        except json.JSONDecodeError as exc:
+            raise ComfyError(f"ComfyUI sent non-JSON to {method} {path}") from exc
+
+    # ------------------------------------------------------------------ simple calls
+    async def health(self) -> SystemStats:
+        """``/system_stats``: the GPU name and VRAM; raises if the server does not answer."""
+        raw = await self._json("GET", "/system_stats")
+        devices = raw.get("devices") or [{}]
+        dev = devices[0]
+        name = str(dev.get("name", "unknown"))
+        name = re.sub(r"^(cuda|xpu|mps|npu):\d+\s+", "", name).split(" : ")[0].strip()
+        gib = 1024**3
+        return SystemStats(
+            gpu_name=name,
+            vram_total_gb=round(float(dev.get("vram_total", 0)) / gib, 2),
+            vram_free_gb=round(float(dev.get("vram_free", 0)) / gib, 2),
+            device_type=str(dev.get("type", "unknown")),
+            comfyui_version=(raw.get("system") or {}).get("comfyui_version"),
+            raw=raw,
+        )
+
+    async def upload_image(
+        self, name: str, data: bytes, *, subfolder: str = "", overwrite: bool = True
+    ) -> str:
+        """Upload an input file; returns the name to put in a LoadImage node."""
+        form = {"type": "input", "overwrite": "true" if overwrite else "false"}
+        if subfolder:
+            form["subfolder"] = subfolder
+        resp = await self._request(
+            "POST",
+            "/upload/image",
+            data=form,
+            files={"image": (name, data, "application/octet-stream")},
+        )
+        if resp.status_code != 200:
+            raise ComfyError(
+                f"ComfyUI refused the upload of {name!r}: HTTP {resp.status_code}",
+                hint="the name must be a plain file name",
+            )
+        body = resp.json()
+        sub = body.get("subfolder") or ""
+        return f"{sub}/{body['name']}" if sub else str(body["name"])
+
+    async def queue_prompt(
+        self, graph: dict[str, Any], client_id: str, prompt_id: str | None = None
+    ) -> str:
+        """POST /prompt; a 400 becomes a ComfyValidationError naming node, class and input."""
+        payload: dict[str, Any] = {"prompt": graph, "client_id": client_id}
+        if prompt_id is not None:
+            payload["prompt_id"] = prompt_id
+        resp = await self._request("POST", "/prompt", json=payload)
+        if resp.status_code == 400:
+            try:
+                body = resp.json()
+            except json.JSONDecodeError:
+                body = {"error": {"type": "bad_request", "message": resp.text[:200]}}
+            raise validation_error(body)
+        if resp.status_code != 200:
+            raise ComfyError(
+                f"ComfyUI answered {resp.status_code} to POST /prompt: {resp.text[:200]}"
+            )
+        return str(resp.json()["prompt_id"])
+
+    async def interrupt(self, prompt_id: str | None = None) -> None:
+        """Stop the running prompt (only if it is ``prompt_id``, when given)."""
+        await self._request(
+            "POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else {}
+        )
+
+    async def queue(self) -> dict[str, Any]:
+        """``/queue``: ``queue_running`` and ``queue_pending`` rows."""
+        return dict(await self._json("GET", "/queue"))
+
+    async def clear_queue(self) -> None:
+        """Drop every pending prompt (the running one is left alone; see :meth:`interrupt`)."""
+        await self._request("POST", "/queue", json={"clear": True})
+
+    async def delete_from_queue(self, prompt_ids: list[str]) -> None:
+        """Drop these pending prompts."""
+        await self._request("POST", "/queue", json={"delete": prompt_ids})
+
+    async def history(self, prompt_id: str) -> dict[str, Any]:
+        """The history entry of one prompt, or ``{}`` while it has not finished."""
+        body = await self._json("GET", f"/history/{prompt_id}")
+        entry = body.get(prompt_id) if isinstance(body, dict) else None
+        return dict(entry) if isinstance(entry, dict) else {}
+
+    async def view(self, filename: str, subfolder: str = "", type: str = "output") -> bytes:
+        """Download one file through ``/view``."""
+        resp = await self._request(
+            "GET", "/view", params={"filename": filename, "subfolder": subfolder, "type": type}
+        )
+        if resp.status_code != 200:
+            raise ComfyError(
+                f"ComfyUI could not serve {subfolder}/{filename} ({type}): HTTP {resp.status_code}"
+            )
+        return resp.content
+
+    # ------------------------------------------------------------------ a whole run
+    async def run(
+        self,
+        graph: dict[str, Any],
+        *,
+        inputs: dict[str, bytes] | None = None,
+        on_event: EventHandler | None = None,
+        timeout: float | None = None,
+    ) -> RunResult:
+        """Upload ``inputs``, run ``graph`` and download its outputs.
+
+        ``inputs`` maps the file name a LoadImage node references to its bytes;
+        the graph (a deep copy) is rewritten to the server-side names.
+        """
+        clock = time.monotonic
+        deadline = clock() + (timeout or self.run_timeout)
+        t0 = clock()
+        graph = copy.deepcopy(graph)
+        for name, data in (inputs or {}).items():
+            server_name = await self.upload_image(name, data)
+            _rename_input(graph, name, server_name)
+        t_upload = clock()
+        client_id, prompt_id = uuid.uuid4().hex, str(uuid.uuid4())
+        follower = _Follower(self, client_id, prompt_id, graph, on_event)
+        await follower.connect()
+        try:
+            await self.queue_prompt(graph, client_id, prompt_id)
+            t_queued = clock()
+            entry = await follower.follow(deadline)
+        finally:
+            await follower.close()
+        t_done = clock()
+        _raise_for_status(entry)
+        outputs = await self._download(entry)
+        t_end = clock()
+        started = follower.started_at or t_queued
+        timings = {
+            "upload": t_upload - t0,
+            "queue_wait": max(0.0, started - t_queued),
+            "execution": max(0.0, t_done - started),
+            "download": t_end - t_done,
+            "total": t_end - t0,
+        }
+        return RunResult(prompt_id, outputs, timings, entry, follower.cached)
+
+    async def _download(self, entry: dict[str, Any]) -> list[Output]:
+        result = []
+        for node, out in (entry.get("outputs") or {}).items():
+            animated = any(bool(a) for a in out.get("animated", []) or [])
+            for key, items in out.items():
+                if key == "animated" or not isinstance(items, list):
+                    continue
+                for item in items:
+                    if not isinstance(item, dict) or "filename" not in item:
+                        continue
+                    sub, typ = str(item.get("subfolder", "")), str(item.get("type", "output"))
+                    data = await self.view(item["filename"], sub, typ)
+                    result.append(
+                        Output(
+                            str(node),
+                            item["filename"],
+                            sub,
+                            typ,
+                            output_kind(item["filename"], animated),
+                            data,
+                        )
+                    )
+        return result
+
+
+def _rename_input(graph: dict[str, Any], name: str, server_name: str) -> None:
+    for node in graph.values():
+        inputs = node.get("inputs") or {}
+        for key in ("image", "video", "audio", "file"):
+            if inputs.get(key) == name:
+                inputs[key] = server_name
+
+
+def _raise_for_status(entry: dict[str, Any]) -> None:
+    status = entry.get("status") or {}
+    if status.get("status_str", "success") == "success":
+        return
+    for kind, data in status.get("messages") or []:
+        if kind == "execution_interrupted":
+            raise ComfyInterrupted(
+                f"prompt interrupted at node {data.get('node_id')} ({data.get('node_type')})"
+            )
+        if kind == "execution_error":
+            raise execution_error(data)
+    raise ComfyError(f"ComfyUI reported status {status.get('status_str')!r} without details")
+
+
+class _Follower:
+    """Follows one prompt on ``/ws`` with ``/history`` as fallback and final word."""
+
+    def __init__(
+        self,
+        client: ComfyClient,
+        client_id: str,
+        prompt_id: str,
+        graph: dict[str, Any],
+        on_event: EventHandler | None,
+    ) -> None:
+        self.client, self.client_id, self.prompt_id = client, client_id, prompt_id
+        self.graph, self.on_event = graph, on_event
+        self.ws: Any = None
+        self.started_at: float | None = None
+        self.cached: list[str] = []
+        self.finished = False
+
+    @property
+    def ws_url(self) -> str:
+        base = self.client.base_url
+        scheme = "wss" if base.startswith("https") else "ws"
+        return f"{scheme}://{base.split('://', 1)[1]}/ws?clientId={self.client_id}"
+
+    async def connect(self) -> bool:
+        """Open the socket; False (not an error) if it can't: /history still works."""
+        connect = self.client._ws_connect
+        if connect is None:
+            from websockets.asyncio.client import connect as ws_connect
+
+            connect = ws_connect
+        try:
+            self.ws = await asyncio.wait_for(
+                connect(
+                    self.ws_url,
+                    proxy=self.client.proxy,
+                    max_size=None,
+                    open_timeout=self.client.timeout,
+                    ping_interval=20,
+                    ping_timeout=20,
+                ),
+                self.client.timeout,
+            )
+        except (OSError, TimeoutError, Exception) as exc:  # any failure: fall back to /history
+            log.debug("ws connect to %s failed: %s", self.client.base_url, exc)
+            self.ws = None
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            ws, self.ws = self.ws, None
+            try:
+                await asyncio.wait_for(ws.close(), 5)
+            except Exception as exc:  # closing a dead socket is not worth an error
+                log.debug("ws close failed: %s", exc)
+
+    async def follow(self, deadline: float) -> dict[str, Any]:
+        """Return the prompt's history entry once it has finished (bounded by ``deadline``)."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ComfyTimeout(
+                    f"prompt {self.prompt_id} did not finish in time on {self.client.base_url}",
+                    hint="raise --timeout or check the GPU",
+                )
+            if self.finished or self.ws is None:
+                entry = await self._history_or_reconnect(remaining)
+                if entry:
+                    return entry
+                continue
+            try:
+                msg = await asyncio.wait_for(
+                    self.ws.recv(), min(self.client.poll_interval, remaining)
+                )
+            except TimeoutError:
+                entry = await self.client.history(self.prompt_id)
+                if entry:
+                    return entry
+                continue
+            except Exception as exc:  # ConnectionClosed and friends: fall back to /history
+                log.info("ComfyUI socket dropped mid-run (%s); using /history", exc)
+                self.ws = None
+                continue
+            await self._handle(msg)
+
+    async def _history_or_reconnect(self, remaining: float) -> dict[str, Any]:
+        try:
+            entry = await self.client.history(self.prompt_id)
+        except ComfyTimeout:
+            raise
+        except ComfyConnectionError as exc:  # the server itself is gone: fail, don't hang
+            raise ComfyConnectionError(
+                f"ComfyUI at {self.client.base_url} went away while running "
+                f"prompt {self.prompt_id}",
+                hint="the node may have crashed or been preempted; the job can be retried",
+            ) from exc
+        if entry:
+            return entry
+        if not self.finished and await self.connect():
+            return await self.client.history(self.prompt_id)  # events may have been missed
+        await asyncio.sleep(
+            min(self.client.poll_interval if not self.finished else 0.05, remaining)
+        )
+        return {}
+
+    async def _handle(self, msg: str | bytes) -> None:
+        if isinstance(msg, bytes):
+            if len(msg) >= 8 and struct.unpack(">I", msg[:4])[0] == 1:
+                await self._emit(ComfyEvent("preview", self.prompt_id, image=msg[8:]))
+            return
+        try:
+            frame = json.loads(msg)
+        except json.JSONDecodeError:
+            return
+        kind, data = frame.get("type"), frame.get("data") or {}
+        if not isinstance(data, dict) or data.get("prompt_id", self.prompt_id) != self.prompt_id:
+            return
+        if kind == "status":
+            return
+        if kind == "execution_start":
+            self.started_at = time.monotonic()
+        elif kind == "execution_cached":
+            self.cached = [str(n) for n in data.get("nodes", [])]
+        elif kind in ("execution_success", *_TERMINAL_ERRORS) or (
+            kind == "executing" and data.get("node") is None
+        ):
+            self.finished = True
+        node = data.get("node", data.get("node_id"))
+        node = None if node is None else str(node)
+        cls = (self.graph.get(node) or {}).get("class_type") if node else None
+        await self._emit(
+            ComfyEvent(
+                str(kind), self.prompt_id, node, cls, data.get("value"), data.get("max"), data=data
+            )
+        )
+
+    async def _emit(self, event: ComfyEvent) -> None:
+        if self.on_event is None:
+            return
+        result = self.on_event(event)
+        if inspect.isawaitable(result):
+            await result
