@@ -1,14 +1,70 @@
-"""Placeholder: these commands are not built yet; they say so (exit 3) instead of faking output."""
+"""`nomad push`: HEAD, else mount, else upload each blob; manifest last; print the digest ref."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from nomad.cli.errors import not_available
+from nomad.cli.context import Ctx
+from nomad.cli.output import emit_json
 
 
-@click.command("push", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def push(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad push`", "not implemented in this release")
+@click.command("push")
+@click.argument("ref", required=False)
+@click.option(
+    "--image",
+    "layout",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="OCI layout to push (default: what `nomad build` wrote).",
+)
+@click.option("--tag", default=None, help="Tag to push (default: image.tag).")
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Blobs in flight (default: registry.parallel_blobs).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def push(
+    ctx: Ctx,
+    ref: str | None,
+    layout: Path | None,
+    tag: str | None,
+    parallel: int | None,
+    as_json: bool,
+) -> None:
+    """Push the built image. REF is [REGISTRY/]REPO[:TAG]; default: the configured registry."""
+    from nomad import images
+    from nomad.dev.defaults import resolve_registry
+    from nomad.images._progress import byte_progress
+    from nomad.registry import push_image, target_for
+
+    cfg = ctx.config
+    reg = resolve_registry(cfg, ctx.data_dir)
+    url, repo, out_tag = target_for(ref, reg.url, reg.repository, tag or cfg.image.tag)
+    with byte_progress("push", enabled=not as_json) as tick:
+        result = push_image(
+            url=url,
+            repository=repo,
+            tag=out_tag,
+            layout_dir=layout or images.default_layout(ctx.data_dir, cfg.project),
+            data_dir=ctx.data_dir,
+            username=reg.username,
+            password=reg.password,
+            insecure=reg.insecure,
+            parallel=parallel or cfg.registry.parallel_blobs,
+            source_tag=tag or cfg.image.tag,
+            progress=lambda d, n, s: tick(d[7:19], n, s),
+        )
+    if as_json:
+        emit_json(result.to_json())
+        return
+    counts = ", ".join(f"{result.count(a)} {a}" for a in ("uploaded", "mounted", "exists"))
+    click.echo(
+        f"blobs: {counts}; sent {result.bytes_sent / 1e6:.1f} MB "
+        f"of {result.size_bytes / 1e6:.1f} MB"
+    )
+    click.echo(result.ref)

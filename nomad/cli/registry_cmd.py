@@ -1,14 +1,87 @@
-"""Placeholder: these commands are not built yet; they say so (exit 3) instead of faking output."""
+"""`nomad registry`: the distribution config for an S3 bucket, bucket creation, access checks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from nomad.cli.errors import not_available
+from nomad.cli.context import Ctx
+from nomad.cli.output import emit_json
 
 
-@click.command("registry", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def registry(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad registry`", "not implemented in this release")
+@click.group("registry")
+def registry() -> None:
+    """Registry helpers: S3 storage config, bucket, access."""
+
+
+@registry.command("config")
+@click.option(
+    "--provider",
+    type=click.Choice(["aws", "tigris", "r2", "minio", "seaweedfs"]),
+    default=None,
+    help="Endpoint/region presets (default: storage.* from nomad.yaml).",
+)
+@click.option("--bucket", default=None, help="Bucket (default: storage.registry_bucket).")
+@click.option("--endpoint", default=None, help="S3 endpoint URL (overrides the preset).")
+@click.option("--region", default=None)
+@click.option("--listen", default="127.0.0.1:5000", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the config WITH keys to this file (mode 0600). Stdout never shows keys.",
+)
+@click.pass_obj
+def config(
+    ctx: Ctx,
+    provider: str | None,
+    bucket: str | None,
+    endpoint: str | None,
+    region: str | None,
+    listen: str,
+    out: Path | None,
+) -> None:
+    """Print (or write) a distribution registry config backed by an S3 bucket."""
+    from nomad.registry._config import (
+        distribution_config,
+        distribution_yaml,
+        provider_defaults,
+        write_private,
+    )
+
+    st = ctx.config.storage
+    preset = provider_defaults(provider) if provider else {"endpoint": None, "region": None}
+    keys = (st.access_key_id, st.secret_access_key) if out else (None, None)
+    cfg = distribution_config(
+        bucket=bucket or st.registry_bucket,
+        endpoint=endpoint or preset["endpoint"] or st.endpoint_url,
+        region=region or preset["region"] or st.region,
+        listen=listen,
+        access_key=keys[0].get_secret_value() if keys[0] else None,
+        secret_key=keys[1].get_secret_value() if keys[1] else None,
+    )
+    if out:
+        write_private(out, distribution_yaml(cfg))
+        click.echo(f"wrote {out} (mode 0600); run: registry serve {out}")
+        return
+    click.echo(distribution_yaml(cfg), nl=False)
+    click.echo(
+        "# keys: export REGISTRY_STORAGE_S3_ACCESSKEY / REGISTRY_STORAGE_S3_SECRETKEY", err=True
+    )
+
+
+@registry.command("check")
+@click.option("--create-bucket", is_flag=True, help="Create the registry bucket if it is missing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def check(ctx: Ctx, create_bucket: bool, as_json: bool) -> None:
+    """Check the registry answers /v2/ and (when keys are known) its S3 bucket is reachable."""
+    from nomad.registry._checks import check_registry
+
+    report = check_registry(ctx.config, ctx.data_dir, create_bucket=create_bucket)
+    if as_json:
+        emit_json(report)
+        return
+    for name, status in report.items():
+        click.echo(f"{name:10} {status}")

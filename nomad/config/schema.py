@@ -77,8 +77,9 @@ class ImageConfig(Strict):
     """What ``nomad build`` assembles: base + model sets + workflows."""
 
     base: str = Field(
-        "oci:images/base-busybox",
-        description="registry reference (docker.io/org/img:tag) or oci:PATH / oci-archive:PATH",
+        "busybox",
+        description="registry reference (docker.io/org/img:tag), oci:PATH[:TAG], oci-archive:PATH,"
+        " or `busybox` (a tiny base nomad makes from busybox-static, for tests and demos)",
     )
     tag: str = "latest"
     model_sets: list[str] = Field(default_factory=list, description="names under `models:`; empty = all")

@@ -1,0 +1,181 @@
+"""The runtime base image: where its layers come from.
+
+``busybox``            a tiny base nomad makes itself from Debian's busybox-static (tests, demos)
+``oci:PATH[:TAG]``     a local OCI layout (skopeo/umoci/buildx `type=oci` output)
+``oci-archive:PATH``   the same, as a tar file
+``REGISTRY/REPO:TAG``  any registry (Docker Hub/GHCR token auth, manifest lists -> linux/amd64)
+
+The base's blobs are copied into the output layout untouched (same digests),
+so pushing the built image copies them into the target registry once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nomad.errors import BuildError
+from nomad.images._oci import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    TO_OCI,
+    Descriptor,
+    OciLayout,
+    canonical_json,
+)
+from nomad.images._tar import Entry, file_entry, write_layer_file
+
+BUSYBOX = Path("/bin/busybox")
+BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "sleep", "sha256sum", "wget", "env", "mkdir", "true")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+EPOCH = "1970-01-01T00:00:00Z"
+
+
+@dataclass
+class BaseImage:
+    """A base whose blobs are present in the output layout."""
+
+    config: dict[str, Any]
+    layers: list[Descriptor]
+    source: str
+
+
+def load_base(spec: str, layout: OciLayout, *, config_dir: Path) -> BaseImage:
+    """Bring the base named by ``spec`` into ``layout`` and describe it."""
+    if spec == "busybox":
+        return busybox_base(layout)
+    if spec.startswith("oci:"):
+        path, tag = _split_tag(spec[4:], config_dir)
+        return _from_layout(OciLayout(path), tag, layout, spec)
+    if spec.startswith("oci-archive:"):
+        path, tag = _split_tag(spec[len("oci-archive:") :], config_dir)
+        with tempfile.TemporaryDirectory(dir=layout.root) as tmp:
+            _untar(path, Path(tmp))
+            return _from_layout(OciLayout(Path(tmp)), tag, layout, spec)
+    from nomad.registry import pull_image
+
+    return pull_image(spec, layout)
+
+
+def _split_tag(rest: str, config_dir: Path) -> tuple[Path, str | None]:
+    path, sep, tag = rest.rpartition(":")
+    if not sep or "/" in tag:
+        path, tag = rest, ""
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else config_dir / p), (tag or None)
+
+
+def _untar(archive: Path, dest: Path) -> None:
+    try:
+        with tarfile.open(archive) as tf:
+            tf.extractall(dest, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        raise BuildError(f"base {archive}: cannot read OCI archive: {exc}") from None
+
+
+def _from_layout(src: OciLayout, tag: str | None, dst: OciLayout, spec: str) -> BaseImage:
+    if not src.exists():
+        raise BuildError(
+            f"base {spec}: {src.root} is not an OCI layout",
+            hint="set image.base to `busybox`, a registry reference, or an OCI layout",
+        )
+    desc = src.resolve(tag)
+    manifest = src.read_json(desc.digest)
+    if (
+        manifest.get("mediaType", desc.media_type) in (OCI_INDEX, TO_OCI.get(desc.media_type, ""))
+        and "manifests" in manifest
+    ):
+        desc = pick_platform(manifest, spec)
+        manifest = src.read_json(desc.digest)
+    return adopt_manifest(manifest, spec, dst, lambda d: _copy_blob(src, dst, d))
+
+
+def pick_platform(
+    index: dict[str, Any], spec: str, os_: str = "linux", arch: str = "amd64"
+) -> Descriptor:
+    """Choose the linux/amd64 manifest from an index / manifest list."""
+    for m in index.get("manifests", []):
+        plat = m.get("platform") or {}
+        if plat.get("os") == os_ and plat.get("architecture") == arch:
+            return Descriptor.from_json(m)
+    raise BuildError(f"base {spec}: no {os_}/{arch} image in its manifest list")
+
+
+def adopt_manifest(manifest: dict[str, Any], spec: str, dst: OciLayout, fetch: Any) -> BaseImage:
+    """Fetch config + layers with ``fetch(descriptor)`` into ``dst`` (OCI media types)."""
+    if "layers" not in manifest or "config" not in manifest:
+        raise BuildError(
+            f"base {spec}: manifest has no layers/config (schema 1 images are not supported)"
+        )
+    cfg_desc = Descriptor.from_json(manifest["config"])
+    fetch(cfg_desc)
+    config = dst.read_json(cfg_desc.digest)
+    layers = []
+    for raw in manifest["layers"]:
+        d = Descriptor.from_json(raw)
+        fetch(d)
+        layers.append(
+            Descriptor(TO_OCI.get(d.media_type, d.media_type), d.digest, d.size, d.annotations)
+        )
+    return BaseImage(config, layers, spec)
+
+
+def _copy_blob(src: OciLayout, dst: OciLayout, d: Descriptor) -> None:
+    if dst.has(d.digest, d.size):
+        return
+    s = src.blob_path(d.digest)
+    if not s.is_file():
+        raise BuildError(f"base {src.root}: blob {d.digest} is missing")
+    tmp = dst.blobs / f".{d.digest[7:]}.{os.getpid()}.tmp"
+    try:
+        os.link(s, tmp)
+    except OSError:
+        shutil.copyfile(s, tmp)
+    dst.adopt(tmp, d.digest)
+
+
+def busybox_base(layout: OciLayout) -> BaseImage:
+    """A one-layer base with /bin/busybox and a few applet links (deterministic)."""
+    if not BUSYBOX.is_file():
+        raise BuildError(
+            "base busybox: /bin/busybox not found", hint="apt-get install busybox-static"
+        )
+    entries = [file_entry("bin/busybox", BUSYBOX, mode=0o755)]
+    entries += [Entry(f"bin/{a}", "symlink", link="busybox", mode=0o777) for a in BUSYBOX_APPLETS]
+    entries += [Entry("tmp", "dir", mode=0o777 | 0o1000)]
+    info, tmp = write_layer_file(entries, layout.blobs)
+    layout.adopt(tmp, info.digest)
+    layer = Descriptor(OCI_LAYER, info.digest, info.size)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": EPOCH,
+        "config": {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [info.digest]},
+        "history": [{"created": EPOCH, "created_by": "nomad: busybox-static base"}],
+    }
+    layout.put_bytes(canonical_json(config), OCI_CONFIG)
+    return BaseImage(config, [layer], "busybox")
+
+
+def write_base_layout(out: Path, tag: str = "latest") -> Descriptor:
+    """Write the busybox base as a standalone OCI layout (for `oci:` bases and tests)."""
+    layout = OciLayout(out).init()
+    base = busybox_base(layout)
+    cfg = layout.put_bytes(canonical_json(base.config), OCI_CONFIG)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": cfg.to_json(),
+        "layers": [d.to_json() for d in base.layers],
+    }
+    desc = layout.put_bytes(canonical_json(manifest), OCI_MANIFEST)
+    layout.tag(desc, tag)
+    return desc

@@ -1,0 +1,58 @@
+"""`nomad build` as one call the CLI, the bot or a script can make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nomad.config.schema import NomadConfig
+from nomad.images._build import BuildResult, build_image, inputs_from_config
+from nomad.images._dockerfile import DockerfileExport, export_dockerfile
+from nomad.images._fetch import ModelCache, fetch_models
+from nomad.paths import cache_dir as default_cache_dir
+from nomad.paths import repo_root
+
+
+def workflows_dir_for(config_dir: Path) -> Path | None:
+    """The workflows folder baked in: next to nomad.yaml if there is one, else the repo's."""
+    for d in (config_dir / "workflows", repo_root() / "workflows"):
+        if d.is_dir():
+            return d
+    return None
+
+
+def build_from_config(
+    cfg: NomadConfig,
+    *,
+    config_dir: Path,
+    data_dir: Path,
+    out: Path,
+    tag: str | None = None,
+    cache_dir: Path | None = None,
+    parallel: int = 4,
+    progress: Any = None,
+    dockerfile_dir: Path | None = None,
+    workflows_dir: Path | None = None,
+) -> tuple[BuildResult, DockerfileExport | None]:
+    """Build the OCI layout (and optionally the Dockerfile export) described by nomad.yaml."""
+    inputs = inputs_from_config(cfg, config_dir, workflows_dir or workflows_dir_for(config_dir))
+    if tag:
+        inputs.tag = tag
+    cache = ModelCache(default_cache_dir(cache_dir))
+    s3 = (
+        _s3_settings(cfg, data_dir)
+        if any(m.source.startswith("s3://") for m in inputs.models)
+        else None
+    )
+    result = build_image(inputs, out, cache, parallel=parallel, progress=progress, s3_settings=s3)
+    export = None
+    if dockerfile_dir is not None:
+        fetched = fetch_models(inputs.models, cache, base_dir=config_dir, s3_settings=s3)
+        export = export_dockerfile(inputs, fetched, dockerfile_dir, f"{cfg.project}:{inputs.tag}")
+    return result, export
+
+
+def _s3_settings(cfg: NomadConfig, data_dir: Path) -> Any:
+    from nomad.dev.defaults import resolve_storage
+
+    return resolve_storage(cfg, data_dir)

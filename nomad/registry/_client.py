@@ -1,0 +1,372 @@
+"""A small OCI distribution API client over httpx.
+
+The transport is injectable (``httpx.MockTransport`` in unit tests, a real
+local registry in integration tests). Auth: HTTP Basic, and the bearer
+token dance (``WWW-Authenticate: Bearer realm=…,service=…,scope=…``) used by
+Docker Hub, GHCR and most hosted registries. Every failure becomes a
+:class:`RegistryError` that names the registry, repository and object.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nomad.errors import RegistryError
+
+CHUNK = 1 << 20
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused our credentials (401/403)."""
+
+
+class BlobUploadError(RegistryError):
+    """A blob upload failed or was rejected (digest invalid, truncated, size)."""
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry did not answer at all."""
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        errs = resp.json().get("errors") or []
+        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errs) or resp.text[:200]
+    except Exception:
+        return resp.text[:200] if resp.text else resp.reason_phrase
+
+
+class RegistryClient:
+    """Talks to one registry. Thread-safe: blobs are pushed from several threads at once."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        verify: bool = True,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self._password = password
+        self._own = client is None
+        self.http = client or httpx.Client(
+            transport=transport,
+            verify=verify,
+            follow_redirects=True,
+            timeout=httpx.Timeout(30.0, read=300.0, write=300.0),
+        )
+        self._tokens: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` as it appears in references."""
+        return httpx.URL(self.base_url).netloc.decode()
+
+    def close(self) -> None:
+        if self._own:
+            self.http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _url(self, path_or_url: str) -> str:
+        return (
+            path_or_url
+            if path_or_url.startswith(("http://", "https://"))
+            else self.base_url + path_or_url
+        )
+
+    def _basic(self) -> str | None:
+        if self.username is None:
+            return None
+        raw = f"{self.username}:{self._password or ''}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def request(
+        self, method: str, path: str, *, repo: str, what: str, retry_auth: bool = True, **kw: Any
+    ) -> httpx.Response:
+        """Send one request with auth; on 401 authenticate and retry once."""
+        headers = dict(kw.pop("headers", None) or {})
+        auth = self._tokens.get(repo) or self._basic()
+        if auth:
+            headers["Authorization"] = auth
+        try:
+            resp = self.http.request(method, self._url(path), headers=headers, **kw)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, what) from exc
+        if resp.status_code == 401 and retry_auth:
+            self._authenticate(resp, repo, what)
+            return self.request(
+                method, path, repo=repo, what=what, retry_auth=False, headers=headers, **kw
+            )
+        if resp.status_code in (401, 403):
+            raise RegistryAuthError(
+                f"registry {self.host} refused {what}: HTTP {resp.status_code} {_error_text(resp)}",
+                hint="check registry.username/password (NOMAD_REGISTRY_PASSWORD)",
+            )
+        return resp
+
+    def _transport_error(self, exc: httpx.TransportError, what: str) -> RegistryError:
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return RegistryUnreachable(
+                f"registry {self.base_url} is not reachable ({what}): {exc}",
+                hint="is it running? for the embedded one: `nomad dev up`",
+            )
+        return BlobUploadError(
+            f"registry {self.base_url}: {what} broke: {type(exc).__name__}: {exc}",
+            hint="run the same command again: finished blobs are skipped",
+        )
+
+    def _authenticate(self, resp: httpx.Response, repo: str, what: str) -> None:
+        scheme, params = _challenge(resp.headers.get("www-authenticate", ""))
+        if scheme == "basic":
+            if self.username is None:
+                raise RegistryAuthError(
+                    f"registry {self.host} needs credentials for {what}",
+                    hint="set registry.username and registry.password (or NOMAD_REGISTRY_PASSWORD)",
+                )
+            return  # basic was already sent; the retry will fail with a clear 401
+        if scheme != "bearer" or "realm" not in params:
+            raise RegistryAuthError(f"registry {self.host}: unsupported auth challenge for {what}")
+        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        headers = {}
+        if (basic := self._basic()) is not None:
+            headers["Authorization"] = basic
+        try:
+            tok = self.http.get(params["realm"], params=query, headers=headers)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, f"token for {what}") from exc
+        if tok.status_code != 200:
+            raise RegistryAuthError(
+                f"registry {self.host}: token service refused {what}: HTTP {tok.status_code}",
+                hint="check registry.username/password",
+            )
+        body = tok.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise RegistryAuthError(
+                f"registry {self.host}: token service returned no token for {what}"
+            )
+        with self._lock:
+            self._tokens[repo] = f"Bearer {token}"
+
+    def _fail(
+        self, resp: httpx.Response, what: str, cls: type[RegistryError] = RegistryError
+    ) -> RegistryError:
+        return cls(
+            f"registry {self.host}: {what} failed: HTTP {resp.status_code} ({_error_text(resp)})"
+        )
+
+    # -- API --------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """GET /v2/ — reachable and speaking the distribution API (auth handled)."""
+        resp = self.request("GET", "/v2/", repo="", what="GET /v2/")
+        if resp.status_code != 200:
+            raise self._fail(resp, "GET /v2/")
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        resp = self.request(
+            "HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo, what=f"HEAD {repo}@{digest}"
+        )
+        if resp.status_code == 200:
+            return True
+        if resp.status_code == 404:
+            return False
+        raise self._fail(resp, f"HEAD blob {digest} in {repo}")
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repository mount; True when mounted (201), False when the registry declined."""
+        what = f"mount {digest} from {from_repo} into {repo}"
+        resp = self.request(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/",
+            repo=repo,
+            what=what,
+            params={"mount": digest, "from": from_repo},
+        )
+        if resp.status_code == 201:
+            return True
+        if resp.status_code == 202:
+            self._cancel(repo, resp)
+            return False
+        raise self._fail(resp, what)
+
+    def _cancel(self, repo: str, resp: httpx.Response) -> None:
+        loc = resp.headers.get("location")
+        if loc:
+            with contextlib.suppress(RegistryError):
+                self.request("DELETE", self._location(loc), repo=repo, what="cancel upload")
+
+    def _location(self, loc: str) -> str:
+        return loc if loc.startswith(("http://", "https://")) else self.base_url + loc
+
+    def upload_blob(
+        self,
+        repo: str,
+        digest: str,
+        size: int,
+        path: Path,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> int:
+        """Stream one blob (POST, one PATCH, PUT ?digest=); returns the bytes sent."""
+        what = f"upload of blob {digest} ({size} bytes) to {repo}"
+        start = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, what=what)
+        if start.status_code != 202 or "location" not in start.headers:
+            raise self._fail(start, what, BlobUploadError)
+        sent = [0]
+
+        def body() -> Iterator[bytes]:
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    sent[0] += len(chunk)
+                    if on_bytes:
+                        on_bytes(len(chunk))
+                    yield chunk
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        patch = self.request(
+            "PATCH",
+            self._location(start.headers["location"]),
+            repo=repo,
+            what=what,
+            retry_auth=False,
+            content=body(),
+            headers=headers,
+        )
+        if patch.status_code != 202:
+            raise self._fail(patch, what, BlobUploadError)
+        url = httpx.URL(self._location(patch.headers.get("location") or start.headers["location"]))
+        done = self.request(
+            "PUT",
+            str(url.copy_merge_params({"digest": digest})),
+            repo=repo,
+            what=what,
+            headers={"Content-Length": "0"},
+        )
+        if done.status_code != 201:
+            raise self._fail(done, what, BlobUploadError)
+        got = done.headers.get("docker-content-digest")
+        if got and got != digest:
+            raise BlobUploadError(
+                f"registry {self.host}: {what}: registry stored {got}, expected {digest}"
+            )
+        return sent[0]
+
+    def put_manifest(
+        self, repo: str, reference: str, body: bytes, media_type: str, digest: str
+    ) -> None:
+        """PUT the manifest and check the registry computed the same digest."""
+        what = f"PUT manifest {repo}:{reference}"
+        resp = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{reference}",
+            repo=repo,
+            what=what,
+            content=body,
+            headers={"Content-Type": media_type},
+        )
+        if resp.status_code not in (200, 201):
+            raise self._fail(resp, what)
+        got = resp.headers.get("docker-content-digest")
+        if got != digest:
+            raise RegistryError(
+                f"registry {self.host}: {what}: digest {got!r} != {digest}",
+                hint="the registry rewrote the manifest; use one that stores it verbatim",
+            )
+
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str]:
+        """The raw manifest bytes and their media type."""
+        what = f"GET manifest {repo}:{reference}"
+        resp = self.request(
+            "GET",
+            f"/v2/{repo}/manifests/{reference}",
+            repo=repo,
+            what=what,
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        if resp.status_code == 404:
+            raise RegistryError(f"registry {self.host}: no manifest {repo}:{reference}")
+        if resp.status_code != 200:
+            raise self._fail(resp, what)
+        return resp.content, resp.headers.get("content-type", "").split(";")[0]
+
+    def has_manifest(self, repo: str, reference: str) -> bool:
+        what = f"HEAD manifest {repo}:{reference}"
+        resp = self.request(
+            "HEAD",
+            f"/v2/{repo}/manifests/{reference}",
+            repo=repo,
+            what=what,
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        return resp.status_code == 200
+
+    def download_blob(
+        self, repo: str, digest: str, out: Path, on_bytes: Callable[[int], None] | None = None
+    ) -> int:
+        """Stream a blob into ``out`` verifying its digest; returns its size."""
+        import hashlib
+
+        what = f"GET blob {digest} from {repo}"
+        headers = {}
+        if auth := self._tokens.get(repo) or self._basic():
+            headers["Authorization"] = auth
+        self.has_blob(repo, digest)  # authenticates before the streaming request
+        if auth := self._tokens.get(repo) or self._basic():
+            headers["Authorization"] = auth
+        sha = hashlib.sha256()
+        n = 0
+        try:
+            with self.http.stream(
+                "GET", self._url(f"/v2/{repo}/blobs/{digest}"), headers=headers
+            ) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    raise self._fail(resp, what)
+                with open(out, "wb") as f:
+                    for chunk in resp.iter_bytes(CHUNK):
+                        f.write(chunk)
+                        sha.update(chunk)
+                        n += len(chunk)
+                        if on_bytes:
+                            on_bytes(len(chunk))
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, what) from exc
+        if "sha256:" + sha.hexdigest() != digest:
+            out.unlink(missing_ok=True)
+            raise RegistryError(f"registry {self.host}: {what}: content does not match its digest")
+        return n

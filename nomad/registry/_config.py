@@ -1,0 +1,104 @@
+"""The CNCF distribution registry's config for an S3 bucket (Tigris, R2, AWS, MinIO, SeaweedFS).
+
+Keys stay out of printed configs: the registry reads them from
+``REGISTRY_STORAGE_S3_ACCESSKEY`` / ``REGISTRY_STORAGE_S3_SECRETKEY``. Only a
+file written with mode 0600 may carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from nomad.errors import UsageError
+
+PROVIDERS: dict[str, dict[str, str | None]] = {
+    "aws": {"endpoint": None, "region": "us-east-1"},
+    "tigris": {"endpoint": "https://fly.storage.tigris.dev", "region": "auto"},
+    "r2": {"endpoint": "https://ACCOUNT_ID.r2.cloudflarestorage.com", "region": "auto"},
+    "minio": {"endpoint": "http://127.0.0.1:9000", "region": "us-east-1"},
+    "seaweedfs": {"endpoint": "http://127.0.0.1:8333", "region": "us-east-1"},
+}
+
+
+def distribution_config(
+    *,
+    bucket: str,
+    endpoint: str | None,
+    region: str,
+    listen: str = "127.0.0.1:5000",
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    chunk_mib: int = 16,
+) -> dict[str, Any]:
+    """A working distribution config: S3 driver, redirects off."""
+    if not bucket:
+        raise UsageError("registry config: a bucket name is required (--bucket)")
+    s3: dict[str, Any] = {
+        "bucket": bucket,
+        "region": region,
+        "v4auth": True,
+        "chunksize": chunk_mib * 1024 * 1024,
+        "secure": not (endpoint or "https").startswith("http://"),
+    }
+    if endpoint:
+        s3["regionendpoint"] = endpoint
+        s3["forcepathstyle"] = True
+    if access_key and secret_key:
+        s3["accesskey"] = access_key
+        s3["secretkey"] = secret_key
+    return {
+        "version": 0.1,
+        "log": {"level": "info", "accesslog": {"disabled": True}},
+        "http": {"addr": listen},
+        "storage": {"s3": s3, "redirect": {"disable": True}, "delete": {"enabled": True}},
+    }
+
+
+def provider_defaults(provider: str) -> dict[str, str | None]:
+    """Endpoint and region presets for a named provider."""
+    if provider not in PROVIDERS:
+        raise UsageError(
+            f"unknown S3 provider {provider!r}", hint=f"one of: {', '.join(PROVIDERS)}"
+        )
+    return {k: v for k, v in PROVIDERS[provider].items()}
+
+
+def distribution_yaml(cfg: dict[str, Any]) -> str:
+    """YAML text of a config (for printing or writing)."""
+    import yaml
+
+    text: str = yaml.safe_dump(cfg, sort_keys=False)
+    return text
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file that may hold keys: 0600 from the first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def validate_config(cfg: Any) -> list[str]:
+    """Problems in a distribution config dict (empty list = looks right)."""
+    problems: list[str] = []
+    s3 = ((cfg or {}).get("storage") or {}).get("s3") if isinstance(cfg, dict) else None
+    if not isinstance(s3, dict):
+        return ["storage.s3 is missing: the registry would not use S3"]
+    for key in ("bucket", "region"):
+        if not s3.get(key):
+            problems.append(f"storage.s3.{key} is empty")
+    if not ((cfg.get("storage") or {}).get("redirect") or {}).get("disable"):
+        problems.append(
+            "storage.redirect.disable should be true (else clients need direct bucket access)"
+        )
+    if s3.get("regionendpoint", "").startswith("http://") and s3.get("secure", True):
+        problems.append("storage.s3.secure must be false for an http:// regionendpoint")
+    return problems
+
+
+def dumps(cfg: dict[str, Any]) -> str:
+    return json.dumps(cfg, indent=2)
