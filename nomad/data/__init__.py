@@ -1,0 +1,1 @@
+"""Package data: the example nomad.yaml written by ``nomad init``."""
