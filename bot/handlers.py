@@ -1,0 +1,364 @@
+"""Telegram handlers: validate, enqueue, reply at once, hand the job to the tracker.
+
+Handlers never wait for a GPU. Blocking work (queue, S3, workflow binding)
+runs in threads; with ``concurrent_updates(True)`` one user's request never
+delays another's. Every refusal says what was wrong and what to do, and
+queues nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import Message, ReplyParameters, Update
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import ContextTypes
+
+from bot import texts
+from bot.deps import BotDeps, WorkflowLike
+from bot.options import parse_message
+from bot.sessions import Delivery, Sessions
+from bot.tracker import AUTOSCALER_STATE, Tracker
+from nomad.errors import LimitExceeded, NomadError, UsageError
+from nomad.queue.base import JobStatus
+
+log = logging.getLogger("nomad.bot")
+
+DOWNLOAD_LIMIT = 20 * 1024 * 1024  # bots may download files up to 20 MB
+SEED_MAX = 2**32 - 1
+Context = ContextTypes.DEFAULT_TYPE
+_WAITING = [JobStatus.QUEUED, JobStatus.WAKING, JobStatus.RUNNING]
+
+
+@dataclass
+class ImageInput:
+    """An input image: bytes for validation, and its storage key once stored."""
+
+    data: bytes
+    key: str | None = None
+
+
+class Handlers:
+    """The bot's handlers, sharing one set of deps, sessions and the tracker."""
+
+    def __init__(self, deps: BotDeps, sessions: Sessions, tracker: Tracker) -> None:
+        self.deps = deps
+        self.sessions = sessions
+        self.tracker = tracker
+
+    # ---- plain commands --------------------------------------------------
+    async def start(self, update: Update, context: Context) -> None:
+        uid = _uid(update)
+        await _reply(update, texts.welcome(uid, self.deps.is_allowed(uid)))
+
+    async def help(self, update: Update, context: Context) -> None:
+        kinds: dict[str, str] = {}
+        for workflow in set(self.deps.config.commands.values()):
+            try:
+                wf = await asyncio.to_thread(self.deps.load_workflow, workflow)
+                kinds[workflow] = "edit" if _needs_image(wf) else _kind(wf)
+            except NomadError:
+                kinds[workflow] = "not installed here"
+        await _reply(update, texts.help_text(self.deps.config.commands, kinds))
+
+    async def unknown(self, update: Update, context: Context) -> None:
+        text = (update.effective_message.text or "") if update.effective_message else ""
+        await _reply(
+            update,
+            f"I don't know {text.split()[0] if text else 'that'} — send /help for what I can do.",
+        )
+
+    # ---- generation ------------------------------------------------------
+    async def generate(self, update: Update, context: Context) -> None:
+        """Any configured command (text, or the caption of a photo/document)."""
+        msg = update.effective_message
+        if msg is None:
+            return
+        uid = _uid(update)
+        if not self.deps.is_allowed(uid):
+            await _reply(update, texts.not_allowed(uid))
+            return
+        try:
+            await self._submit(update, msg, uid)
+        except LimitExceeded as exc:
+            await _reply(update, texts.limit_text(exc, self.deps.clock()))
+        except NomadError as exc:
+            await _reply(update, texts.error_text(exc))
+
+    async def media(self, update: Update, context: Context) -> None:
+        """A photo or file sent to the bot: only meaningful with a command caption."""
+        msg = update.effective_message
+        if msg is None:
+            return
+        caption = (msg.caption or "").strip()
+        if caption.startswith("/"):
+            await self.generate(update, context)
+            return
+        example = next(iter(self._edit_commands()), "qwen")
+        await _reply(
+            update,
+            f"To edit this image, send it with a caption like /{example} put a hat on him "
+            "— or reply to it with that command.",
+        )
+
+    async def _submit(self, update: Update, msg: Message, uid: int) -> None:
+        parsed = parse_message(msg.text or msg.caption or "")
+        name = self.deps.workflow_for(parsed.command)
+        if name is None:
+            raise UsageError(f"unknown command /{parsed.command}", hint="send /help for the list")
+        wf = await asyncio.to_thread(self.deps.load_workflow, name)
+        if not parsed.prompt.strip():
+            raise UsageError(
+                f"the prompt is empty — write what you want after /{parsed.command}",
+                hint=f"e.g. /{parsed.command} an astronaut riding a horse",
+            )
+        values: dict[str, Any] = dict(parsed.values)
+        values[_prompt_param(wf)] = parsed.prompt
+        seed = _pick_seed(wf, values)
+        image = await self._input_image(msg, uid, name) if _needs_image(wf) else None
+        images = {"image": image.data} if image else None
+        await asyncio.to_thread(wf.bind, values, images)  # validates; raises WorkflowError
+        inputs = {"image": await self._store_input(image, uid)} if image else None
+        job = await asyncio.to_thread(
+            self.deps.queue.enqueue,
+            name,
+            values,
+            inputs=inputs,
+            front_door="telegram",
+            user=str(uid),
+            chat=str(msg.chat_id),
+            client_key=f"telegram:{msg.chat_id}:{msg.message_id}",
+        )
+        d = Delivery(job.id, msg.chat_id, uid, name, parsed.prompt, seed, kind=_kind(wf))
+        await self.sessions.save_delivery(d)
+        await self.sessions.add_pending(job.id)
+        await self._first_status(msg, d, job.id)
+        self.tracker.track(job.id)
+
+    async def _first_status(self, msg: Message, d: Delivery, job_id: str) -> None:
+        pos = await asyncio.to_thread(self.deps.queue.position, job_id)
+        cluster = await asyncio.to_thread(self.deps.queue.get_state, *AUTOSCALER_STATE)
+        job = await asyncio.to_thread(self.deps.queue.get, job_id)
+        text = texts.status_text(job, pos, cluster, self.deps.clock())
+        try:
+            sent = await msg.reply_text(
+                text,
+                reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True),
+            )
+        except TelegramError as exc:  # the tracker sends a fresh status message later
+            log.warning("first status of job %s failed: %s", job_id, exc)
+            return
+        d.status_message_id = sent.message_id
+        await self.sessions.save_delivery(d)
+
+    async def _input_image(self, msg: Message, uid: int, workflow: str) -> ImageInput:
+        """The image to edit: this message's photo, the replied-to one, or the last result."""
+        for source in (msg, msg.reply_to_message):
+            if source is None:
+                continue
+            if source is msg.reply_to_message and source.from_user and source.from_user.is_bot:
+                key = await self.sessions.result_key(source.chat_id, source.message_id)
+                if key:
+                    return ImageInput(
+                        await asyncio.to_thread(self.deps.storage.get_bytes, key), key
+                    )
+            data = await self._download(source)
+            if data is not None:
+                return ImageInput(data)
+        last = (await self.sessions.user(uid)).last_output
+        if last:
+            return ImageInput(await asyncio.to_thread(self.deps.storage.get_bytes, last), last)
+        raise UsageError(
+            f"{workflow} edits an image, and I have none from you yet",
+            hint="reply to a photo with the command, send a photo with the command "
+            "as its caption, or make one first with /f",
+        )
+
+    async def _download(self, source: Message) -> bytes | None:
+        """Bytes of a photo or image document in ``source``; None when it has neither."""
+        if source.photo:
+            file_id, size = source.photo[-1].file_id, source.photo[-1].file_size
+        elif source.document:
+            mime = source.document.mime_type or "unknown type"
+            if not mime.startswith("image/"):
+                raise UsageError(
+                    f"that file is {source.document.file_name or 'a document'} "
+                    f"({mime}), not an image",
+                    hint="send a photo (or an image file such as PNG or JPEG)",
+                )
+            file_id, size = source.document.file_id, source.document.file_size
+        else:
+            return None
+        if size is not None and size > DOWNLOAD_LIMIT:
+            raise _too_big(size)
+        try:
+            tg_file = await source.get_bot().get_file(file_id)
+            return bytes(await tg_file.download_as_bytearray())
+        except BadRequest as exc:
+            if "too big" in exc.message.lower():
+                raise _too_big(size) from None
+            raise UsageError(
+                f"Telegram would not give me that image ({exc.message})", hint="send it again"
+            ) from None
+
+    async def _store_input(self, image: ImageInput, uid: int) -> str:
+        if image.key:
+            return image.key
+        key = f"{self.deps.input_prefix}{uid}/{uuid.uuid4().hex}.jpg"
+        await asyncio.to_thread(self.deps.storage.put_bytes, key, image.data, "image/jpeg")
+        return key
+
+    def _edit_commands(self) -> list[str]:
+        return [c for c, w in sorted(self.deps.config.commands.items()) if "edit" in w]
+
+    # ---- status and cancel -------------------------------------------------
+    async def status(self, update: Update, context: Context) -> None:
+        uid = _uid(update)
+        queue = self.deps.queue
+        cluster = await asyncio.to_thread(queue.get_state, *AUTOSCALER_STATE)
+        counts = await asyncio.to_thread(queue.counts)
+        mine = await asyncio.to_thread(queue.list, status=_WAITING, user=str(uid), limit=10)
+        now = self.deps.clock()
+        lines = [
+            texts.cluster_line(cluster, now)
+            or "GPU: no autoscaler state yet (is `nomad serve` running?)"
+        ]
+        waiting = counts.get(JobStatus.QUEUED, 0) + counts.get(JobStatus.WAKING, 0)
+        lines.append(f"Queue: {waiting} waiting · {counts.get(JobStatus.RUNNING, 0)} running")
+        if not mine:
+            lines.append("You have no jobs in flight.")
+        for job in mine:
+            pos = await asyncio.to_thread(queue.position, job.id)
+            lines.append("• " + texts.status_text(job, pos, cluster, now).replace("\n", " — "))
+        await _reply(update, texts.clip("\n".join(lines)))
+
+    async def cancel(self, update: Update, context: Context) -> None:
+        uid = _uid(update)
+        wanted = context.args[0] if context.args else None
+        mine = await asyncio.to_thread(
+            self.deps.queue.list,
+            status=_WAITING,
+            user=None if self.deps.is_admin(uid) and wanted else str(uid),
+            limit=50,
+        )
+        match = [j for j in mine if wanted is None or j.id.startswith(wanted)]
+        if not match:
+            what = f"job {wanted}" if wanted else "a job in flight"
+            await _reply(update, f"You have no {what} to cancel. /status lists your jobs.")
+            return
+        job = await asyncio.to_thread(self.deps.queue.cancel, match[0].id)
+        await _reply(update, f"Cancelled job {texts.short(job.id)} ({job.workflow}).")
+
+    # ---- admin -----------------------------------------------------------
+    async def admin_up(self, update: Update, context: Context) -> None:
+        await self._admin_op(update, "up")
+
+    async def admin_down(self, update: Update, context: Context) -> None:
+        await self._admin_op(update, "down")
+
+    async def _admin_op(self, update: Update, op: str) -> None:
+        if not self.deps.is_admin(_uid(update)):
+            await _reply(update, "That command is for the bot's admins.")
+            return
+        if self.deps.admin is None:
+            await _reply(
+                update,
+                f"/{op} is not available: this bot has no launch backend wired in "
+                f"(run `nomad {op}` on the server).",
+            )
+            return
+        try:
+            result = await asyncio.to_thread(getattr(self.deps.admin, op))
+        except NomadError as exc:
+            result = f"/{op} failed: {exc.message}" + (f"\n→ {exc.hint}" if exc.hint else "")
+        await _reply(update, texts.clip(result))
+
+    async def stats(self, update: Update, context: Context) -> None:
+        if not self.deps.is_admin(_uid(update)):
+            await _reply(update, "That command is for the bot's admins.")
+            return
+        now = self.deps.clock()
+        midnight = now - (now % 86400)
+        s = await asyncio.to_thread(self.deps.queue.stats_since, midnight)
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        await _reply(
+            update,
+            (
+                f"Today ({day} UTC): {int(s.get('jobs', 0))} jobs · "
+                f"{int(s.get('succeeded', 0))} done · "
+                f"{int(s.get('failed', 0))} failed · {int(s.get('cancelled', 0))} cancelled · "
+                f"spend ${s.get('cost', 0.0):.2f}"
+            ),
+        )
+
+    async def on_error(self, update: object, context: Context) -> None:
+        """Last resort: log (never the token) and tell the user in plain words."""
+        log.error("bot handler failed: %s", context.error, exc_info=context.error)
+        if isinstance(update, Update) and update.effective_message is not None:
+            with contextlib.suppress(TelegramError):
+                await update.effective_message.reply_text(
+                    "Something went wrong on my side and nothing was queued. Please try again."
+                )
+
+
+def _uid(update: Update) -> int:
+    return update.effective_user.id if update.effective_user else 0
+
+
+async def _reply(update: Update, text: str) -> None:
+    msg = update.effective_message
+    if msg is not None:
+        await msg.reply_text(
+            texts.clip(text),
+            reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True),
+        )
+
+
+def _too_big(size: int | None) -> UsageError:
+    mb = f" ({size / 2**20:.0f} MB)" if size else ""
+    return UsageError(
+        f"that image is too big{mb}: bots can only download files up to 20 MB",
+        hint="send a smaller image, or send it as a photo so Telegram compresses it",
+    )
+
+
+def _kind(wf: WorkflowLike) -> str:
+    if getattr(wf, "output_kind", "image") == "video":
+        return "video"
+    return "image"
+
+
+def _needs_image(wf: WorkflowLike) -> bool:
+    """Edit workflows take an input image (declared by the workflow's image inputs)."""
+    declared = getattr(wf, "image_inputs", None) or getattr(wf, "inputs", None)
+    if declared:
+        return "image" in declared
+    spec = wf.params.get("image")
+    return spec is not None
+
+
+def _prompt_param(wf: WorkflowLike) -> str:
+    for name in ("prompt", "instruction", "text"):
+        if name in wf.params:
+            return name
+    return "prompt"
+
+
+def _pick_seed(wf: WorkflowLike, values: dict[str, Any]) -> int | None:
+    """Give every job a seed (shown in the caption) so any result can be reproduced."""
+    if "seed" in values:
+        seed = values["seed"]
+        return seed if isinstance(seed, int) else None
+    if "seed" not in wf.params:
+        return None
+    spec = wf.params["seed"]
+    hi = getattr(spec, "max", None)
+    values["seed"] = random.randint(0, int(hi) if isinstance(hi, int | float) else SEED_MAX)
+    return int(values["seed"])

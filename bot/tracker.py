@@ -1,0 +1,221 @@
+"""One task per job: keep its status message honest, then deliver the result.
+
+The task polls the queue at a bounded interval (``BotDeps.poll_interval``),
+edits the status message only when its text changes, and on completion sends
+the result (photo ≤ 10 MB else document; video ≤ 50 MB else document). The
+delivery document in the queue database records each output sent, so a
+restarted bot resumes every undelivered job and never sends one twice.
+
+Tasks are plain asyncio tasks owned here (not ``Application.create_task``,
+whose tasks ``Application.stop`` would wait for forever); :meth:`stop`
+cancels them and the pending list in the database carries them over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from telegram import Bot, Message, ReplyParameters
+from telegram.error import BadRequest, RetryAfter, TelegramError
+
+from bot import texts
+from bot.deps import BotDeps
+from bot.sessions import Delivery, Sessions, UserSession
+from nomad.errors import JobNotFound, NomadError
+from nomad.queue.base import Job, JobStatus
+
+log = logging.getLogger("nomad.bot")
+
+PHOTO_LIMIT = 10 * 1024 * 1024
+UPLOAD_LIMIT = 50 * 1024 * 1024
+AUTOSCALER_STATE = ("autoscaler", "state")  # published by nomad.serve's autoscaler
+DELIVERY_ATTEMPTS = 5
+_VIDEO_EXT = (".mp4", ".webm", ".mov", ".mkv", ".gif")
+
+
+def is_not_modified(exc: BadRequest) -> bool:
+    """Telegram's answer to an edit with identical text: the message already says it."""
+    return "not modified" in exc.message.lower()
+
+
+class Tracker:
+    """Owns the per-job tasks of one bot process."""
+
+    def __init__(self, deps: BotDeps, sessions: Sessions, bot: Bot) -> None:
+        self.deps = deps
+        self.sessions = sessions
+        self.bot = bot
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def track(self, job_id: str) -> None:
+        """Start following a job (no-op if already followed in this process)."""
+        task = self._tasks.get(job_id)
+        if task is not None and not task.done():
+            return
+        self._tasks[job_id] = asyncio.get_running_loop().create_task(
+            self._guarded(job_id), name=f"nomad-bot-job-{job_id}"
+        )
+
+    async def resume(self) -> int:
+        """Follow every job still pending in the database (after a restart); returns how many."""
+        ids = await self.sessions.pending()
+        for job_id in ids:
+            self.track(job_id)
+        return len(ids)
+
+    async def stop(self) -> None:
+        """Cancel all tasks; undelivered jobs stay pending in the database."""
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def wait(self, job_id: str) -> None:
+        """Wait for a job's task to end (tests, graceful drains)."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _guarded(self, job_id: str) -> None:
+        try:
+            await self._follow(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one job's fault must never take the bot down
+            log.exception("tracking job %s failed; it stays pending and resumes on restart", job_id)
+
+    async def _follow(self, job_id: str) -> None:
+        d = await self.sessions.delivery(job_id)
+        if d is None or d.delivered:
+            await self.sessions.remove_pending(job_id)
+            return
+        shown: str | None = None
+        while True:
+            try:
+                job = await asyncio.to_thread(self.deps.queue.get, job_id)
+            except JobNotFound:
+                await self.sessions.remove_pending(job_id)
+                return
+            if job.status.finished:
+                break
+            text = await self._status(job)
+            if text != shown:
+                await self._show(d, text)
+                shown = text
+            await asyncio.sleep(self.deps.poll_interval)
+        await self._finish(d, job)
+
+    async def _status(self, job: Job) -> str:
+        waiting = job.status in (JobStatus.QUEUED, JobStatus.WAKING)
+        pos = await asyncio.to_thread(self.deps.queue.position, job.id) if waiting else None
+        cluster = await asyncio.to_thread(self.deps.queue.get_state, *AUTOSCALER_STATE)
+        return texts.status_text(job, pos, cluster, self.deps.clock())
+
+    async def _show(self, d: Delivery, text: str) -> None:
+        """Edit the status message (send a new one if it is gone), never raising."""
+        try:
+            if d.status_message_id is not None:
+                await self.bot.edit_message_text(
+                    text, chat_id=d.chat_id, message_id=d.status_message_id
+                )
+                return
+        except BadRequest as exc:
+            if is_not_modified(exc):
+                return
+            log.info(
+                "status message of job %s not editable (%s); sending a new one",
+                d.job_id,
+                exc.message,
+            )
+        except TelegramError as exc:
+            log.warning("status update of job %s failed: %s", d.job_id, exc)
+            return
+        try:
+            msg = await self.bot.send_message(d.chat_id, text)
+        except TelegramError as exc:
+            log.warning("status message of job %s failed: %s", d.job_id, exc)
+            return
+        d.status_message_id = msg.message_id
+        await self.sessions.save_delivery(d)
+
+    async def _finish(self, d: Delivery, job: Job) -> None:
+        if job.status is JobStatus.SUCCEEDED:
+            for attempt in range(DELIVERY_ATTEMPTS):
+                try:
+                    await self._deliver(d, job)
+                    break
+                except RetryAfter as exc:
+                    await asyncio.sleep(_seconds(exc.retry_after))
+                except (TelegramError, NomadError) as exc:
+                    log.warning(
+                        "delivering job %s failed (attempt %d): %s", job.id, attempt + 1, exc
+                    )
+                    await asyncio.sleep(self.deps.poll_interval * 2**attempt)
+            else:
+                log.error("job %s not delivered; it stays pending and resumes on restart", job.id)
+                return
+        d.delivered = True
+        await self.sessions.save_delivery(d)
+        await self._show(d, texts.status_text(job, None, None, self.deps.clock()))
+        await self.sessions.remove_pending(job.id)
+
+    async def _deliver(self, d: Delivery, job: Job) -> None:
+        sent = d.sent
+        for index, key in enumerate(job.outputs):
+            if index < sent:
+                continue  # sent before a restart
+            data = await asyncio.to_thread(self.deps.storage.get_bytes, key)
+            msg = await self._send_output(d, key, data)
+            if msg is not None:
+                await self.sessions.remember_result(d.chat_id, msg.message_id, key, job.id)
+            d.sent = index + 1
+            await self.sessions.save_delivery(d)
+        if not job.outputs:
+            await self.bot.send_message(
+                d.chat_id, f"Job {texts.short(job.id)} finished but produced no output."
+            )
+        await self._remember_for_chaining(d, job)
+
+    async def _send_output(self, d: Delivery, key: str, data: bytes) -> Message | None:
+        caption = texts.caption(d.prompt, d.seed, d.workflow)
+        name = key.rsplit("/", 1)[-1] or "result"
+        reply = (
+            ReplyParameters(d.status_message_id, allow_sending_without_reply=True)
+            if d.status_message_id
+            else None
+        )
+        common: dict[str, Any] = {"caption": caption, "reply_parameters": reply}
+        if d.kind == "video" or name.lower().endswith(_VIDEO_EXT):
+            if len(data) > UPLOAD_LIMIT:
+                return await self._too_big(d, key, len(data))
+            return await self.bot.send_video(
+                d.chat_id, data, filename=name, supports_streaming=True, **common
+            )
+        if len(data) <= PHOTO_LIMIT:
+            try:
+                return await self.bot.send_photo(d.chat_id, data, filename=name, **common)
+            except BadRequest as exc:  # e.g. PHOTO_INVALID_DIMENSIONS: a document always works
+                log.info("photo refused (%s); sending job %s as a document", exc.message, d.job_id)
+        if len(data) > UPLOAD_LIMIT:
+            return await self._too_big(d, key, len(data))
+        return await self.bot.send_document(d.chat_id, data, filename=name, **common)
+
+    async def _too_big(self, d: Delivery, key: str, size: int) -> Message:
+        return await self.bot.send_message(
+            d.chat_id,
+            f"The result is {size / 2**20:.0f} MB — over Telegram's 50 MB upload limit. "
+            f"It is stored as {key}; ask the admin for it.",
+        )
+
+    async def _remember_for_chaining(self, d: Delivery, job: Job) -> None:
+        if d.kind != "image" or not job.outputs:
+            return
+        session = await self.sessions.user(d.user_id)
+        await self.sessions.save_user(d.user_id, UserSession(job.outputs[0], job.id, session.prefs))
+
+
+def _seconds(value: Any) -> float:
+    return float(value.total_seconds()) if hasattr(value, "total_seconds") else float(value)
