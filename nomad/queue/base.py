@@ -16,6 +16,7 @@ Invariants every implementation keeps:
 from __future__ import annotations
 
 import abc
+import builtins
 import enum
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,8 +116,13 @@ class JobQueue(abc.ABC):
         """Newest first."""
 
     @abc.abstractmethod
-    def lease(self, worker: str, *, lease_seconds: float | None = None) -> Job | None:
-        """Atomically take the oldest leasable job (queued/waking, or running with an expired lease)."""
+    def lease(
+        self, worker: str, *, lease_seconds: float | None = None, cluster: str | None = None
+    ) -> Job | None:
+        """Atomically take the oldest leasable job (queued/waking, or running with an expired lease).
+
+        ``cluster`` stamps the job so a lost cluster's jobs can be requeued.
+        """
 
     @abc.abstractmethod
     def heartbeat(self, job_id: str, lease_token: str, *, progress: float | None = None) -> bool:
@@ -128,7 +134,7 @@ class JobQueue(abc.ABC):
         job_id: str,
         lease_token: str,
         *,
-        outputs: list[str],
+        outputs: builtins.list[str],
         gpu: str | None = None,
         cost: float | None = None,
         times: dict[str, float] | None = None,
@@ -148,7 +154,7 @@ class JobQueue(abc.ABC):
         """Put running jobs (of one cluster, or all) back in the queue; returns how many."""
 
     @abc.abstractmethod
-    def set_status(self, job_ids: list[str], status: JobStatus, *, detail: str | None = None,
+    def set_status(self, job_ids: builtins.list[str], status: JobStatus, *, detail: str | None = None,
                    times: dict[str, float] | None = None) -> None:
         """Autoscaler annotations on waiting jobs (waking, detail, cluster timestamps)."""
 

@@ -1,0 +1,136 @@
+"""The production queue on PostgreSQL — the only module that imports psycopg (lazily).
+
+Leases use ``FOR UPDATE SKIP LOCKED`` so concurrent workers never wait on
+each other's rows; enqueue and requeue ``NOTIFY nomad_jobs`` inside the
+transaction so waiters (``LISTEN``) wake the moment a job commits.
+Migrations run under an advisory lock, so many processes may start at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from nomad.errors import NotAvailableError, QueueError
+from nomad.queue._sql import Cursor, SqlQueue, iter_sql
+from nomad.queue.sqlite import migrations
+
+CHANNEL = "nomad_jobs"
+_MIGRATION_LOCK = 7_310_001
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise NotAvailableError(
+            "the PostgreSQL queue needs psycopg", hint="pip install 'nomad[postgres]'"
+        ) from exc
+    return psycopg
+
+
+class PostgresQueue(SqlQueue):
+    """``JobQueue`` on PostgreSQL; one connection per instance (serialized), plus one for LISTEN."""
+
+    lock_clause = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, dsn: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pg = _psycopg()
+        self._dsn = dsn
+        self._listen: Any = None
+        self._conn = self._connect()
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return "PostgresQueue(<dsn hidden>)"
+
+    def _connect(self) -> Any:
+        try:
+            return self._pg.connect(self._dsn, autocommit=True, connect_timeout=10)
+        except self._pg.Error as exc:
+            raise QueueError(
+                f"cannot connect to the PostgreSQL queue: {_short(exc)}",
+                hint="check queue.url (NOMAD_QUEUE_URL) and that the server is up",
+            ) from exc
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Cursor]:
+        with self._lock:
+            try:
+                with self._conn.transaction(), self._conn.cursor() as cur:
+                    yield cur
+            except self._pg.OperationalError as exc:
+                if self._conn.closed:
+                    self._conn = self._connect()  # next call gets a fresh connection
+                raise QueueError(
+                    f"PostgreSQL queue failed: {_short(exc)}",
+                    hint="the operation was rolled back; retry",
+                ) from exc
+            except self._pg.Error as exc:
+                raise QueueError(f"PostgreSQL queue failed: {_short(exc)}") from exc
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def _json(self, value: Any) -> Any:
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(value)
+
+    def _merge(self, col: str, *, keep_existing: bool = False) -> str:
+        return f"(?::jsonb || {col})" if keep_existing else f"({col} || ?::jsonb)"
+
+    def _notify(self, cur: Cursor) -> None:
+        cur.execute(f"NOTIFY {CHANNEL}")
+
+    def _user_lock(self, cur: Cursor, user: str) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"nomad-user:{user}",))
+
+    def _migrate(self) -> None:
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
+            )
+            cur.execute("SELECT version FROM schema_version")
+            done = {r[0] for r in cur.fetchall()}
+            for version, text in migrations("postgres"):
+                if version in done:
+                    continue
+                for stmt in iter_sql(text):
+                    cur.execute(stmt)
+                cur.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, self.clock()))
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """True at once if work exists, else block on NOTIFY for at most ``timeout`` seconds."""
+        conn = self._listener()  # LISTEN before looking, so no commit slips between
+        if self.has_work():
+            return True
+        deadline = time.monotonic() + max(0.0, timeout)
+        while (left := deadline - time.monotonic()) > 0:
+            for _ in conn.notifies(timeout=left, stop_after=1):
+                return True
+        return self.has_work()
+
+    def _listener(self) -> Any:
+        if self._listen is None or self._listen.closed:
+            conn = self._connect()
+            conn.execute(f"LISTEN {CHANNEL}")
+            self._listen = conn
+        return self._listen
+
+    def close(self) -> None:
+        """Close both connections (idempotent)."""
+        with self._lock:
+            for conn in (self._conn, self._listen):
+                if conn is not None and not conn.closed:
+                    conn.close()
+
+
+def _short(exc: Exception) -> str:
+    """The first line of a driver message (never the DSN: psycopg does not echo passwords)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
