@@ -1,35 +1,262 @@
-"""Placeholder: these commands are not built yet; they say so (exit 3) instead of faking output."""
+"""``nomad plan | up | down | status``: parse, call :mod:`nomad.launch`, render."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from nomad.cli.errors import not_available
+from nomad.cli.context import Ctx
+from nomad.cli.output import console, emit_json
+
+if TYPE_CHECKING:
+    from nomad.backends.base import Backend, LaunchSpec, Offer
+    from nomad.launch import ClusterReport
+
+pass_ctx = click.make_pass_decorator(Ctx)
 
 
-@click.command("plan", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def plan(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad plan`", "not implemented in this release")
+def _backend(ctx: Ctx, name: str | None, catalog: str | None = None) -> Backend:
+    from nomad import backends
+
+    cfg = ctx.config
+    if catalog:
+        cfg = cfg.model_copy(
+            update={"infra": cfg.infra.model_copy(update={"catalog_dir": catalog})}
+        )
+    return backends.get_backend(name, cfg, ctx.data_dir)
 
 
-@click.command("up", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def up(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad up`", "not implemented in this release")
+def _spec(ctx: Ctx, need_image: bool, image: str | None = None, **overrides: Any) -> LaunchSpec:
+    from nomad.launch import spec_from_config
+
+    spec = spec_from_config(ctx.config, ctx.data_dir, need_image=need_image, image_ref=image)
+    return replace(spec, **{k: v for k, v in overrides.items() if v not in (None, ())})
 
 
-@click.command("down", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def down(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad down`", "not implemented in this release")
+@click.command("plan")
+@click.option(
+    "--catalog",
+    type=click.Path(file_okay=False),
+    help="Pinned SkyPilot catalog snapshot (offline).",
+)
+@click.option(
+    "--backend",
+    "backend_name",
+    default=None,
+    help="skypilot | local | ssh (default: infra.backend).",
+)
+@click.option("--gpus", default=None, help="Comma-separated candidates, overriding infra.gpus.")
+@click.option("--gpu-count", type=int, default=None, help="GPUs per node.")
+@click.option("--max-price", type=float, default=None, help="Max $/hour.")
+@click.option("--min-vram", type=float, default=None, help="Min VRAM per GPU (GB).")
+@click.option("--region", "regions", multiple=True, help="Allowed region (repeatable).")
+@click.option("--spot/--on-demand", default=None, help="Spot (preemptible) or on-demand prices.")
+@click.option("--ordered", is_flag=True, default=None, help="Treat --gpus as a preference order.")
+@click.option(
+    "--bench",
+    "bench_paths",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Benchmark results: adds $/image.",
+)
+@click.option("--limit", type=int, default=20, show_default=True, help="Rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="Stable JSON for scripts.")
+@pass_ctx
+def plan(
+    ctx: Ctx,
+    catalog: str | None,
+    backend_name: str | None,
+    gpus: str | None,
+    gpu_count: int | None,
+    max_price: float | None,
+    min_vram: float | None,
+    regions: tuple[str, ...],
+    spot: bool | None,
+    ordered: bool | None,
+    bench_paths: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Rank GPU offers by $/hour (and $/image with --bench)."""
+    from nomad import launch
+
+    backend = _backend(ctx, backend_name, catalog)
+    spec = _spec(
+        ctx,
+        False,
+        gpus=tuple(g.strip() for g in gpus.split(",")) if gpus else None,
+        gpu_count=gpu_count,
+        max_price_per_hour=max_price,
+        min_vram_gb=min_vram,
+        regions=regions,
+        spot=spot,
+        ordered=ordered,
+    )
+    offers = launch.plan(backend, spec, bench_paths=[Path(p) for p in bench_paths])
+    choice = getattr(getattr(backend, "last_plan", None), "optimizer_choice", None)
+    if as_json:
+        emit_json(
+            {
+                "backend": backend.name,
+                "ordered": spec.ordered,
+                "offers": [o.to_json() for o in offers],
+                "optimizer_choice": choice.to_json() if choice else None,
+            }
+        )
+        return
+    _offers_table(offers[:limit], title=f"{len(offers)} offer(s) via {backend.name}")
 
 
-@click.command("status", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def status(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad status`", "not implemented in this release")
+@click.command("up")
+@click.option(
+    "--backend",
+    "backend_name",
+    default=None,
+    help="skypilot | local | ssh (default: infra.backend).",
+)
+@click.option(
+    "--catalog", type=click.Path(file_okay=False), help="Pinned SkyPilot catalog snapshot."
+)
+@click.option(
+    "--image", default=None, help="REGISTRY/REPO@sha256:… (default: the last `nomad push`)."
+)
+@click.option(
+    "--attempts", type=int, default=3, show_default=True, help="Offers to try before giving up."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for /system_stats.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the SkyPilot task (secrets masked) and exit.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def up(
+    ctx: Ctx,
+    backend_name: str | None,
+    catalog: str | None,
+    image: str | None,
+    attempts: int,
+    timeout: float,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Launch the image on the cheapest GPU that fits; wait until ComfyUI answers."""
+    from nomad import launch
+
+    spec = _spec(ctx, True, image)
+    if dry_run:
+        import yaml
+
+        from nomad.backends.skypilot.task import build_task_config, redacted, to_sky_task
+
+        config = build_task_config(spec)
+        if (backend_name or ctx.config.infra.backend) == "skypilot":
+            to_sky_task(config)  # SkyPilot's own validation, secrets and autostop included
+        click.echo(yaml.safe_dump(redacted(config), sort_keys=False))
+        return
+    backend = _backend(ctx, backend_name, catalog)
+    events = None if as_json else (lambda msg: click.echo(msg, err=True))
+    report = launch.up(
+        backend, spec, ctx.data_dir, max_attempts=attempts, health_timeout_s=timeout, events=events
+    )
+    if as_json:
+        emit_json(report.to_json())
+        return
+    _show(report)
+    click.echo(f"tear down with: nomad down {report.info.name}")
+
+
+@click.command("down")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def down(ctx: Ctx, name: str | None, as_json: bool) -> None:
+    """Tear the cluster down (idempotent); report time up and money spent."""
+    from nomad import launch
+    from nomad.backends import state
+
+    name = name or launch.cluster_name(ctx.config)
+    rec = state.load(ctx.data_dir, name)
+    report = launch.down(_backend(ctx, rec.backend if rec else None), ctx.data_dir, name)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    if report.uptime_s is None:
+        click.echo(f"{name}: down (nothing recorded, nothing was running under nomad)")
+    else:
+        click.echo(
+            f"{name}: down after {_dur(report.uptime_s)}, spent ${report.spend_usd or 0:.2f}"
+        )
+
+
+@click.command("status")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def status(ctx: Ctx, name: str | None, as_json: bool) -> None:
+    """Cluster state, endpoints, uptime, spend so far (and queue, when serving)."""
+    from nomad import launch
+
+    reports = launch.status(lambda b: _backend(ctx, b), ctx.data_dir, name, config=ctx.config)
+    if as_json:
+        emit_json({"clusters": [r.to_json() for r in reports]})
+        return
+    if not reports:
+        click.echo("no clusters (start one with `nomad up`)")
+    for r in reports:
+        _show(r)
+
+
+def _show(r: ClusterReport) -> None:
+    i = r.info
+    price = f"${i.price_per_hour:.2f}/h"
+    up_for = (
+        f", up {_dur(r.uptime_s)}, spent ${r.spend_usd or 0:.2f}" if r.uptime_s is not None else ""
+    )
+    click.echo(f"{i.name} [{i.backend}] {i.state.value.upper()} {price}{up_for}")
+    if i.offer:
+        where = "/".join(p for p in (i.offer.cloud, i.offer.region) if p)
+        click.echo(
+            f"  {i.offer.gpu_count}x {i.offer.gpu} on {where} ({i.offer.instance_type or '-'})"
+        )
+    for e in i.endpoints:
+        click.echo(f"  gpu {e.gpu_index}: {e.url}")
+    if i.detail:
+        click.echo(f"  {i.detail}")
+    if r.queue:
+        click.echo("  queue: " + ", ".join(f"{k}={v}" for k, v in sorted(r.queue.items())))
+
+
+def _offers_table(offers: list[Offer], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("#", "cloud", "region", "instance", "GPU", "n", "$/h", "spot", "VRAM", "$/image"):
+        table.add_column(col)
+    for n, o in enumerate(offers, 1):
+        per = ", ".join(f"{k} ${v:.4f}" for k, v in sorted(o.price_per_image.items())) or "-"
+        table.add_row(
+            str(n),
+            o.cloud,
+            o.region or "-",
+            o.instance_type or "-",
+            o.gpu,
+            str(o.gpu_count),
+            f"{o.price_per_hour:.4f}",
+            "yes" if o.spot else "no",
+            f"{o.vram_gb:g}" if o.vram_gb else "?",
+            per,
+        )
+    console().print(table)
+
+
+def _dur(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,136 @@
+"""``SkyPilotBackend``: the multi-cloud engine behind ``nomad up`` (the only user of ``sky``).
+
+``sdk`` is SkyPilot's client module (``import sky``) by default; tests inject a
+stub with the same five calls (launch, status, down, stop, endpoints + get /
+stream_and_get) to prove error translation without a cloud. Every SkyPilot
+exception leaves this module as a :mod:`nomad.errors` class.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from nomad.backends.base import (
+    Backend,
+    ClusterInfo,
+    ClusterState,
+    Endpoint,
+    LaunchSpec,
+    Offer,
+    SupportsSpot,
+    SupportsStop,
+)
+from nomad.backends.skypilot import planner
+from nomad.backends.skypilot._import import import_sky
+from nomad.backends.skypilot.errors import translate
+from nomad.backends.skypilot.task import build_task_config, to_sky_task
+
+_STATES = {
+    "UP": ClusterState.UP,
+    "INIT": ClusterState.PROVISIONING,
+    "STOPPED": ClusterState.STOPPED,
+}
+
+
+class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
+    """Plans with SkyPilot's catalogs/optimizer; launches, inspects and downs through its SDK."""
+
+    name = "skypilot"
+
+    def __init__(self, *, catalog_dir: str | None = None, sdk: Any = None) -> None:
+        self.catalog_dir = catalog_dir
+        self._sdk = sdk
+        self.last_plan: planner.PlanResult | None = None
+
+    @property
+    def sdk(self) -> Any:
+        if self._sdk is None:
+            self._sdk = import_sky()
+        return self._sdk
+
+    def plan(self, spec: LaunchSpec) -> list[Offer]:
+        """Ranked offers from the (pinned or live) catalog; see :mod:`.planner`."""
+        self.last_plan = planner.plan(spec, self.catalog_dir)
+        return self.last_plan.offers
+
+    def launch(self, spec: LaunchSpec, offer: Offer | None = None) -> ClusterInfo:
+        """Validate the task with SkyPilot, launch it, and return its endpoints."""
+        task = to_sky_task(build_task_config(spec, offer=offer))
+        idle = max(1, round(spec.idle_minutes))
+        try:
+            request = self.sdk.launch(
+                task, cluster_name=spec.cluster_name, idle_minutes_to_autostop=idle, down=True
+            )
+            self.sdk.stream_and_get(request)
+        except Exception as exc:
+            raise translate(exc, cluster=spec.cluster_name) from exc
+        info = self.status(spec.cluster_name)
+        info.offer = offer
+        info.price_per_hour = offer.price_per_hour if offer else info.price_per_hour
+        info.started_at = info.started_at or time.time()
+        info.endpoints = self._endpoints(spec)
+        return info
+
+    def status(self, cluster_name: str) -> ClusterInfo:
+        """SkyPilot's record of the cluster; GONE when it has none."""
+        try:
+            records = self.sdk.get(self.sdk.status(cluster_names=[cluster_name]))
+        except Exception as exc:
+            raise translate(exc, cluster=cluster_name) from exc
+        for rec in records or []:
+            if _field(rec, "name") == cluster_name:
+                return _to_info(cluster_name, rec)
+        return ClusterInfo(name=cluster_name, backend=self.name, state=ClusterState.GONE)
+
+    def teardown(self, cluster_name: str) -> None:
+        """``sky down``; a cluster SkyPilot does not know is already torn down."""
+        try:
+            self.sdk.get(self.sdk.down(cluster_name))
+        except Exception as exc:
+            if type(exc).__name__ == "ClusterDoesNotExist":
+                return
+            raise translate(exc, cluster=cluster_name) from exc
+
+    def stop(self, cluster_name: str) -> None:
+        """``sky stop`` (disk kept); not every cloud can stop (Lambda, RunPod: down only)."""
+        try:
+            self.sdk.get(self.sdk.stop(cluster_name))
+        except Exception as exc:
+            raise translate(exc, cluster=cluster_name) from exc
+
+    def _endpoints(self, spec: LaunchSpec) -> list[Endpoint]:
+        """One URL per GPU port, as SkyPilot exposes it (handles RunPod/Vast proxies)."""
+        out = []
+        for i in range(max(spec.gpu_count, 1)):
+            port = spec.comfy_port + i
+            try:
+                found = self.sdk.get(self.sdk.endpoints(spec.cluster_name, port))
+            except Exception as exc:
+                raise translate(exc, cluster=spec.cluster_name) from exc
+            url = str(found.get(port) or found.get(str(port)) or "")
+            if url:
+                out.append(Endpoint(url=url if "://" in url else f"http://{url}", gpu_index=i))
+        return out
+
+
+def _field(rec: Any, key: str) -> Any:
+    return rec.get(key) if isinstance(rec, dict) else getattr(rec, key, None)
+
+
+def _to_info(name: str, rec: Any) -> ClusterInfo:
+    raw = _field(rec, "status")
+    status = str(getattr(raw, "value", raw) or "").upper()
+    launched = _field(rec, "launched_at")
+    return ClusterInfo(
+        name=name,
+        backend="skypilot",
+        state=_STATES.get(status, ClusterState.FAILED),
+        started_at=float(launched) if launched else None,
+        detail=None if status in _STATES else f"SkyPilot reports status {status or 'unknown'}",
+        extra={
+            "sky_status": status,
+            "cloud": str(_field(rec, "cloud") or ""),
+            "region": _field(rec, "region"),
+        },
+    )

@@ -1,0 +1,159 @@
+"""Build the SkyPilot task for a :class:`LaunchSpec` from the YAML template in ``sky/``.
+
+:func:`build_task_config` is pure Python (no ``sky`` import) so it is cheap to
+test and to print; :func:`to_sky_task` hands the result to SkyPilot's own
+validator (``sky.Task.from_yaml_config``), so a task nomad generates is one
+SkyPilot accepts: docker login secrets, autostop, ports and all.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nomad.backends.base import LaunchSpec, Offer
+from nomad.errors import BackendError, ConfigError, UsageError
+from nomad.paths import repo_root
+
+DEFAULT_TEMPLATE = "comfyui.yaml"
+MIN_DISK_GB = 50
+DOCKER_SECRETS = ("SKYPILOT_DOCKER_USERNAME", "SKYPILOT_DOCKER_PASSWORD", "SKYPILOT_DOCKER_SERVER")
+
+
+def template_path(name: str = DEFAULT_TEMPLATE) -> Path:
+    """A template in the repo's ``sky/`` folder (or an explicit path)."""
+    p = Path(name)
+    return p if p.is_absolute() or p.exists() else repo_root() / "sky" / name
+
+
+def load_template(path: Path | None = None) -> dict[str, Any]:
+    """Parse a task template; it must be a mapping with a ``run`` script."""
+    path = path or template_path()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"SkyPilot task template {path} not found", hint="restore sky/comfyui.yaml"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict) or not data.get("run"):
+        raise ConfigError(
+            f"{path}: a task template needs a `run:` script", hint="see sky/comfyui.yaml"
+        )
+    return data
+
+
+def disk_gb_for_image(size_bytes: int | None) -> int:
+    """Disk to ask for: the pulled image twice over (layers + extracted) plus headroom."""
+    if not size_bytes:
+        return MIN_DISK_GB
+    return max(MIN_DISK_GB, math.ceil(2 * size_bytes / 1e9) + 30)
+
+
+def docker_image_id(image_ref: str) -> str:
+    """``docker:REGISTRY/REPO@sha256:…``; refuses refs that are not pinned by digest."""
+    ref = image_ref.removeprefix("docker:")
+    if "@sha256:" not in ref:
+        raise UsageError(
+            f"image {image_ref!r} is not pinned by digest",
+            hint="push first (`nomad push`) so nomad launches REGISTRY/REPO@sha256:…",
+        )
+    return f"docker:{ref}"
+
+
+def build_task_config(
+    spec: LaunchSpec, *, offer: Offer | None = None, template: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The task as a SkyPilot YAML mapping; ``offer`` pins cloud/region/instance/GPU."""
+    cfg = copy.deepcopy(template if template is not None else load_template())
+    resources = dict(cfg.get("resources") or {})
+    resources.update(_resources(spec, offer))
+    cfg["resources"] = resources
+    cfg["envs"] = {
+        **{k: str(v) for k, v in (cfg.get("envs") or {}).items()},
+        "NOMAD_COMFY_PORT": str(spec.comfy_port),
+        "NOMAD_IDLE_MINUTES": _num(spec.idle_minutes),
+        **spec.envs,
+    }
+    secrets = _docker_secrets(spec)
+    if secrets:
+        cfg["secrets"] = {**(cfg.get("secrets") or {}), **secrets}
+    return cfg
+
+
+def to_sky_task(config: dict[str, Any]) -> Any:
+    """``sky.Task.from_yaml_config`` with SkyPilot's errors turned into BackendError."""
+    from nomad.backends.skypilot._import import import_sky
+
+    sky = import_sky()
+    try:
+        return sky.Task.from_yaml_config(copy.deepcopy(config))
+    except Exception as exc:  # sky raises ValueError / jsonschema errors / its own
+        raise BackendError(
+            f"SkyPilot rejected the generated task: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+            hint="check infra settings and sky/comfyui.yaml",
+        ) from exc
+
+
+def redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with secret values masked, for printing (`nomad up --dry-run`)."""
+    out = copy.deepcopy(config)
+    if out.get("secrets"):
+        out["secrets"] = {k: "***" for k in out["secrets"]}
+    return out
+
+
+def _resources(spec: LaunchSpec, offer: Offer | None) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "image_id": docker_image_id(spec.image_ref),
+        "accelerators": _accelerators(spec, offer),
+        "use_spot": offer.spot if offer else spec.spot,
+        "disk_size": spec.disk_gb or MIN_DISK_GB,
+        "ports": [_ports(spec)],
+        "autostop": {"idle_minutes": max(1, math.ceil(spec.idle_minutes)), "down": True},
+    }
+    if offer is not None and offer.cloud not in ("", "any"):
+        res["infra"] = "/".join(p for p in (offer.cloud, offer.region) if p)
+        if offer.instance_type:
+            res["instance_type"] = offer.instance_type
+    elif len(spec.clouds) == 1:
+        res["infra"] = spec.clouds[0]
+    return res
+
+
+def _accelerators(spec: LaunchSpec, offer: Offer | None) -> dict[str, int] | list[str] | str:
+    if offer is not None:
+        return {offer.gpu: offer.gpu_count}
+    if not spec.gpus:
+        raise ConfigError("infra.gpus is empty", hint="list at least one GPU, e.g. [RTX4090, L40S]")
+    if spec.ordered:
+        return [f"{g}:{spec.gpu_count}" for g in spec.gpus]
+    return {g: spec.gpu_count for g in spec.gpus}
+
+
+def _ports(spec: LaunchSpec) -> str:
+    last = spec.comfy_port + max(spec.gpu_count, 1) - 1
+    return str(spec.comfy_port) if last == spec.comfy_port else f"{spec.comfy_port}-{last}"
+
+
+def _docker_secrets(spec: LaunchSpec) -> dict[str, str]:
+    given = [spec.registry_username, spec.registry_password]
+    if not any(given):
+        return {}
+    if not all(given):
+        raise ConfigError(
+            "registry credentials are incomplete (need both username and password)",
+            hint="set registry.username and registry.password (or NOMAD_REGISTRY_PASSWORD)",
+        )
+    server = spec.registry_server or spec.image_ref.removeprefix("docker:").split("/", 1)[0]
+    values = (spec.registry_username or "", spec.registry_password or "", server)
+    return dict(zip(DOCKER_SECRETS, values, strict=True))
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
