@@ -43,11 +43,18 @@ class Storage:
     """Small, typed S3 facade bound to one bucket (``settings.bucket`` unless given)."""
 
     def __init__(
-        self, settings: S3Settings, bucket: str | None = None, *, client: Any = None
+        self,
+        settings: S3Settings,
+        bucket: str | None = None,
+        *,
+        client: Any = None,
+        connect_timeout: float = 5.0,
+        attempts: int = 3,
     ) -> None:
         self.settings = settings
         self.bucket = bucket or settings.bucket
         self._client = client
+        self._timeouts = (connect_timeout, attempts)
 
     def __repr__(self) -> str:
         return f"Storage(endpoint={self.settings.endpoint_url!r}, bucket={self.bucket!r})"
@@ -56,8 +63,25 @@ class Storage:
     def client(self) -> Any:
         """The boto3 client, built on first use so importing nomad never loads boto3."""
         if self._client is None:
-            self._client = _make_client(self.settings)
+            self._client = _make_client(self.settings, *self._timeouts)
         return self._client
+
+    def check(self) -> None:
+        """Prove the endpoint answers, the keys work and the bucket exists (HEAD bucket)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            if _code(exc) in {"404", "NotFound"}:
+                raise StorageError(
+                    f"bucket s3://{self.bucket} does not exist at {self.settings.endpoint_url}",
+                    hint=_HINTS["NoSuchBucket"],
+                ) from exc
+            if _code(exc) in {"403", "Forbidden"}:
+                raise StorageError(
+                    f"access to s3://{self.bucket} at {self.settings.endpoint_url} was refused",
+                    hint="check the access key id and secret key (and the bucket policy)",
+                ) from exc
+            raise self._error(exc, "reach") from exc
 
     def ensure_bucket(self) -> None:
         """Create the bucket unless it exists already (ours or reachable)."""
@@ -182,16 +206,16 @@ class Storage:
         )
 
 
-def _make_client(settings: S3Settings) -> Any:
+def _make_client(settings: S3Settings, connect_timeout: float = 5.0, attempts: int = 3) -> Any:
     try:
         import boto3
         from botocore.config import Config
     except ImportError as exc:  # pragma: no cover - boto3 is a core dependency
         raise StorageError("boto3 is not installed", hint="pip install boto3") from exc
     config = Config(
-        connect_timeout=5,
+        connect_timeout=connect_timeout,
         read_timeout=60,
-        retries={"max_attempts": 3, "mode": "standard"},
+        retries={"max_attempts": attempts, "mode": "standard"},
         s3={"addressing_style": "path"},
         signature_version="s3v4",
         request_checksum_calculation="when_required",

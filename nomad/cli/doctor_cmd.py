@@ -1,14 +1,36 @@
-"""Placeholder: these commands are not built yet; they say so (exit 3) instead of faking output."""
+"""``nomad doctor``: check every capability nomad needs (logic in nomad.dev.doctor)."""
 
 from __future__ import annotations
 
 import click
 
-from nomad.cli.errors import not_available
+from nomad.cli.context import Ctx
+from nomad.cli.output import console, emit_json
+
+_STYLE = {"ok": "[green]OK  [/]", "warn": "[yellow]WARN[/]", "fail": "[red]FAIL[/]"}
 
 
-@click.command("doctor", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def doctor(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad doctor`", "not implemented in this release")
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def doctor(ctx: Ctx, as_json: bool) -> None:
+    """Check binaries, S3, registry, database, SkyPilot and privacy; exit 1 if any FAIL."""
+    from nomad.dev.doctor import run_doctor
+    from nomad.errors import ConfigError
+
+    cfg, problem = None, None
+    try:
+        cfg = ctx.config
+    except ConfigError as exc:
+        problem = exc.message
+    report = run_doctor(cfg, ctx.data_dir, config_error=problem)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        con = console()
+        for c in report.checks:
+            con.print(f"{_STYLE[c.level]} {c.name:<16} {c.detail}", soft_wrap=True)
+            if c.fix and c.level != "ok":
+                con.print(f"     {'':<16} → {c.fix}", soft_wrap=True)
+    if not report.ok:
+        raise click.exceptions.Exit(1)

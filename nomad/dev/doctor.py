@@ -1,0 +1,293 @@
+"""``nomad doctor``: one line per capability nomad needs, each OK / WARN / FAIL with the fix.
+
+Checks run concurrently and every probe is bounded (subprocess timeouts,
+3 s network timeouts), so doctor stays quick even when things are down.
+Only required capabilities can FAIL; optional ones WARN. Vendor SDKs are
+never imported here: SkyPilot and psycopg are probed in a child Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from nomad.config.schema import NomadConfig
+from nomad.errors import NomadError
+
+Level = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """The verdict on one capability; ``fix`` says what to do when it is not ok."""
+
+    name: str
+    level: Level
+    detail: str
+    fix: str | None = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Report:
+    """All checks; ``ok`` is false when any check failed."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.level != "fail" for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def run_doctor(cfg: NomadConfig | None, data_dir: Path, config_error: str | None = None) -> Report:
+    """Run every check (in parallel threads) against ``cfg``; a bad config is itself a FAIL."""
+    checks: list[Check] = []
+    if config_error:
+        checks.append(Check("config", "fail", config_error, "fix nomad.yaml (see above)", True))
+    cfg = cfg or NomadConfig()
+    probes: list[Callable[[], Check | list[Check]]] = [
+        lambda: _weed(cfg),
+        lambda: _registry_bin(cfg),
+        lambda: _binary("skopeo", "apt-get install skopeo", "image checks, pulls"),
+        lambda: _binary("umoci", "apt-get install umoci", "unpacking images in tests"),
+        _docker,
+        lambda: _skypilot(cfg),
+        lambda: _s3(cfg, data_dir),
+        lambda: _registry(cfg, data_dir),
+        lambda: _database(cfg, data_dir),
+        lambda: _privacy(cfg),
+    ]
+    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+        for result in pool.map(_safe, probes):
+            checks.extend(result if isinstance(result, list) else [result])
+    return Report(tuple(checks))
+
+
+def _safe(probe: Callable[[], Check | list[Check]]) -> Check | list[Check]:
+    try:
+        return probe()
+    except Exception as exc:  # a broken probe must not hide the other lines
+        return Check("doctor", "fail", f"a check crashed: {type(exc).__name__}: {exc}", None, True)
+
+
+def _run(
+    argv: list[str], timeout: float = 5.0, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return 124, f"timed out after {timeout:.0f} s"
+    except OSError as exc:
+        return 127, str(exc)
+    out = (proc.stdout or proc.stderr).strip().splitlines()
+    return proc.returncode, out[0] if out else ""
+
+
+def _binary(name: str, fix: str, why: str, required: bool = False) -> Check:
+    path = shutil.which(name)
+    if path:
+        return Check(name, "ok", path)
+    return Check(
+        name, "fail" if required else "warn", f"not found (needed for {why})", fix, required
+    )
+
+
+def _weed(cfg: NomadConfig) -> Check:
+    from nomad.dev.stack import find_weed
+
+    required = not cfg.storage.endpoint_url
+    try:
+        path = find_weed()
+    except NomadError as exc:
+        why = "the embedded S3 (storage.endpoint_url is empty)" if required else "`nomad dev`"
+        return Check("weed", "fail" if required else "warn", f"not found (needed for {why})",
+                     exc.hint, required)  # fmt: skip
+    code, out = _run([path, "version"])
+    return Check("weed", "ok" if code == 0 else "warn", f"{path} ({out})", None, required)
+
+
+def _registry_bin(cfg: NomadConfig) -> Check:
+    from nomad.dev.stack import find_registry
+
+    required = not cfg.registry.url
+    try:
+        return Check("docker-registry", "ok", find_registry(), None, required)
+    except NomadError as exc:
+        why = "the embedded registry (registry.url is empty)" if required else "`nomad dev`"
+        return Check("docker-registry", "fail" if required else "warn",
+                     f"not found (needed for {why})", exc.hint, required)  # fmt: skip
+
+
+def _docker() -> list[Check]:
+    path = shutil.which("docker")
+    if not path:
+        fix = "optional: install docker only to use the Dockerfile export or local docker mode"
+        return [Check("docker", "warn", "no docker client (nomad builds images itself)", fix)]
+    checks = [Check("docker", "ok", f"{path} ({_run([path, '--version'])[1]})")]
+    code, out = _run([path, "buildx", "version"])
+    checks.append(
+        Check("docker buildx", "ok", out)
+        if code == 0
+        else Check(
+            "docker buildx",
+            "warn",
+            "missing (only the Dockerfile export needs it)",
+            "install the docker-buildx plugin",
+        )
+    )
+    code, out = _run([path, "info", "--format", "{{.ServerVersion}}"], timeout=8)
+    checks.append(
+        Check("docker engine", "ok", f"server {out}")
+        if code == 0
+        else Check(
+            "docker engine",
+            "warn",
+            "no engine reachable (local docker mode unavailable)",
+            "start dockerd, or use infra.local.mode: command",
+        )
+    )
+    return checks
+
+
+_SKY_PROBE = """
+import json
+from sky import clouds, global_user_state, skypilot_config
+ws = skypilot_config.get_active_workspace()
+cap = clouds.CloudCapability.COMPUTE
+print(json.dumps([str(c) for c in global_user_state.get_cached_enabled_clouds(cap, ws)]))
+"""
+
+
+def _skypilot(cfg: NomadConfig) -> list[Check]:
+    from nomad.backends.skypilot._import import INSTALL_HINT, sky_available
+
+    needed = cfg.infra.backend in ("skypilot", "ssh")
+    if not sky_available():
+        level: Level = "fail" if needed else "warn"
+        why = f"infra.backend is {cfg.infra.backend}"
+        return [Check("skypilot", level, f"not installed ({why})", INSTALL_HINT, needed)]
+    code, out = _run([sys.executable, "-c", _SKY_PROBE], timeout=45)
+    if code != 0:
+        return [Check("skypilot", "warn", f"installed, but probing it failed: {out}",
+                      "run `sky check` to see why")]  # fmt: skip
+    try:
+        clouds = json.loads(out)
+    except ValueError:
+        clouds = []
+    installed = Check("skypilot", "ok", "installed", None, needed)
+    if clouds:
+        return [installed, Check("clouds", "ok", "enabled: " + ", ".join(clouds))]
+    return [installed, Check("clouds", "warn", "no cloud enabled (plans still work offline)",
+                             "add credentials, then `sky check`")]  # fmt: skip
+
+
+def _s3(cfg: NomadConfig, data_dir: Path) -> Check:
+    from nomad.dev.defaults import resolve_storage
+    from nomad.storage import Storage
+
+    try:
+        settings = resolve_storage(cfg, data_dir)
+        Storage(settings, connect_timeout=3, attempts=1).check()
+    except NomadError as exc:
+        return Check("s3", "fail", exc.message, exc.hint, True)
+    where = f"{settings.endpoint_url or 'AWS'} bucket {settings.bucket}"
+    return Check("s3", "ok", where, None, True)
+
+
+def _registry(cfg: NomadConfig, data_dir: Path) -> Check:
+    import httpx
+
+    from nomad.dev.defaults import resolve_registry
+
+    try:
+        reg = resolve_registry(cfg, data_dir)
+    except NomadError as exc:
+        return Check("registry", "fail", exc.message, exc.hint, True)
+    loopback = reg.url.startswith(("http://127.", "http://localhost"))
+    try:
+        with httpx.Client(timeout=3, verify=not reg.insecure, trust_env=not loopback) as client:
+            status = client.get(f"{reg.url}/v2/").status_code
+    except httpx.HTTPError as exc:
+        fix = "start it with `nomad dev up`" if loopback else "check registry.url and the network"
+        return Check(
+            "registry", "fail", f"{reg.url} not reachable ({type(exc).__name__})", fix, True
+        )
+    if status == 200 or (status == 401 and reg.username):
+        return Check("registry", "ok", f"{reg.url} (GET /v2/ → {status})", None, True)
+    if status == 401:
+        return Check("registry", "warn", f"{reg.url} needs credentials",
+                     "set registry.username and NOMAD_REGISTRY_PASSWORD", True)  # fmt: skip
+    return Check("registry", "fail", f"{reg.url}/v2/ answered {status}",
+                 "is this a distribution (OCI) registry?", True)  # fmt: skip
+
+
+_PG_PROBE = """
+import os, sys
+try:
+    import psycopg
+    psycopg.connect(os.environ["NOMAD_DOCTOR_DSN"], connect_timeout=3).close()
+except Exception as exc:
+    lines = str(exc).strip().splitlines() or [""]
+    print(type(exc).__name__ + ": " + lines[-1])
+    sys.exit(1)
+"""
+
+
+def _database(cfg: NomadConfig, data_dir: Path) -> Check:
+    url = cfg.queue.url.get_secret_value() if cfg.queue.url else ""
+    if url.startswith(("postgresql://", "postgres://")):
+        # The DSN may hold a password: hand it over in the environment, never argv or output.
+        env = {**os.environ, "NOMAD_DOCTOR_DSN": url}
+        code, out = _run([sys.executable, "-c", _PG_PROBE], timeout=10, env=env)
+        if code == 0:
+            return Check("database", "ok", "PostgreSQL reachable", None, True)
+        last = out.replace(url, "<queue.url>")
+        return Check("database", "fail", f"PostgreSQL not reachable: {last[-200:]}",
+                     "check queue.url / NOMAD_QUEUE_URL and that the server is up", True)  # fmt: skip
+    if url and not url.startswith("sqlite://"):
+        return Check("database", "fail", "queue.url has an unsupported scheme",
+                     "use postgresql://… or sqlite:///…", True)  # fmt: skip
+    path = _sqlite_path(url, data_dir)
+    folder = path.parent
+    if folder.is_dir() and os.access(folder, os.W_OK):
+        return Check("database", "ok", f"SQLite at {path}", None, True)
+    return Check("database", "fail", f"cannot write SQLite queue folder {folder}",
+                 "fix the permissions or set queue.url", True)  # fmt: skip
+
+
+def _sqlite_path(url: str, data_dir: Path) -> Path:
+    if not url:
+        return data_dir / "queue.db"
+    # Same rule as nomad.queue.open_queue: sqlite:////abs/path, sqlite:///relative/path.
+    rest = url.removeprefix("sqlite://").removeprefix("/")
+    return Path("/" + rest) if url.startswith("sqlite:////") else Path(rest)
+
+
+def _privacy(cfg: NomadConfig) -> Check:
+    pv = cfg.privacy
+    name = pv.binary or pv.client
+    path = shutil.which(name)
+    if path:
+        return Check(f"{pv.client} client", "ok", path, None, pv.enabled)
+    fix = (
+        "install the Anyone network client (`anon`), or set privacy.client: tor"
+        if pv.client == "anon"
+        else "apt-get install tor"
+    )
+    if pv.enabled:
+        return Check(f"{pv.client} client", "fail", f"`{name}` not found but privacy.enabled is true",
+                     fix, True)  # fmt: skip
+    return Check(f"{pv.client} client", "warn", f"`{name}` not found (privacy routing is off)", fix)
