@@ -136,6 +136,9 @@ class Handlers:
             chat=str(msg.chat_id),
             client_key=f"telegram:{msg.chat_id}:{msg.message_id}",
         )
+        if await self.sessions.delivery(job.id) is not None:  # same message seen twice
+            self.tracker.track(job.id)
+            return
         d = Delivery(job.id, msg.chat_id, uid, name, parsed.prompt, seed, kind=_kind(wf))
         await self.sessions.save_delivery(d)
         await self.sessions.add_pending(job.id)

@@ -69,7 +69,10 @@ def limit_text(exc: LimitExceeded, now: float) -> str:
     if exc.resets_at is not None:
         stamp = time.strftime("%H:%M UTC", time.gmtime(exc.resets_at))
         when = f" It resets at {stamp} (in {duration(max(0.0, exc.resets_at - now))})."
-    return f"Not queued: {exc.message}.{when}".replace("..", ".")
+    text = f"Not queued: {exc.message.rstrip('.')}.{when}"
+    if exc.hint and not when:
+        text += f"\n→ {exc.hint}"
+    return text
 
 
 def error_text(exc: NomadError) -> str:

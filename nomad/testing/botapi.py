@@ -56,6 +56,7 @@ class Call:
     files: dict[str, Upload] = field(default_factory=dict)
     status: int = 200  # what the stub answered
     result: Any = None
+    description: str = ""  # the error description, when status != 200
 
 
 @dataclass
@@ -282,7 +283,7 @@ class BotApiStub:
     ) -> Any:
         from aiohttp import web
 
-        call.status = status
+        call.status, call.description = status, description
         await self._record(call)
         body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
         if retry_after is not None:

@@ -50,8 +50,13 @@ async def botapi() -> AsyncIterator[BotApiStub]:
 
 @pytest.fixture
 def queue(tmp_path: Path) -> Iterator[JobQueue]:
-    """The job queue the bot enqueues on."""
-    q = scaffold.MemoryQueue(in_flight=2, per_day=5)
+    """The real embedded-default queue (SQLite in tmp_path), quotas 2 in flight / 5 a day."""
+    try:
+        from nomad.queue import Limits, open_queue
+    except ImportError:  # scaffolding until the real queue lands
+        q: JobQueue = scaffold.MemoryQueue(in_flight=2, per_day=5)
+    else:
+        q = open_queue(None, tmp_path, limits=Limits(in_flight=2, per_day=5))
     yield q
     q.close()
 
