@@ -14,16 +14,14 @@ _STYLE = {"ok": "[green]OK  [/]", "warn": "[yellow]WARN[/]", "fail": "[red]FAIL[
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def doctor(ctx: Ctx, as_json: bool) -> None:
-    """Check binaries, S3, registry, database, SkyPilot and privacy; exit 1 if any FAIL."""
-    from nomad.dev.doctor import run_doctor
-    from nomad.errors import ConfigError
+    """Check binaries, S3, registry, database, SkyPilot and privacy; exit 1 if any FAIL.
 
-    cfg, problem = None, None
-    try:
-        cfg = ctx.config
-    except ConfigError as exc:
-        problem = exc.message
-    report = run_doctor(cfg, ctx.data_dir, config_error=problem)
+    An invalid nomad.yaml stops here with exit 2: the endpoints and keys to
+    check come from it.
+    """
+    from nomad.dev.doctor import run_doctor
+
+    report = run_doctor(ctx.config, ctx.data_dir)
     if as_json:
         emit_json(report.to_dict())
     else:

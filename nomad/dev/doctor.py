@@ -50,12 +50,9 @@ class Report:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
 
 
-def run_doctor(cfg: NomadConfig | None, data_dir: Path, config_error: str | None = None) -> Report:
-    """Run every check (in parallel threads) against ``cfg``; a bad config is itself a FAIL."""
+def run_doctor(cfg: NomadConfig, data_dir: Path) -> Report:
+    """Run every check (in parallel threads) against ``cfg``."""
     checks: list[Check] = []
-    if config_error:
-        checks.append(Check("config", "fail", config_error, "fix nomad.yaml (see above)", True))
-    cfg = cfg or NomadConfig()
     probes: list[Callable[[], Check | list[Check]]] = [
         lambda: _weed(cfg),
         lambda: _registry_bin(cfg),
