@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "jobs": ("nomad.cli.serve_cmd", "jobs", "List, inspect and cancel jobs."),
     "bot": ("nomad.cli.bot_cmd", "bot", "Run the Telegram bot front door."),
     "batch": ("nomad.cli.batch_cmd", "batch", "Cron-triggered batch jobs (e.g. a daily wallpaper)."),
+    "web": ("nomad.cli.web_cmd", "web", "The web front door: one-button page + JSON API."),
 }
 
 

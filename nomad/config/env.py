@@ -23,6 +23,7 @@ ENV_VARS: dict[str, tuple[str | None, str]] = {
     "NOMAD_QUEUE_URL": ("queue.url", "postgresql://… or sqlite:///… (may hold a password)"),
     "NOMAD_BOT_TOKEN": ("bot.token", "Telegram bot token"),
     "NOMAD_BOT_API_URL": ("bot.base_url", "Bot API base URL (self-hosted Bot API server, tests)"),
+    "NOMAD_WEB_TOKEN": (None, "a bearer token for the web front door's submit API"),
     "NOMAD_HF_TOKEN": (None, "Hugging Face token for gated model downloads (HF_TOKEN also read)"),
     "NOMAD_PROXY": ("privacy.proxy", "SOCKS5h proxy URL; setting it enables privacy routing"),
     "NOMAD_MAX_PRICE_PER_HOUR": ("infra.max_price_per_hour", "cap in USD/hour per cluster"),
@@ -37,5 +38,6 @@ SECRET_VARS = frozenset(
         "NOMAD_QUEUE_URL",
         "NOMAD_BOT_TOKEN",
         "NOMAD_HF_TOKEN",
+        "NOMAD_WEB_TOKEN",
     }
 )

@@ -234,6 +234,19 @@ class BotConfig(Strict):
         return self
 
 
+class WebConfig(Strict):
+    """The one-button web page + JSON API front door (``nomad web``)."""
+
+    listen: str = Field("127.0.0.1", description="bind address; put a TLS proxy or hidden service in front")
+    port: int = Field(8080, ge=1, le=65535)
+    tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="bearer tokens allowed to submit jobs (NOMAD_WEB_TOKEN adds one); empty = no submissions",
+    )
+    max_upload_mb: float = Field(20, gt=0, le=200)
+    workflows: list[str] = Field(default_factory=list, description="offered workflows; empty = all enabled")
+
+
 class BatchJob(Strict):
     """A cron-triggered job, e.g. a daily wallpaper stored to S3."""
 
@@ -296,6 +309,7 @@ class NomadConfig(Strict):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     bot: BotConfig = Field(default_factory=BotConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @model_validator(mode="after")
