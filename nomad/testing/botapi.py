@@ -212,20 +212,28 @@ class BotApiStub:
         """Bytes of a file the stub holds (user uploads and bot uploads)."""
         return self._files[file_id][1]
 
-    async def wait_for(self, predicate: Callable[[Call], bool], *, timeout: float = 15.0) -> Call:
-        """Wait (bounded) until a recorded call satisfies ``predicate``; return it."""
+    def mark(self) -> int:
+        """A position in the call log; pass it as ``since`` to wait only for later calls."""
+        return len(self.calls)
+
+    async def wait_for(
+        self, predicate: Callable[[Call], bool], *, since: int = 0, timeout: float = 15.0
+    ) -> Call:
+        """Wait (bounded) until a recorded call (from ``since`` on) satisfies ``predicate``."""
         assert self._cond is not None, "stub not started"
         found: list[Call] = []
 
         def check() -> bool:
-            found[:] = [c for c in self.calls if predicate(c)]
+            found[:] = [c for c in self.calls[since:] if predicate(c)]
             return bool(found)
 
         async with self._cond:
             await asyncio.wait_for(self._cond.wait_for(check), timeout)
         return found[0]
 
-    async def wait_for_text(self, chat_id: int, needle: str, *, timeout: float = 15.0) -> Call:
+    async def wait_for_text(
+        self, chat_id: int, needle: str, *, since: int = 0, timeout: float = 15.0
+    ) -> Call:
         """Wait until the bot sent or edited a message in ``chat_id`` containing ``needle``."""
 
         def pred(c: Call) -> bool:
@@ -236,7 +244,7 @@ class BotApiStub:
                 and needle in str(text)
             )
 
-        return await self.wait_for(pred, timeout=timeout)
+        return await self.wait_for(pred, since=since, timeout=timeout)
 
     def pending_updates(self) -> int:
         """Updates not yet confirmed by the bot."""

@@ -87,7 +87,7 @@ def make_bot(
         deps = BotDeps(
             config=overrides.pop("config", bot_config),
             queue=queue,
-            storage=storage,
+            storage=overrides.pop("storage", storage),
             load_workflow=workflows,
             poll_interval=0.05,
             **overrides,
