@@ -9,6 +9,8 @@ the unix sockets SeaweedFS leaves in /tmp. See docs/stack.md.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,9 +166,12 @@ class Stack:
 
     def up(self, progress: Progress | None = None) -> StackInfo:
         """Start whatever is not running; a healthy stack is left untouched."""
-        say = progress or (lambda _msg: None)
         weed, registry = find_weed(), find_registry()
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._locked():
+            return self._up(weed, registry, progress or (lambda _msg: None))
+
+    def _up(self, weed: str, registry: str, say: Progress) -> StackInfo:
         creds = self._credentials()
         ports = self._ports(creds)
         info = self.info()
@@ -190,6 +195,12 @@ class Stack:
 
     def down(self) -> None:
         """Stop both daemons (SIGTERM, bounded wait, SIGKILL) and remove their /tmp sockets."""
+        if not self.root.is_dir():
+            return
+        with self._locked():
+            self._down()
+
+    def _down(self) -> None:
         for name, marker in (("registry", str(self.root)), ("weed", str(self.root))):
             pid = _procs.read_pid(self._pid_file(name))
             _procs.stop(pid, marker)
@@ -219,6 +230,17 @@ class Stack:
             reg_url,
         )
         return StackStatus(data_dir=self.data_dir, components=(s3, reg))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One up/down at a time per data dir (two shells, or a test and a CLI)."""
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     # -- state -------------------------------------------------------------
     def _credentials(self) -> dict[str, str]:

@@ -113,3 +113,28 @@ def test_missing_binaries_name_install_command(
     with pytest.raises(StackError) as err:
         find_registry()
     assert err.value.hint and "apt-get install docker-registry" in err.value.hint
+
+
+def _weed_processes(root: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if " mini " in cmd and str(root) in cmd and _procs.is_alive(int(proc.name), str(root)):
+            found.append(int(proc.name))
+    return found
+
+
+def test_concurrent_up_starts_one_stack(own_stack: Stack) -> None:
+    """Two up() calls racing on one data dir start a single SeaweedFS and agree on the info."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    other = Stack(own_stack.data_dir)
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda st: st.up(), [own_stack, other])
+    assert a == b
+    assert len(_weed_processes(own_stack.root)) == 1
