@@ -1,14 +1,60 @@
-"""Placeholder: these commands are not built yet; they say so (exit 3) instead of faking output."""
+"""``nomad bot``: run the Telegram front door (long polling by default).
+
+Thin: checks the extra, reads the config, hands over to :func:`bot.run.run_bot`.
+The token comes from ``NOMAD_BOT_TOKEN`` (or ``bot.token``) and is never printed.
+"""
 
 from __future__ import annotations
 
 import click
 
-from nomad.cli.errors import not_available
+from nomad.cli.context import Ctx
+
+pass_ctx = click.make_pass_decorator(Ctx)
 
 
-@click.command("bot", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bot(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad bot`", "not implemented in this release")
+@click.command("bot")
+@click.option(
+    "--webhook",
+    "mode",
+    flag_value="webhook",
+    default=None,
+    help="Serve a webhook (bot.webhook: url, listen, port, secret_token) instead of polling.",
+)
+@click.option(
+    "--polling",
+    "mode",
+    flag_value="polling",
+    help="Long-poll Telegram (default; works behind NAT).",
+)
+@click.option("--check", is_flag=True, help="Validate token, queue, storage and workflows; exit.")
+@pass_ctx
+def bot(ctx: Ctx, mode: str | None, check: bool) -> None:
+    """Run the Telegram bot: /f, /qwen, /status … enqueue jobs on nomad's queue.
+
+    Set NOMAD_BOT_TOKEN, list user ids in bot.allowlist, run `nomad serve` for
+    the workers. Stop with Ctrl-C: queued jobs stay queued and undelivered
+    results are sent on the next start.
+    """
+    try:
+        import telegram  # noqa: F401  (only to detect the extra)
+    except ImportError:
+        from nomad.cli.errors import not_available
+
+        not_available(
+            "`nomad bot`", "python-telegram-bot is not installed", hint="pip install 'nomad[bot]'"
+        )
+    from bot.run import bot_token, build_deps, run_bot
+
+    cfg = ctx.config
+    if check:
+        bot_token(cfg)
+        deps = build_deps(cfg, ctx.data_dir)
+        names = sorted(set(cfg.bot.commands.values()))
+        for name in names:
+            deps.load_workflow(name)
+        deps.queue.close()
+        click.echo(f"ok: token set, queue and storage reachable, {len(names)} workflows bound")
+        return
+    click.echo(f"nomad bot: {mode or cfg.bot.mode}; Ctrl-C to stop", err=True)
+    run_bot(cfg, ctx.data_dir, mode=mode)

@@ -81,8 +81,9 @@ def make_bot(
 
     @contextlib.asynccontextmanager
     async def run(**overrides: Any) -> AsyncIterator[Any]:
-        from bot.app import RUNTIME_KEY, build_application
+        from bot.app import build_application
         from bot.deps import BotDeps
+        from bot.run import running
 
         deps = BotDeps(
             config=overrides.pop("config", bot_config),
@@ -95,18 +96,8 @@ def make_bot(
         app = build_application(
             deps, token=botapi.token, base_url=botapi.base_url, base_file_url=botapi.base_file_url
         )
-        rt = app.bot_data[RUNTIME_KEY]
-        await app.initialize()
-        await rt.on_init(app)  # post_init runs only inside run_polling; call it by hand
-        await app.updater.start_polling(poll_interval=0.0, timeout=1)
-        await app.start()
-        try:
+        async with running(app, poll_timeout=1) as rt:
             yield rt
-        finally:
-            await rt.on_stop(app)
-            await app.updater.stop()
-            await app.stop()
-            await app.shutdown()
 
     return run
 

@@ -1,0 +1,170 @@
+"""Run the bot for a deployment: long polling by default, webhook when configured.
+
+``build_deps`` assembles the real pieces from nomad.yaml (queue, S3, workflow
+bindings, launch for admins). ``running`` drives the PTB lifecycle inside an
+existing event loop (``nomad serve`` can embed the bot; tests use it too);
+``run_bot`` is the blocking entry point behind ``nomad bot``.
+
+The token is never logged: httpx logs request URLs (which contain it) at
+INFO, so its logger is kept at WARNING and every handler redacts the token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from bot.app import RUNTIME_KEY, BotRuntime, build_application
+from bot.deps import BotDeps, WorkflowLike
+from nomad.config.schema import NomadConfig
+from nomad.errors import ConfigError, NotAvailableError
+
+log = logging.getLogger("nomad.bot")
+
+
+class LaunchAdmin:
+    """/up and /down through nomad.launch with the deployment's backend."""
+
+    def __init__(self, cfg: NomadConfig, data_dir: Path) -> None:
+        self.cfg, self.data_dir = cfg, data_dir
+
+    def up(self) -> str:
+        from nomad import backends, launch
+
+        backend = backends.get_backend(None, self.cfg, self.data_dir)
+        spec = launch.spec_from_config(self.cfg, self.data_dir, need_image=True)
+        report = launch.up(backend, spec, self.data_dir)
+        return f"Up: {report.info.name} ({report.info.state.value})."
+
+    def down(self) -> str:
+        from nomad import backends, launch
+        from nomad.backends import state
+
+        name = launch.cluster_name(self.cfg)
+        rec = state.load(self.data_dir, name)
+        backend = backends.get_backend(rec.backend if rec else None, self.cfg, self.data_dir)
+        report = launch.down(backend, self.data_dir, name)
+        spend = f", spent ${report.spend_usd:.2f}" if report.spend_usd is not None else ""
+        return f"Down: {name}{spend}."
+
+
+def build_deps(cfg: NomadConfig, data_dir: Path) -> BotDeps:
+    """The real queue, storage, workflows and launch admin for this deployment."""
+    from nomad.dev.defaults import resolve_storage
+    from nomad.queue import open_queue
+    from nomad.storage import Storage
+
+    return BotDeps(
+        config=cfg.bot,
+        queue=open_queue(cfg, data_dir),
+        storage=Storage(resolve_storage(cfg, data_dir)),
+        load_workflow=workflow_loader(),
+        admin=LaunchAdmin(cfg, data_dir),
+    )
+
+
+def workflow_loader() -> Any:
+    """``nomad.workflows.load_workflow``, or a clear error if this build has none."""
+    try:
+        from nomad.workflows import load_workflow
+    except ImportError as exc:
+        raise NotAvailableError(
+            "workflow bindings (nomad.workflows) are not available in this build",
+            hint="install a nomad release that ships workflows/",
+        ) from exc
+
+    def load(name: str) -> WorkflowLike:
+        wf: WorkflowLike = load_workflow(name)
+        return wf
+
+    return load
+
+
+def bot_token(cfg: NomadConfig) -> str:
+    """The token from NOMAD_BOT_TOKEN (or bot.token); a clear error when missing."""
+    if cfg.bot.token is None or not cfg.bot.token.get_secret_value().strip():
+        raise ConfigError(
+            "no Telegram bot token",
+            hint="export NOMAD_BOT_TOKEN=<token from @BotFather> (keep it out of nomad.yaml)",
+        )
+    return cfg.bot.token.get_secret_value().strip()
+
+
+class RedactToken(logging.Filter):
+    """Replace the bot token in every log record (PTB/httpx put it in URLs)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.token in message:
+            record.msg, record.args = message.replace(self.token, "<token>"), None
+        return True
+
+
+def protect_token(token: str) -> None:
+    """Keep the token out of logs: quiet httpx, redact on every root handler."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    redact = RedactToken(token)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact)
+
+
+@contextlib.asynccontextmanager
+async def running(app: Any, *, poll_timeout: int = 30) -> AsyncIterator[BotRuntime]:
+    """Run an Application (long polling) inside the current loop until the block exits."""
+    rt: BotRuntime = app.bot_data[RUNTIME_KEY]
+    await app.initialize()
+    try:
+        await rt.on_init(app)  # post_init only runs inside run_polling; call it here
+        await app.updater.start_polling(poll_interval=0.0, timeout=poll_timeout)
+        await app.start()
+        try:
+            yield rt
+        finally:
+            await rt.on_stop(app)
+            await app.updater.stop()
+            await app.stop()
+    finally:
+        await app.shutdown()
+
+
+def run_bot(cfg: NomadConfig, data_dir: Path, *, mode: str | None = None) -> None:
+    """Blocking: run until Ctrl-C / SIGTERM. Queued jobs stay in the queue; deliveries resume."""
+    token = bot_token(cfg)
+    protect_token(token)
+    deps = build_deps(cfg, data_dir)
+    proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
+    app = build_application(deps, token=token, base_url=cfg.bot.base_url, proxy=proxy)
+    mode = mode or cfg.bot.mode
+    try:
+        if mode == "webhook":
+            hook = cfg.bot.webhook
+            if hook is None:
+                raise ConfigError(
+                    "bot.mode is webhook but bot.webhook is missing",
+                    hint="add bot.webhook: {url: https://…} or use polling",
+                )
+            secret = hook.secret_token.get_secret_value() if hook.secret_token else None
+            app.run_webhook(
+                listen=hook.listen,
+                port=hook.port,
+                webhook_url=hook.url,
+                url_path=_url_path(hook.url),
+                secret_token=secret,
+            )
+        else:
+            app.run_polling()
+    finally:
+        deps.queue.close()
+
+
+def _url_path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path.lstrip("/")
