@@ -1,0 +1,94 @@
+"""`nomad bot` wiring, token hygiene, option parsing and status wording."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bot import texts
+from bot.options import parse_message
+from nomad.cli.main import cli
+from nomad.errors import LimitExceeded, UsageError
+from nomad.queue.base import Job, JobStatus
+from nomad.testing.botapi import BotApiStub
+
+ALICE = 1001
+
+
+def test_bot_help() -> None:
+    """`nomad bot --help` works and names the token variable."""
+    result = CliRunner().invoke(cli, ["bot", "--help"])
+    assert result.exit_code == 0 and "NOMAD_BOT_TOKEN" in result.output
+
+
+def test_bot_without_token_is_a_config_error(tmp_path: Any, monkeypatch: Any) -> None:
+    """No token ⇒ exit 2 with what to set, nothing started."""
+    from nomad.cli.errors import run_cli
+
+    monkeypatch.delenv("NOMAD_BOT_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        run_cli(cli, ["--data-dir", str(tmp_path), "bot", "--check"])
+    assert exc.value.code == 2
+
+
+async def test_token_never_logged(
+    botapi: BotApiStub, make_bot: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With every logger at DEBUG, the token never appears in a log line (it is redacted)."""
+    from bot.run import protect_token
+
+    caplog.set_level(logging.DEBUG)
+    protect_token(botapi.token)
+    logging.getLogger("httpx").setLevel(logging.DEBUG)  # even if someone turns httpx up
+    async with make_bot():
+        botapi.user_sends_text(ALICE, "/start")
+        await botapi.wait_for_text(ALICE, "Hi!")
+    assert "getUpdates" in caplog.text  # the requests were logged…
+    assert botapi.token not in caplog.text  # …without the token
+    for handler in logging.getLogger().handlers:
+        handler.filters.clear()
+
+
+def test_parse_options() -> None:
+    """Options anywhere in the message are taken out; numbers typed; the rest is the prompt."""
+    p = parse_message("/f@nomad_bot an astronaut --seed 42 riding --ar 16:9 --cfg=3.5")
+    assert p.command == "f" and p.prompt == "an astronaut riding"
+    assert p.values == {"seed": 42, "ar": "16:9", "cfg": 3.5}
+
+
+def test_parse_rejects_duplicates() -> None:
+    """The same option twice is an error naming it."""
+    with pytest.raises(UsageError, match="--seed is given twice"):
+        parse_message("/f cat --seed 1 --seed 2")
+
+
+def test_limit_text_names_reset_time() -> None:
+    """A quota refusal says when it resets, in UTC and as a duration."""
+    exc = LimitExceeded("you reached 5 jobs in the last 24 hours", resets_at=3600.0 * 5)
+    text = texts.limit_text(exc, now=3600.0 * 3)
+    assert "05:00 UTC" in text and "in 2 h 0 min" in text
+
+
+def test_status_text_phases() -> None:
+    """Each job state reads as plain words: queued+waking ETA, running %, uploading, failed advice."""
+    job = Job(id="abcdef1234", workflow="flux_schnell")
+    cold = {"state": "waking", "ready_at": 190.0}
+    assert texts.status_text(job, 2, cold, now=100.0).startswith(
+        "⏳ queued #2 · GPU waking, ~1 min 30 s"
+    )
+    job.status, job.progress = JobStatus.RUNNING, 0.42
+    assert texts.status_text(job, None, None, 0).startswith("⚙️ running · 42%")
+    job.times["executed_at"] = 1.0
+    assert texts.status_text(job, None, None, 0).startswith("⬆️ uploading")
+    job.status, job.error = JobStatus.FAILED, "no capacity for any candidate"
+    assert "Try again in a few minutes" in texts.status_text(job, None, None, 0)
+
+
+def test_caption_fits() -> None:
+    """Captions stay ≤ 1024 characters and keep the seed."""
+    text = texts.caption("x" * 5000, 123, "flux_dev")
+    assert len(text) == 1024 and text.endswith("flux_dev · seed 123")
