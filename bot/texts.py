@@ -130,10 +130,10 @@ def status_text(
         line = cluster_line(cluster, now)
         if job.status is JobStatus.WAKING and (line is None or "waking" not in line):
             line = "GPU waking"
+        if job.detail:  # the autoscaler's own words for this job (e.g. "waking a GPU (~90 s)")
+            line = job.detail
         if line and "ready" not in line:
             parts.append(line)
-        if job.detail:
-            parts.append(job.detail)
         return f"{' · '.join(parts)}\n{head}"
     if job.status is JobStatus.RUNNING:
         if "executed_at" in job.times:
