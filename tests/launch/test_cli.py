@@ -1,0 +1,104 @@
+"""`nomad up/status/down` through the CLI (FakeBackend), and behaviour without the sky extra."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from nomad.cli.main import cli
+from nomad.errors import NotAvailableError, UsageError
+from nomad.testing.backend import FakeBackend
+from nomad.testing.comfy import FakeComfy
+from tests.launch.conftest import IMAGE
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBackend]:
+    """A FakeBackend (endpoint: a FakeComfy on loopback) returned by get_backend."""
+    comfy = FakeComfy.start_in_thread()
+    backend = FakeBackend(endpoints=[comfy.url], price_per_hour=0.5)
+    monkeypatch.setattr("nomad.backends.get_backend", lambda *a, **k: backend)
+    yield backend
+    comfy.stop()
+
+
+def _invoke(tmp_path: Path, *args: str) -> Result:
+    cfg = tmp_path / "nomad.yaml"
+    if not cfg.exists():
+        cfg.write_text("project: demo\ninfra: {gpus: [RTX4090]}\n")
+    return CliRunner().invoke(cli, ["-c", str(cfg), "--data-dir", str(tmp_path / "data"), *args])
+
+
+def _run(tmp_path: Path, *args: str) -> tuple[int, str]:
+    res = _invoke(tmp_path, *args)
+    return res.exit_code, res.output
+
+
+def test_up_status_down_json(fake: FakeBackend, tmp_path: Path) -> None:
+    """up --json records an UP cluster; status --json shows it; down --json reports spend and clears it."""
+    code, out = _run(tmp_path, "up", "--image", IMAGE, "--json")
+    assert code == 0, out
+    assert json.loads(out)["state"] == "up"
+    code, out = _run(tmp_path, "status", "--json")
+    (cluster,) = json.loads(out)["clusters"]
+    assert cluster["name"] == "nomad-demo" and cluster["endpoints"][0]["url"] == fake.endpoints[0]
+    assert cluster["price_per_hour"] == 0.5 and cluster["spend_usd"] >= 0
+    code, out = _run(tmp_path, "down", "--json")
+    assert code == 0 and json.loads(out)["state"] == "gone"
+    assert json.loads(_run(tmp_path, "status", "--json")[1]) == {"clusters": []}
+
+
+def test_up_without_a_push_says_what_to_do(fake: FakeBackend, tmp_path: Path) -> None:
+    """No pushed image ⇒ exit 2 with the build/push hint, and nothing launched."""
+    res = _invoke(tmp_path, "up")
+    assert isinstance(res.exception, UsageError) and res.exception.exit_code == 2
+    assert "nomad push" in (res.exception.hint or "")
+    assert fake.calls == []
+
+
+def test_down_of_nothing_is_success(fake: FakeBackend, tmp_path: Path) -> None:
+    """down with nothing recorded exits 0 (idempotent teardown)."""
+    code, out = _run(tmp_path, "down")
+    assert code == 0 and "nothing" in out
+
+
+def test_dry_run_prints_a_validated_task_without_secrets(tmp_path: Path) -> None:
+    """up --dry-run prints the SkyPilot task (validated by sky) with the password masked."""
+    pytest.importorskip("sky")
+    cfg = tmp_path / "nomad.yaml"
+    cfg.write_text("registry: {username: robot, password: hunter2}\ninfra: {gpus: [L4, RTX4090]}\n")
+    code, out = _run(tmp_path, "up", "--image", IMAGE, "--dry-run")
+    assert code == 0, out
+    assert "hunter2" not in out and "SKYPILOT_DOCKER_PASSWORD: '***'" in out
+    assert f"docker:{IMAGE}" in out and "idle_minutes: 10" in out
+
+
+def test_plan_without_sky_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With `sky` unimportable, plan exits 3 and prints pip install 'nomad[sky]'."""
+    monkeypatch.setitem(sys.modules, "sky", None)
+    res = _invoke(tmp_path, "plan")
+    assert isinstance(res.exception, NotAvailableError) and res.exception.exit_code == 3
+    assert res.exception.hint == "pip install 'nomad[sky]'"
+
+
+def test_help_and_status_work_without_sky(tmp_path: Path) -> None:
+    """In a fresh interpreter where `import sky` fails, --help and status work; plan names the extra."""
+    script = (
+        "import sys; sys.modules['sky'] = None\n"
+        "from nomad.cli.main import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    base = [sys.executable, "-c", script, "--data-dir", str(tmp_path)]
+    helped = subprocess.run([*base, "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "plan" in helped.stdout
+    st = subprocess.run([*base, "status", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout) == {"clusters": []}
+    planned = subprocess.run([*base, "plan"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert planned.returncode == 3 and "pip install 'nomad[sky]'" in planned.stderr
