@@ -138,10 +138,12 @@ def run_bot(cfg: NomadConfig, data_dir: Path, *, mode: str | None = None) -> Non
     """Blocking: run until Ctrl-C / SIGTERM. Queued jobs stay in the queue; deliveries resume."""
     token = bot_token(cfg)
     protect_token(token)
+    mode = mode or cfg.bot.mode
+    if mode == "webhook":
+        _need_webhook_extra()
     deps = build_deps(cfg, data_dir)
     proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
     app = build_application(deps, token=token, base_url=cfg.bot.base_url, proxy=proxy)
-    mode = mode or cfg.bot.mode
     try:
         if mode == "webhook":
             hook = cfg.bot.webhook
@@ -162,6 +164,17 @@ def run_bot(cfg: NomadConfig, data_dir: Path, *, mode: str | None = None) -> Non
             app.run_polling()
     finally:
         deps.queue.close()
+
+
+def _need_webhook_extra() -> None:
+    """PTB's webhook server needs tornado (its ``webhooks`` extra); polling does not."""
+    try:
+        import tornado  # noqa: F401
+    except ImportError:
+        raise NotAvailableError(
+            "webhook mode needs python-telegram-bot's webhook server (tornado)",
+            hint="pip install 'python-telegram-bot[webhooks]', or use polling (the default)",
+        ) from None
 
 
 def _url_path(url: str) -> str:
