@@ -14,14 +14,18 @@ def dev() -> None:
 
 
 @dev.command("up")
+@click.option("--json", "as_json", is_flag=True, help="Print endpoints as JSON (no secrets).")
 @click.pass_obj
-def up(ctx: Ctx) -> None:
+def up(ctx: Ctx, as_json: bool) -> None:
     """Start the stack (a running, healthy stack is left alone)."""
     from nomad.dev import Stack
 
     con = console()
     with con.status("starting the local stack…") as spinner:
         info = Stack(ctx.data_dir).up(progress=lambda msg: spinner.update(msg))
+    if as_json:
+        emit_json(info.public_dict())
+        return
     con.print(f"[green]✓[/] S3        {info.s3_endpoint}  (buckets: {info.outputs_bucket}, "
               f"{info.registry_bucket})")  # fmt: skip
     con.print(f"[green]✓[/] registry  {info.registry_url}")

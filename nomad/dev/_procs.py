@@ -56,6 +56,8 @@ def is_alive(pid: int | None, marker: str) -> bool:
             return True
         _CHILDREN.pop(pid, None)
         return False
+    if not Path("/proc/self").exists():
+        return _ps_alive(pid, marker)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = (
@@ -65,6 +67,18 @@ def is_alive(pid: int | None, marker: str) -> bool:
         return False
     state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
     return state not in {"Z", "X"} and marker in cmdline
+
+
+def _ps_alive(pid: int, marker: str) -> bool:
+    """The same check through ``ps`` where there is no /proc (macOS, BSD)."""
+    try:
+        out = subprocess.run(
+            ["ps", "-o", "stat=,command=", "-p", str(pid)],
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return bool(out) and not out.startswith("Z") and marker in out
 
 
 def stop(pid: int | None, marker: str, *, grace: float = 10.0) -> None:

@@ -62,6 +62,19 @@ class StackInfo:
     registry_config_path: Path
     data_dir: Path
 
+    def public_dict(self) -> dict[str, str]:
+        """Endpoints and buckets for ``--json`` output; never the keys."""
+        return {
+            "s3_endpoint": self.s3_endpoint,
+            "region": self.region,
+            "outputs_bucket": self.outputs_bucket,
+            "registry_bucket": self.registry_bucket,
+            "registry_url": self.registry_url,
+            "registry_config_path": str(self.registry_config_path),
+            "data_dir": str(self.data_dir),
+            "credentials_file": str(self.data_dir / "stack" / "credentials.json"),
+        }
+
     def s3_settings(self, bucket: str | None = None) -> Any:
         """The :class:`nomad.storage.S3Settings` for this stack (outputs bucket by default)."""
         from nomad.storage import S3Settings

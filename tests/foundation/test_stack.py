@@ -138,3 +138,37 @@ def test_concurrent_up_starts_one_stack(own_stack: Stack) -> None:
         a, b = pool.map(lambda st: st.up(), [own_stack, other])
     assert a == b
     assert len(_weed_processes(own_stack.root)) == 1
+
+
+def test_daemon_dying_at_start_reports_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A weed that exits at start ⇒ StackError quoting its log; nothing is left running."""
+    fake = tmp_path / "weed"
+    fake.write_text("#!/bin/sh\necho 'boom: flag provided but not defined' >&2\nexit 2\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr("nomad.dev.stack.find_weed", lambda: str(fake))
+    st = Stack(tmp_path / "data")
+    with pytest.raises(StackError) as err:
+        st.up()
+    assert "boom: flag provided but not defined" in err.value.message
+    assert err.value.hint and "weed.log" in err.value.hint
+    assert not any(c.alive for c in st.status().components)
+
+
+def test_saved_port_taken_while_down_gets_new_ports(own_stack: Stack) -> None:
+    """If another program took a saved port while the stack was down, up() re-picks and works."""
+    import socket
+
+    first = own_stack.up()
+    own_stack.down()
+    port = int(first.s3_endpoint.rsplit(":", 1)[1])
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        again = own_stack.up()
+        assert again.s3_endpoint != first.s3_endpoint
+        assert (again.access_key, again.secret_key) == (first.access_key, first.secret_key)
+        Storage(again.s3_settings()).put_bytes("k", b"v")
+        assert own_stack.status().running
