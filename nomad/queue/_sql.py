@@ -424,6 +424,21 @@ class SqlQueue(JobQueue):
                 self._notify(cur)
         return self._job(row) if row is not None else self.get(job_id)
 
+    def release(self, job_id: str, lease_token: str, reason: str = "") -> bool:
+        """Give a running job back unharmed (graceful shutdown): queued again, attempt not counted."""
+        with self._tx() as cur:
+            n = self._exec(
+                cur,
+                """UPDATE jobs SET status = 'queued', lease_token = NULL, lease_expires_at = NULL,
+                worker = NULL, progress = NULL, detail = ?,
+                attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
+                WHERE id = ? AND lease_token = ? AND status = 'running'""",
+                (reason or "requeued: the worker shut down", job_id, lease_token),
+            ).rowcount
+            if n:
+                self._notify(cur)
+        return n == 1
+
     def cancel(self, job_id: str) -> Job:
         """Cancel a waiting or running job; finished jobs are returned unchanged."""
         now = self.clock()

@@ -47,8 +47,9 @@ class EtaModel:
         pooled = [s for k, v in self.run_times.items() if k.startswith(f"{workflow}@") for s in v]
         return statistics.median(pooled) if pooled else None
 
-    def wait(self, position: int, workers: int, workflow: str, gpu: str | None,
-             cold_left: float | None) -> float | None:
+    def wait(
+        self, position: int, workers: int, workflow: str, gpu: str | None, cold_left: float | None
+    ) -> float | None:
         """Rough seconds until a job at ``position`` finishes: wake left + queue ahead + its own run."""
         run = self.run_time(workflow, gpu)
         if run is None:
@@ -64,6 +65,9 @@ class EtaModel:
         """Tolerates a missing or partial document (first start)."""
         doc = doc or {}
         cold = [float(x) for x in doc.get("cold_starts", []) if isinstance(x, int | float)]
-        runs = {str(k): [float(x) for x in v if isinstance(x, int | float)]
-                for k, v in dict(doc.get("run_times", {})).items() if isinstance(v, list)}
+        runs = {
+            str(k): [float(x) for x in v if isinstance(x, int | float)]
+            for k, v in dict(doc.get("run_times", {})).items()
+            if isinstance(v, list)
+        }
         return cls(cold_starts=cold[-KEEP:], run_times=runs)

@@ -45,8 +45,12 @@ class Cluster:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "phase": self.phase.value, "requested_at": self.requested_at,
-            "ready_at": self.ready_at, "price_per_hour": self.price_per_hour, "gpu": self.gpu,
+            "name": self.name,
+            "phase": self.phase.value,
+            "requested_at": self.requested_at,
+            "ready_at": self.ready_at,
+            "price_per_hour": self.price_per_hour,
+            "gpu": self.gpu,
             "endpoints": self.endpoints,
         }
 
@@ -70,9 +74,13 @@ class PolicyConfig:
         """Build from an ``InfraConfig``; draining lasts 10% of the idle period, at most 30 s."""
         idle = float(infra.idle_minutes) * 60.0
         return cls(
-            idle_seconds=idle, drain_seconds=min(30.0, idle * 0.1), max_clusters=infra.max_clusters,
-            backlog_per_cluster=infra.backlog_per_cluster, max_price_per_hour=infra.max_price_per_hour,
-            daily_budget=infra.daily_budget, base_name=infra.cluster_name or f"{project}-serve",
+            idle_seconds=idle,
+            drain_seconds=min(30.0, idle * 0.1),
+            max_clusters=infra.max_clusters,
+            backlog_per_cluster=infra.backlog_per_cluster,
+            max_price_per_hour=infra.max_price_per_hour,
+            daily_budget=infra.daily_budget,
+            base_name=infra.cluster_name or f"{project}-serve",
         )
 
 
@@ -176,27 +184,40 @@ class Policy:
         """A clear sentence when budget, price cap or launch backoff holds jobs back."""
         cfg = self.config
         price = self.price_hint
-        if cfg.max_price_per_hour is not None and price is not None and price > cfg.max_price_per_hour:
-            return (f"waiting: the cheapest GPU costs ${price:.2f}/h, above "
-                    f"infra.max_price_per_hour ${cfg.max_price_per_hour:.2f}/h")
+        if (
+            cfg.max_price_per_hour is not None
+            and price is not None
+            and price > cfg.max_price_per_hour
+        ):
+            return (
+                f"waiting: the cheapest GPU costs ${price:.2f}/h, above "
+                f"infra.max_price_per_hour ${cfg.max_price_per_hour:.2f}/h"
+            )
         if cfg.daily_budget is not None:
             spent = self.spend_today(now)
             wake = (price or 0.0) * cfg.idle_seconds / 3600.0
             if spent >= cfg.daily_budget or spent + wake > cfg.daily_budget:
-                return (f"waiting: daily budget ${cfg.daily_budget:.2f} reached (${spent:.2f} spent "
-                        "today); it resets at 00:00 UTC")
+                return (
+                    f"waiting: daily budget ${cfg.daily_budget:.2f} reached (${spent:.2f} spent "
+                    "today); it resets at 00:00 UTC"
+                )
         if now < self._retry_at:
             return f"waiting: GPU launch failed ({self._last_error}); retrying in {self._retry_at - now:.0f} s"
         return None
 
     def _launch(self, now: float) -> Up:
         self._serial += 1
-        name = self.config.base_name if self._serial == 1 else f"{self.config.base_name}-{self._serial}"
+        name = (
+            self.config.base_name
+            if self._serial == 1
+            else f"{self.config.base_name}-{self._serial}"
+        )
         while name in self.clusters:
             self._serial += 1
             name = f"{self.config.base_name}-{self._serial}"
-        self.clusters[name] = Cluster(name=name, phase=Phase.WAKING, requested_at=now,
-                                      price_per_hour=self.price_hint)
+        self.clusters[name] = Cluster(
+            name=name, phase=Phase.WAKING, requested_at=now, price_per_hour=self.price_hint
+        )
         return Up(name)
 
     def _annotate(self, view: View, now: float) -> list[Action]:
@@ -222,8 +243,16 @@ class Policy:
 
     # -- events from the loop ---------------------------------------------------------------
 
-    def on_launched(self, name: str, now: float, *, price_per_hour: float, gpu: str | None,
-                    endpoints: int, waiting: int) -> Annotate | None:
+    def on_launched(
+        self,
+        name: str,
+        now: float,
+        *,
+        price_per_hour: float,
+        gpu: str | None,
+        endpoints: int,
+        waiting: int,
+    ) -> Annotate | None:
         """The cluster answers: ready; learn the cold start; split its cost over the jobs that waited."""
         c = self.clusters.get(name)
         if c is None:
@@ -238,7 +267,9 @@ class Policy:
         self._annotated = ("queued", None)
         return Annotate("queued", None, {"cluster_ready_at": now})
 
-    def on_launch_failed(self, name: str, now: float, error: str, *, price_hint: float | None = None) -> None:
+    def on_launch_failed(
+        self, name: str, now: float, error: str, *, price_hint: float | None = None
+    ) -> None:
         """Forget the cluster; back off exponentially before the next try."""
         c = self.clusters.get(name)
         if c is not None:

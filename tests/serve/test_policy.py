@@ -102,7 +102,7 @@ def test_daily_budget_blocks_launch_with_clear_detail() -> None:
 
 
 def test_budget_counts_a_minimum_wake() -> None:
-    """A wake that would cost more than the budget left (price × idle period) is not started."""
+    """A wake that would cost more than the budget left (price * idle period) is not started."""
     p = policy(daily_budget=1.0, idle_seconds=3600.0)
     p.price_hint = 2.0
     assert ups(p.tick(View(waiting=1), T0)) == []
@@ -115,8 +115,9 @@ def test_price_cap_blocks_launch() -> None:
     p.price_hint = 3.5
     acts = p.tick(View(waiting=1), T0)
     assert ups(acts) == []
-    assert p.blocked == ("waiting: the cheapest GPU costs $3.50/h, above "
-                         "infra.max_price_per_hour $1.00/h")
+    assert p.blocked == (
+        "waiting: the cheapest GPU costs $3.50/h, above infra.max_price_per_hour $1.00/h"
+    )
 
 
 def test_spend_today_counts_live_and_closed_clusters() -> None:
