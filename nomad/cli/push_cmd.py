@@ -26,6 +26,13 @@ from nomad.cli.output import emit_json
     default=None,
     help="Blobs in flight (default: registry.parallel_blobs).",
 )
+@click.option(
+    "--direct-s3/--api",
+    "direct",
+    default=None,
+    help="Write blobs straight into the registry's S3 bucket (needs its keys; "
+    "default: registry.direct_s3).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def push(
@@ -34,16 +41,21 @@ def push(
     layout: Path | None,
     tag: str | None,
     parallel: int | None,
+    direct: bool | None,
     as_json: bool,
 ) -> None:
     """Push the built image. REF is [REGISTRY/]REPO[:TAG]; default: the configured registry."""
     from nomad import images
     from nomad.dev.defaults import resolve_registry
+    from nomad.errors import UsageError
     from nomad.images._progress import byte_progress
     from nomad.registry import push_image, target_for
 
     cfg = ctx.config
     reg = resolve_registry(cfg, ctx.data_dir)
+    use_direct = cfg.registry.direct_s3 if direct is None else direct
+    if use_direct and reg.s3 is None:
+        raise UsageError("--direct-s3 needs the registry bucket's keys (storage.* in nomad.yaml)")
     url, repo, out_tag = target_for(ref, reg.url, reg.repository, tag or cfg.image.tag)
     with byte_progress("push", enabled=not as_json) as tick:
         result = push_image(
@@ -57,6 +69,7 @@ def push(
             insecure=reg.insecure,
             parallel=parallel or cfg.registry.parallel_blobs,
             source_tag=tag or cfg.image.tag,
+            direct_s3=reg.s3 if use_direct and not ref else None,
             progress=lambda d, n, s: tick(d[7:19], n, s),
         )
     if as_json:

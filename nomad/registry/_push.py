@@ -8,6 +8,7 @@ running it again: blobs that made it are found by HEAD and skipped.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nomad.errors import BuildError
+from nomad.errors import BuildError, StorageError
 from nomad.images._oci import Descriptor, OciLayout
 from nomad.registry._client import BlobUploadError, RegistryClient
 from nomad.registry._mounts import MountIndex
 from nomad.registry._ref import check_repository, check_tag
+from nomad.registry.s3_direct import S3BlobWriter
+
+log = logging.getLogger(__name__)
 
 BlobProgress = Callable[[str, int, int], None]  # (digest, bytes_just_sent, blob_size)
 
@@ -80,8 +84,13 @@ def push_layout(
     parallel: int = 4,
     mounts: MountIndex | None = None,
     progress: BlobProgress | None = None,
+    direct: S3BlobWriter | None = None,
 ) -> PushResult:
-    """Push the image tagged ``source_tag`` in ``layout_dir`` to ``repository:tag``."""
+    """Push the image tagged ``source_tag`` in ``layout_dir`` to ``repository:tag``.
+
+    With ``direct``, blobs the registry lacks are written straight into its S3
+    layout (falling back to the API on any storage error).
+    """
     check_repository(repository)
     check_tag(tag)
     layout = OciLayout(layout_dir)
@@ -94,7 +103,7 @@ def push_layout(
     for b in blobs:
         _check_local(layout, b)
     mounts = mounts or MountIndex(None)
-    pusher = _BlobPusher(client, layout, repository, mounts, progress)
+    pusher = _BlobPusher(client, layout, repository, mounts, progress, direct)
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         outcomes = list(pool.map(pusher.push, _unique(blobs)))
     body = layout.blob_path(man_desc.digest).read_bytes()
@@ -140,7 +149,9 @@ class _BlobPusher:
         repo: str,
         mounts: MountIndex,
         progress: BlobProgress | None,
+        direct: S3BlobWriter | None = None,
     ) -> None:
+        self.direct = direct
         self.client = client
         self.layout = layout
         self.repo = repo
@@ -167,6 +178,10 @@ class _BlobPusher:
                 self._tick(d, d.size)
                 return BlobOutcome(d.digest, d.size, "mounted", source_repo=other)
             self.mounts.forget(reg, d.digest, other)
+        if self.direct is not None:
+            outcome = self._direct(d)
+            if outcome is not None:
+                return outcome
         sent = self.client.upload_blob(
             self.repo,
             d.digest,
@@ -177,4 +192,22 @@ class _BlobPusher:
         if sent != d.size:
             raise BlobUploadError(f"blob {d.digest}: sent {sent} of {d.size} bytes")
         self.mounts.record(reg, d.digest, self.repo)
+        return BlobOutcome(d.digest, d.size, "uploaded", bytes_sent=sent)
+
+    def _direct(self, d: Descriptor) -> BlobOutcome | None:
+        """Write through S3; None means 'use the API instead' (storage refused or registry blind)."""
+        assert self.direct is not None
+        try:
+            sent = self.direct.put_blob(
+                self.repo, d.digest, self.layout.blob_path(d.digest), lambda n: self._tick(d, n)
+            )
+        except StorageError as exc:
+            log.warning("direct S3 write of %s failed (%s); using the registry API", d.digest, exc)
+            return None
+        if not self.client.has_blob(self.repo, d.digest):
+            log.warning("registry does not see %s written to S3; using the registry API", d.digest)
+            return None
+        self.mounts.record(self.client.host, d.digest, self.repo)
+        if sent == 0:  # the bucket already held the bytes: only the repository link was written
+            return BlobOutcome(d.digest, d.size, "mounted", source_repo="(s3 layout)")
         return BlobOutcome(d.digest, d.size, "uploaded", bytes_sent=sent)

@@ -43,8 +43,14 @@ def push_image(
     source_tag: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     transport: httpx.BaseTransport | None = None,
+    direct_s3: Any = None,
 ) -> PushResult:
-    """Push and record the result for `nomad up` (data_dir/images/last_push.json)."""
+    """Push and record the result for `nomad up` (data_dir/images/last_push.json).
+
+    ``direct_s3``: the registry bucket's S3Settings, to write blobs straight into its layout.
+    """
+    from nomad.registry.s3_direct import S3BlobWriter
+
     mounts = MountIndex(Path(data_dir) / "registry" / "mounts.json")
     with RegistryClient(
         url, username=username, password=password, verify=not insecure, transport=transport
@@ -58,6 +64,7 @@ def push_image(
             parallel=parallel,
             mounts=mounts,
             progress=progress,
+            direct=S3BlobWriter(direct_s3) if direct_s3 is not None else None,
         )
     record_push(data_dir, result.to_json())
     return result

@@ -308,3 +308,26 @@ def test_base_from_registry_reference(stack: Any, project: Project, tmp_path: Pa
         OciLayout(tmp_path / "base").resolve("t1").digest
     )
     assert built.layers[0]["digest"] == base_layer["layers"][0]["digest"]
+
+
+def test_direct_s3_push_is_served_by_the_registry(
+    stack: Any, project: Project, tmp_path: Path, weights: dict[str, Path]
+) -> None:
+    """Blobs written straight into the registry's S3 layout are served, digest-checked, by the registry."""
+    weights["vae.safetensors"].write_bytes(os.urandom(300_000))  # a weight no other test pushed
+    cfg, cdir = project()
+    built = _build(cfg, cdir, tmp_path / "out", tmp_path / "cache")
+    res = _push(
+        stack, tmp_path / "out", "it/direct", tmp_path / "data", direct_s3=stack.s3_settings()
+    )
+    assert res.digest == built.manifest_digest
+    assert res.count("uploaded") + res.count("mounted") == len(res.blobs)
+    vae = next(x for x in built.layers if "vae" in x["what"])
+    assert {b.digest: b.bytes_sent for b in res.blobs}[vae["digest"]] == vae["size"]
+    with RegistryClient(stack.registry_url) as c:
+        for layer in built.layers:
+            n = c.download_blob(
+                "it/direct", layer["digest"], tmp_path / "blob"
+            )  # verifies the digest
+            assert n == layer["size"]
+        assert c.has_manifest("it/direct", "t1")
