@@ -126,16 +126,21 @@ class Handlers:
         images = {"image": image.data} if image else None
         await asyncio.to_thread(wf.bind, values, images)  # validates; raises WorkflowError
         inputs = {"image": await self._store_input(image, uid)} if image else None
-        job = await asyncio.to_thread(
-            self.deps.queue.enqueue,
-            name,
-            values,
-            inputs=inputs,
-            front_door="telegram",
-            user=str(uid),
-            chat=str(msg.chat_id),
-            client_key=f"telegram:{msg.chat_id}:{msg.message_id}",
-        )
+        try:
+            job = await asyncio.to_thread(
+                self.deps.queue.enqueue,
+                name,
+                values,
+                inputs=inputs,
+                front_door="telegram",
+                user=str(uid),
+                chat=str(msg.chat_id),
+                client_key=f"telegram:{msg.chat_id}:{msg.message_id}",
+            )
+        except NomadError:
+            if image is not None and image.key is None and inputs:  # refused: drop our upload
+                await self._discard(inputs["image"])
+            raise
         if await self.sessions.delivery(job.id) is not None:  # same message seen twice
             self.tracker.track(job.id)
             return
@@ -217,6 +222,13 @@ class Handlers:
         key = f"{self.deps.input_prefix}{uid}/{uuid.uuid4().hex}.jpg"
         await asyncio.to_thread(self.deps.storage.put_bytes, key, image.data, "image/jpeg")
         return key
+
+    async def _discard(self, key: str) -> None:
+        """Best effort: remove an input we stored for a job that was then refused."""
+        delete = getattr(self.deps.storage, "delete", None)
+        if delete is not None:
+            with contextlib.suppress(NomadError):
+                await asyncio.to_thread(delete, key)
 
     def _edit_commands(self) -> list[str]:
         return [c for c, w in sorted(self.deps.config.commands.items()) if "edit" in w]
@@ -339,12 +351,13 @@ def _kind(wf: WorkflowLike) -> str:
 
 
 def _needs_image(wf: WorkflowLike) -> bool:
-    """Edit workflows take an input image (declared by the workflow's image inputs)."""
-    declared = getattr(wf, "image_inputs", None) or getattr(wf, "inputs", None)
-    if declared:
-        return "image" in declared
+    """Edit workflows take an input image: a param of type image (or declared image inputs)."""
     spec = wf.params.get("image")
-    return spec is not None
+    if spec is not None:
+        kind = spec.get("type") if isinstance(spec, dict) else getattr(spec, "type", "image")
+        return str(getattr(kind, "value", kind)) == "image"
+    declared = getattr(wf, "image_inputs", None)
+    return bool(declared) and "image" in declared
 
 
 def _prompt_param(wf: WorkflowLike) -> str:

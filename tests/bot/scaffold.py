@@ -268,7 +268,7 @@ class StandInWorkflows:
             "flux_dev": StandInWorkflow("flux_dev", dict(common)),
             "sd35_large": StandInWorkflow("sd35_large", dict(common)),
             "qwen_image_edit": StandInWorkflow(
-                "qwen_image_edit", dict(common), image_inputs=["image"]
+                "qwen_image_edit", {**common, "image": Spec("image")}, image_inputs=["image"]
             ),
             "wan22_t2v": StandInWorkflow("wan22_t2v", dict(common), output_kind="video"),
         }
