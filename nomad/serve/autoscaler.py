@@ -1,0 +1,350 @@
+"""The autoscaler loop: reads the queue, asks the pure :class:`Policy`, carries out its actions.
+
+Launches run in a thread while the loop keeps ticking, so waiting jobs are
+annotated ("waking a GPU (~90 s)") during the minutes a cold start takes.
+Ready clusters are polled through the Backend; a failed or preempted one has
+its running jobs requeued and a new cluster requested. State and ETA are
+published to the queue's state table (``autoscaler``/``status``) for the bot
+and ``nomad status``; what was learned (cold starts, run times, spend) is kept
+under ``autoscaler``/``history`` so a restart does not forget it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from nomad.backends.base import Backend, ClusterInfo, ClusterState, LaunchSpec
+from nomad.queue.base import JobQueue, JobStatus
+from nomad.serve.log import event
+from nomad.serve.policy import Action, Annotate, Down, Phase, Policy, Requeue, Up, View
+from nomad.serve.runner import error_text
+from nomad.serve.worker import ClusterRuntime
+
+SCOPE = "autoscaler"
+LOST = (ClusterState.FAILED, ClusterState.PREEMPTED, ClusterState.GONE, ClusterState.STOPPED)
+
+
+@dataclass
+class Launched:
+    """A cluster that answers, with when it was provisioned and when it became healthy."""
+
+    info: ClusterInfo
+    provisioned_at: float
+    ready_at: float
+
+
+class ClusterOps(Protocol):
+    """Blocking cluster operations the loop runs in threads."""
+
+    def up(self, name: str) -> Launched: ...
+
+    def down(self, name: str) -> None: ...
+
+    def status(self, name: str) -> ClusterInfo: ...
+
+
+class Hooks(Protocol):
+    """What the loop tells the worker pool."""
+
+    def start_cluster(self, rt: ClusterRuntime) -> None: ...
+
+    async def stop_cluster(self, name: str) -> None: ...
+
+
+class BackendOps:
+    """ClusterOps over a launch Backend: launch, wait for ComfyUI health, record the cluster."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        spec: LaunchSpec,
+        data_dir: Path | None,
+        *,
+        health_timeout_s: float | None = 900.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend, self.spec, self.data_dir = backend, spec, data_dir
+        self.health_timeout_s, self.clock = health_timeout_s, clock
+
+    def up(self, name: str) -> Launched:
+        """Launch; wait for every endpoint's /system_stats; on any failure tear down (never pay for a broken node)."""
+        spec = replace(self.spec, cluster_name=name)
+        info = self.backend.launch(spec)
+        provisioned = self.clock()
+        try:
+            if self.health_timeout_s is not None:
+                from nomad.launch import wait_healthy
+
+                wait_healthy([e.url for e in info.endpoints], timeout_s=self.health_timeout_s)
+        except BaseException:
+            self.backend.teardown(name)
+            raise
+        info.state = ClusterState.UP
+        if not info.price_per_hour and info.offer is not None:
+            info.price_per_hour = info.offer.price_per_hour
+        if self.data_dir is not None:
+            from nomad.backends import state
+
+            state.save(self.data_dir, info)
+        return Launched(info, provisioned, self.clock())
+
+    def down(self, name: str) -> None:
+        """Idempotent teardown, and forget the record."""
+        self.backend.teardown(name)
+        if self.data_dir is not None:
+            from nomad.backends import state
+
+            state.remove(self.data_dir, name)
+
+    def status(self, name: str) -> ClusterInfo:
+        return self.backend.status(name)
+
+
+class Autoscaler:
+    """One per ``nomad serve``. Drive it with :meth:`run`, or :meth:`step` in tests."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        ops: ClusterOps,
+        policy: Policy,
+        hooks: Hooks,
+        *,
+        clock: Callable[[], float] = time.time,
+        status_every: float = 15.0,
+    ) -> None:
+        self.queue, self.ops, self.policy, self.hooks = queue, ops, policy, hooks
+        self.clock, self.status_every = clock, status_every
+        self._launches: dict[str, asyncio.Task[None]] = {}
+        self._next_status = 0.0
+        self._orphans: set[str] = set()  # teardowns that failed; retried every step
+        self._view = View(waiting=0)
+
+    # -- persistence --------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Restore spend (today's) from the last run, so a restart cannot overspend the budget."""
+        doc = await asyncio.to_thread(self.queue.get_state, SCOPE, "history") or {}
+        spent = doc.get("spent")
+        if isinstance(spent, dict):
+            self.policy.spent = {
+                str(k): float(v) for k, v in spent.items() if isinstance(v, int | float)
+            }
+        if isinstance(doc.get("price_hint"), int | float):
+            self.policy.price_hint = float(doc["price_hint"])
+
+    async def publish(self) -> dict[str, Any]:
+        """Write the status document front doors read, and the learned history."""
+        doc = self.status_doc()
+        history = {
+            **self.policy.eta.to_json(),
+            "spent": self.policy.spent,
+            "price_hint": self.policy.price_hint,
+        }
+        await asyncio.to_thread(self.queue.put_state, SCOPE, "status", doc)
+        await asyncio.to_thread(self.queue.put_state, SCOPE, "history", history)
+        return doc
+
+    def status_doc(self) -> dict[str, Any]:
+        """state, clusters, ETA of the wake, spend: see docs/autoscaler.md for every field."""
+        now, p = self.clock(), self.policy
+        waking = [c for c in p.clusters.values() if c.phase is Phase.WAKING]
+        cold = p.eta.cold_start()
+        eta = ready_at = None
+        if waking and p.phase() is Phase.WAKING:
+            first = min(c.requested_at for c in waking)
+            eta = p.eta.cold_start_left(now - first)
+            ready_at = first + cold if cold is not None else None
+        return {
+            "state": p.phase().value,
+            "clusters": [c.to_json() for c in p.clusters.values()],
+            "waiting": self._view.waiting,
+            "running": sum(self._view.running.values()),
+            "eta_seconds": eta,
+            "ready_at": ready_at,
+            "cold_start_median_s": cold,
+            "detail": p.blocked,
+            "spend_today": round(p.spend_today(now), 4),
+            "hourly_rate": round(p.hourly_rate(), 4),
+            "daily_budget": p.config.daily_budget,
+            "max_price_per_hour": p.config.max_price_per_hour,
+            "idle_minutes": p.config.idle_seconds / 60.0,
+            "updated_at": now,
+        }
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        """Tick until ``stop`` is set; a failing tick is logged and retried, never fatal."""
+        await self.load()
+        while not stop.is_set():
+            try:
+                await self.step()
+                await self.publish()
+            except Exception as exc:  # keep serving; the next tick retries
+                event("autoscaler.tick_failed", level=logging.WARNING, error=error_text(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def step(self) -> list[Action]:
+        """One tick: retry orphans, check cluster health, ask the policy, act."""
+        now = self.clock()
+        for name in list(self._orphans):
+            await self._down(Down(name, "retry"))
+        actions: list[Action] = []
+        if now >= self._next_status:
+            self._next_status = now + self.status_every
+            actions.extend(await self._check_clusters(now))
+            for action in actions:  # requeue before looking at the queue again
+                await self._apply(action)
+        self._view = await asyncio.to_thread(self._read_view)
+        decided = self.policy.tick(self._view, now)
+        for action in decided:
+            await self._apply(action)
+        return actions + decided
+
+    async def settle(self) -> None:
+        """Wait for launches in flight (tests; shutdown)."""
+        while self._launches:
+            await asyncio.gather(*self._launches.values(), return_exceptions=True)
+
+    async def shutdown(self, *, teardown: bool = True) -> None:
+        """Stop launching; tear every cluster down unless asked to keep them."""
+        for task in self._launches.values():
+            task.cancel()
+        await asyncio.gather(*self._launches.values(), return_exceptions=True)
+        if teardown:
+            for name in list(self.policy.clusters):
+                self.policy.on_lost(name, self.clock(), "nomad serve stopped")
+                await self._down(Down(name, "shutdown"))
+        with contextlib.suppress(Exception):
+            await self.publish()
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def _read_view(self) -> View:
+        counts = self.queue.counts()
+        waiting = counts[JobStatus.QUEUED] + counts[JobStatus.WAKING]
+        by_cluster = getattr(self.queue, "running_by_cluster", None)
+        running = by_cluster() if by_cluster else {"": counts[JobStatus.RUNNING]}
+        return View(waiting=waiting, running=running)
+
+    async def _apply(self, action: Action) -> None:
+        if isinstance(action, Up):
+            event("cluster.up", cluster=action.name, waiting=self._view.waiting)
+            task = asyncio.create_task(self._launch(action.name))
+            self._launches[action.name] = task
+            task.add_done_callback(self._forget_launch)
+        elif isinstance(action, Down):
+            await self._down(action)
+        elif isinstance(action, Requeue):
+            await self.hooks.stop_cluster(action.name)
+            n = await asyncio.to_thread(
+                self.queue.requeue_running, cluster=action.name, reason=action.reason
+            )
+            event("cluster.requeued", cluster=action.name, jobs=n)
+        elif isinstance(action, Annotate):
+            await self._annotate(action)
+
+    async def _annotate(self, note: Annotate) -> None:
+        waiting_ids = getattr(self.queue, "waiting_ids", None)
+        if waiting_ids is not None:
+            ids = await asyncio.to_thread(waiting_ids)
+        else:
+            jobs = await asyncio.to_thread(
+                self.queue.list, status=[JobStatus.QUEUED, JobStatus.WAKING], limit=1000
+            )
+            ids = [j.id for j in jobs]
+        await asyncio.to_thread(
+            self.queue.set_status, ids, JobStatus(note.status), detail=note.detail, times=note.times
+        )
+
+    def _forget_launch(self, task: asyncio.Task[None]) -> None:
+        for name, t in list(self._launches.items()):
+            if t is task:
+                del self._launches[name]
+
+    async def _launch(self, name: str) -> None:
+        try:
+            done = await asyncio.to_thread(self.ops.up, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.policy.on_launch_failed(name, self.clock(), error_text(exc))
+            event(
+                "cluster.launch_failed", level=logging.WARNING, cluster=name, error=error_text(exc)
+            )
+            return
+        info = done.info
+        waiting = (await asyncio.to_thread(self._read_view)).waiting
+        gpu = info.offer.gpu if info.offer is not None else None
+        note = self.policy.on_launched(
+            name,
+            done.ready_at,
+            price_per_hour=info.price_per_hour,
+            gpu=gpu,
+            endpoints=len(info.endpoints),
+            waiting=waiting,
+        )
+        if note is None:  # shut down or lost while launching
+            await self._down(Down(name, "unwanted"))
+            return
+        note.times["cluster_provisioned_at"] = done.provisioned_at
+        await self._annotate(note)
+        cluster = self.policy.clusters[name]
+        self.hooks.start_cluster(
+            ClusterRuntime(
+                name, [e.url for e in info.endpoints], info.price_per_hour, gpu, cluster.cold_share
+            )
+        )
+        event(
+            "cluster.ready",
+            cluster=name,
+            gpu=gpu,
+            price_per_hour=info.price_per_hour,
+            cold_start_s=done.ready_at - cluster.requested_at,
+        )
+
+    async def _down(self, action: Down) -> None:
+        await self.hooks.stop_cluster(action.name)
+        try:
+            await asyncio.to_thread(self.ops.down, action.name)
+        except Exception as exc:
+            self._orphans.add(action.name)
+            event(
+                "cluster.down_failed",
+                level=logging.WARNING,
+                cluster=action.name,
+                error=error_text(exc),
+            )
+            return
+        self._orphans.discard(action.name)
+        event("cluster.down", cluster=action.name, reason=action.reason)
+
+    async def _check_clusters(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for c in list(self.policy.clusters.values()):
+            if c.phase not in (Phase.READY, Phase.DRAINING):
+                continue
+            try:
+                info = await asyncio.to_thread(self.ops.status, c.name)
+            except Exception as exc:
+                event(
+                    "cluster.status_failed",
+                    level=logging.WARNING,
+                    cluster=c.name,
+                    error=error_text(exc),
+                )
+                continue
+            if info.state in LOST:
+                detail = info.detail or info.state.value
+                event("cluster.lost", level=logging.WARNING, cluster=c.name, detail=detail)
+                actions.extend(self.policy.on_lost(c.name, now, detail))
+        return actions
