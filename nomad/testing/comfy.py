@@ -133,11 +133,11 @@ _OTHER = {
     "PrimitiveFloat": NodeSpec(("value",)),
     "PrimitiveBoolean": NodeSpec(("value",)),
     "PrimitiveStringMultiline": NodeSpec(("value",)),
-    "ComfySwitchNode": NodeSpec(("switch",)),
+    "ComfySwitchNode": NodeSpec(("switch", "on_false", "on_true")),
     "ComfyMathExpression": NodeSpec(("expression",)),
     "CreateVideo": NodeSpec(("images", "fps")),
     "SaveImage": NodeSpec(("images", "filename_prefix"), output="image"),
-    "SaveImageAdvanced": NodeSpec(("images", "filename_prefix"), output="image"),
+    "SaveImageAdvanced": NodeSpec(("images", "filename_prefix", "format"), output="image"),
     "PreviewImage": NodeSpec(("images",), output="temp"),
     "SaveVideo": NodeSpec(("video", "filename_prefix", "format", "codec"), output="video"),
     "SaveAnimatedWEBP": NodeSpec(("images", "filename_prefix", "fps"), output="webp"),
@@ -874,8 +874,7 @@ class FakeComfy:
         await emit("executing", {"node": nid, "display_node": nid, "prompt_id": pid})
         if nid == self.fail_at_node:
             raise _Failed(nid)
-        inputs = node.get("inputs") or {}
-        steps = inputs.get("steps") if node["class_type"].startswith("KSampler") else None
+        steps = self._steps(job.graph, node)
         if isinstance(steps, int) and steps > 0:
             await self._sample(job, nid, steps, memo[nid])
         elif self.delay:
@@ -890,6 +889,35 @@ class FakeComfy:
             )
         else:
             self._cache[memo[nid]] = {}
+
+    def _steps(self, graph: dict[str, Any], node: dict[str, Any]) -> int | None:
+        """Sampler steps, following links through Primitive*/ComfySwitchNode like ComfyUI would."""
+        if not node["class_type"].startswith("KSampler"):
+            return None
+        inputs = node.get("inputs") or {}
+        steps = self._literal(graph, inputs.get("steps"))
+        if not isinstance(steps, int):
+            return None
+        if node["class_type"] == "KSamplerAdvanced":
+            start = self._literal(graph, inputs.get("start_at_step"))
+            end = self._literal(graph, inputs.get("end_at_step"))
+            if isinstance(start, int) and isinstance(end, int):
+                return max(1, min(end, steps) - start)
+        return steps
+
+    def _literal(self, graph: dict[str, Any], value: Any, depth: int = 0) -> Any:
+        if not _is_link(value) or depth > 20:
+            return value
+        node = graph.get(str(value[0])) or {}
+        inputs = node.get("inputs") or {}
+        if node.get("class_type", "").startswith("Primitive"):
+            return self._literal(graph, inputs.get("value"), depth + 1)
+        if node.get("class_type") == "ComfySwitchNode":
+            chosen = (
+                "on_true" if self._literal(graph, inputs.get("switch"), depth + 1) else "on_false"
+            )
+            return self._literal(graph, inputs.get(chosen), depth + 1)
+        return None
 
     async def _sample(self, job: _Job, nid: str, steps: int, sig: str) -> None:
         pid, sid = job.prompt_id, job.client_id
