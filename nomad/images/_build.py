@@ -71,7 +71,7 @@ class BuildResult:
         }
 
 
-def models_for(cfg: NomadConfig) -> list[ModelSpec]:
+def models_for(cfg: NomadConfig, config_dir: Path | None = None) -> list[ModelSpec]:
     """The model files the image carries: the chosen model sets (+ workflow needs, see below)."""
     names = cfg.image.model_sets or sorted(cfg.models)
     specs: dict[str, ModelSpec] = {}
@@ -84,27 +84,33 @@ def models_for(cfg: NomadConfig) -> list[ModelSpec]:
                     f"model {m.dest} is listed twice with different sources/sha256 (set {name})"
                 )
             specs[m.dest] = spec
-    for spec in models_from_workflows(cfg):
+    for spec in models_from_workflows(cfg, config_dir):
         specs.setdefault(spec.dest, spec)
     return [specs[k] for k in sorted(specs)]
 
 
-def models_from_workflows(cfg: NomadConfig) -> list[ModelSpec]:
-    """Hook: models the enabled workflows require (when image.models_from_workflows is on).
+def models_from_workflows(cfg: NomadConfig, config_dir: Path | None = None) -> list[ModelSpec]:
+    """Models the enabled workflows need (when ``image.models_from_workflows`` is on).
 
-    Wired to :mod:`nomad.workflows` when that package offers
-    ``required_models(cfg) -> list[(dest, source, sha256|None, size|None)]``.
+    Each requirement must carry a download URL in its binding file; one that
+    does not is an error naming it (list that file under ``models:`` instead).
     """
     if not cfg.image.models_from_workflows:
         return []
-    try:
-        from nomad.workflows import required_models
-    except ImportError as exc:
-        raise BuildError(
-            "image.models_from_workflows is on but nomad.workflows offers no required_models()",
-            hint="list the models under `models:` for now",
-        ) from exc
-    return [ModelSpec(*row) for row in required_models(cfg)]
+    from nomad.workflows import list_workflows, load_workflow, required_models
+
+    dirs = [_abs(d, config_dir or Path.cwd()) for d in cfg.workflows.dirs]
+    names = cfg.workflows.enabled or [w.name for w in list_workflows(dirs) if w.error is None]
+    specs = []
+    for req in required_models([load_workflow(n, dirs) for n in names]):
+        dest = f"{req.folder}/{req.file}"
+        if not req.url:
+            raise BuildError(
+                f"workflow model {dest} has no url in its binding file",
+                hint="list it under `models:` in nomad.yaml with a source",
+            )
+        specs.append(ModelSpec(dest, req.url, req.sha256, req.size))
+    return specs
 
 
 def files_for(cfg: NomadConfig, config_dir: Path, workflows_dir: Path | None) -> dict[str, Path]:
@@ -141,7 +147,7 @@ def inputs_from_config(
     return BuildInputs(
         base=cfg.image.base,
         tag=cfg.image.tag,
-        models=models_for(cfg),
+        models=models_for(cfg, config_dir),
         files=files_for(cfg, config_dir, workflows_dir),
         env=dict(cfg.image.env),
         labels=dict(cfg.image.labels),

@@ -133,3 +133,17 @@ def test_dockerfile_export_has_models_stage_and_copy_link(project: Project, tmp_
     for dest in DESTS.values():
         assert (tmp_path / "df/models" / dest).is_file()
     assert exp.command[:3] == ["docker", "buildx", "build"]
+
+
+def test_models_from_workflows_hook_adds_workflow_requirements() -> None:
+    """With image.models_from_workflows, the enabled workflows' model files join the image (by dest)."""
+    from nomad.config import load_text
+    from nomad.images import models_for
+
+    cfg = load_text(
+        "image:\n  models_from_workflows: true\nworkflows:\n  enabled: [flux_schnell]\n"
+    )
+    specs = models_for(cfg)
+    assert specs and all(s.source.startswith("https://") for s in specs)
+    assert [s.dest for s in specs] == sorted(s.dest for s in specs)
+    assert any(s.dest.startswith("diffusion_models/") for s in specs)
