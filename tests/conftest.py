@@ -44,7 +44,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
     """A real embedded stack (SeaweedFS + registry on loopback) for this run, stopped after."""
     from nomad.dev.stack import Stack
 
-    st = Stack(tmp_path_factory.mktemp("nomad-stack"))
+    # die_with_parent: a test run killed by `timeout` must not leave SeaweedFS behind.
+    st = Stack(tmp_path_factory.mktemp("nomad-stack"), die_with_parent=True)
     try:
         info = st.up()
     except BaseException:

@@ -127,9 +127,12 @@ class StackStatus:
 class Stack:
     """The SeaweedFS + registry pair living under ``data_dir/stack``."""
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], *, die_with_parent: bool = False) -> None:
+        """``die_with_parent``: daemons this object starts end when the starting thread dies
+        (Linux; for test fixtures). ``nomad dev up`` leaves them running on purpose."""
         self.data_dir = Path(data_dir).resolve()
         self.root = self.data_dir / "stack"
+        self.die_with_parent = die_with_parent
 
     # -- files -------------------------------------------------------------
     @property
@@ -319,7 +322,11 @@ class Stack:
 
     def _start_weed(self, weed: str, ports: dict[str, int]) -> None:
         self._remove_sockets()
-        pid = _procs.spawn(self._weed_argv(weed, ports), self._log_file("weed"))
+        pid = _procs.spawn(
+            self._weed_argv(weed, ports),
+            self._log_file("weed"),
+            die_with_parent=self.die_with_parent,
+        )
         self._pid_file("weed").write_text(str(pid))
         url = f"http://{_ports.HOST}:{ports['s3']}"
         self._wait_healthy("weed", pid, url, ok=None)
@@ -372,7 +379,9 @@ class Stack:
         # With AWS_CA_BUNDLE set the registry panics (LoadCustomCABundleError).
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         argv = [registry, "serve", str(self.registry_config_path)]
-        pid = _procs.spawn(argv, self._log_file("registry"), env=env)
+        pid = _procs.spawn(
+            argv, self._log_file("registry"), env=env, die_with_parent=self.die_with_parent
+        )
         self._pid_file("registry").write_text(str(pid))
         url = f"http://{_ports.HOST}:{ports['registry']}/v2/"
         self._wait_healthy("registry", pid, url, ok={200})

@@ -172,3 +172,33 @@ def test_saved_port_taken_while_down_gets_new_ports(own_stack: Stack) -> None:
         assert (again.access_key, again.secret_key) == (first.access_key, first.secret_key)
         Storage(again.s3_settings()).put_bytes("k", b"v")
         assert own_stack.status().running
+
+
+def test_die_with_parent_stack_ends_when_its_starter_is_killed(tmp_path: Path) -> None:
+    """Daemons started with die_with_parent=True exit when the starting process is SIGKILLed."""
+    import subprocess
+
+    code = (
+        "import sys, time\n"
+        "from nomad.dev import Stack\n"
+        "Stack(sys.argv[1], die_with_parent=True).up()\n"
+        "print('up', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    data = tmp_path / "data"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", code, str(data)], stdout=subprocess.PIPE, text=True
+    )
+    st = Stack(data)
+    try:
+        assert starter.stdout is not None and starter.stdout.readline().strip() == "up"
+        pids = [_procs.read_pid(st.root / f"{n}.pid") for n in ("weed", "registry")]
+        assert all(_procs.is_alive(p, str(st.root)) for p in pids)
+        starter.kill()
+        starter.wait(timeout=10)
+        for pid in pids:
+            assert pid is not None and _procs.wait_gone(pid, str(st.root), 15)
+    finally:
+        starter.kill()
+        starter.wait(timeout=10)
+        st.down()
