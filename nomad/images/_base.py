@@ -22,7 +22,6 @@ from typing import Any
 from nomad.errors import BuildError
 from nomad.images._oci import (
     OCI_CONFIG,
-    OCI_INDEX,
     OCI_LAYER,
     OCI_MANIFEST,
     TO_OCI,
@@ -88,10 +87,7 @@ def _from_layout(src: OciLayout, tag: str | None, dst: OciLayout, spec: str) -> 
         )
     desc = src.resolve(tag)
     manifest = src.read_json(desc.digest)
-    if (
-        manifest.get("mediaType", desc.media_type) in (OCI_INDEX, TO_OCI.get(desc.media_type, ""))
-        and "manifests" in manifest
-    ):
+    if "manifests" in manifest:  # an image index / manifest list
         desc = pick_platform(manifest, spec)
         manifest = src.read_json(desc.digest)
     return adopt_manifest(manifest, spec, dst, lambda d: _copy_blob(src, dst, d))

@@ -147,3 +147,39 @@ def test_models_from_workflows_hook_adds_workflow_requirements() -> None:
     assert specs and all(s.source.startswith("https://") for s in specs)
     assert [s.dest for s in specs] == sorted(s.dest for s in specs)
     assert any(s.dest.startswith("diffusion_models/") for s in specs)
+
+
+def test_base_index_resolves_to_linux_amd64_and_archive_works(
+    project: Project, tmp_path: Path
+) -> None:
+    """A base whose tag points at an image index picks linux/amd64; oci-archive: reads a tarball."""
+    import tarfile
+
+    from nomad.images import write_base_layout
+    from nomad.images._oci import OCI_INDEX, canonical_json
+
+    amd = write_base_layout(tmp_path / "base", "amd")
+    layout = OciLayout(tmp_path / "base")
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                **amd.to_json(),
+                "digest": "sha256:" + "e" * 64,
+                "platform": {"os": "linux", "architecture": "arm64"},
+            },
+            {**amd.to_json(), "platform": {"os": "linux", "architecture": "amd64"}},
+        ],
+    }
+    layout.tag(layout.put_bytes(canonical_json(index), OCI_INDEX), "multi")
+    base_layer = layout.read_json(amd.digest)["layers"][0]["digest"]
+    cfg, cdir = project()
+    cfg.image.base = f"oci:{tmp_path / 'base'}:multi"
+    assert _build(cfg, cdir, tmp_path / "out", tmp_path / "cache").layers[0]["digest"] == base_layer
+    with tarfile.open(tmp_path / "base.tar", "w") as tf:
+        tf.add(tmp_path / "base", arcname=".")
+    cfg.image.base = f"oci-archive:{tmp_path / 'base.tar'}:amd"
+    assert (
+        _build(cfg, cdir, tmp_path / "out2", tmp_path / "cache").layers[0]["digest"] == base_layer
+    )

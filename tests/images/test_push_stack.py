@@ -51,7 +51,7 @@ def _push(stack: Any, out: Path, repo: str, data: Path, **kw: Any) -> Any:
 
 
 def _host(stack: Any) -> str:
-    return stack.registry_url.split("://", 1)[1]
+    return str(stack.registry_url).split("://", 1)[1]
 
 
 @needs_tools
@@ -141,7 +141,7 @@ class CutUpload(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "PATCH" and request.headers.get("content-length") == str(self.size):
             self.fired = True
-            request.stream = _Cut(request.stream, self.limit)  # type: ignore[arg-type]
+            request.stream = _Cut(request.stream, self.limit)
         return self.inner.handle_request(request)
 
 
