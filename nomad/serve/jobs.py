@@ -1,0 +1,94 @@
+"""Job operations front doors share: parse ``--set``, upload inputs, enqueue, describe a job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from nomad.errors import UsageError
+from nomad.queue.base import Job, JobQueue
+from nomad.serve.outputs import OutputStore
+from nomad.serve.timings import phase_timings, total_seconds
+
+
+def parse_sets(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``k=v`` pairs; values parse as JSON when they can (numbers, booleans), else stay strings."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(
+                f"--set {item!r}: expected NAME=VALUE",
+                hint="e.g. --set prompt='a cat' --set steps=4",
+            )
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out
+
+
+def upload_inputs(store: OutputStore, values: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``param=PATH`` files to content-addressed keys (the same file is stored once)."""
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, path = item.partition("=")
+        if not sep or not name:
+            raise UsageError(
+                f"--input {item!r}: expected PARAM=PATH", hint="e.g. --input image=cat.png"
+            )
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--input {name}: cannot read {path}: {exc.strerror}") from None
+        ext = Path(path).suffix.lower()
+        key = f"inputs/{hashlib.sha256(data).hexdigest()}{ext}"
+        store.put(key, data)
+        out[name] = key
+    return out
+
+
+def submit(
+    queue: JobQueue,
+    workflow: str,
+    params: dict[str, Any],
+    *,
+    inputs: dict[str, str] | None = None,
+    client_key: str | None = None,
+    user: str | None = None,
+) -> Job:
+    """Enqueue from the shell (front door ``cli``); a graph file path is stored absolute."""
+    if workflow.endswith(".json"):
+        path = Path(workflow)
+        if not path.is_file():
+            raise UsageError(f"workflow graph {workflow} not found")
+        workflow = str(path.resolve())
+    return queue.enqueue(workflow, params, inputs=inputs, client_key=client_key, user=user)
+
+
+def describe(job: Job, position: int | None = None) -> dict[str, Any]:
+    """Everything ``nomad jobs show --json`` prints (no lease token: it is a capability)."""
+    return {
+        "id": job.id,
+        "workflow": job.workflow,
+        "status": job.status.value,
+        "detail": job.detail,
+        "front_door": job.front_door,
+        "user": job.user,
+        "params": job.params,
+        "inputs": job.inputs,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "error": job.error,
+        "outputs": job.outputs,
+        "gpu": job.gpu,
+        "cluster": job.cluster,
+        "cost": job.cost,
+        "progress": job.progress,
+        "position": position,
+        "times": job.times,
+        "phases": {label: round(s, 3) for label, s in phase_timings(job)},
+        "total_seconds": total_seconds(job),
+    }
