@@ -246,6 +246,9 @@ _HINTS = {
         "the secret key is wrong: check storage.secret_access_key / NOMAD_S3_SECRET_ACCESS_KEY"
     ),
     "AccessDenied": "these keys may not do that: grant read/write/list on the bucket",
+    # HEAD requests carry no error body: a bare 403 is usually wrong keys.
+    "403": "check storage.access_key_id / storage.secret_access_key (NOMAD_S3_*) and the bucket policy",
+    "Forbidden": "check storage.access_key_id / storage.secret_access_key (NOMAD_S3_*) and the bucket policy",
     "NoSuchBucket": (
         "create the bucket (`nomad dev up` does it for the embedded stack) or fix storage.bucket"
     ),
