@@ -1,21 +1,258 @@
-"""Placeholder: these commands are not built yet; they say so (exit 3) instead of faking output."""
+"""`nomad run` (one workflow against ComfyUI) and `nomad workflows` (list/show/validate)."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from nomad.cli.errors import not_available
+from nomad.cli.context import Ctx
+from nomad.cli.output import console, emit_json
+
+if TYPE_CHECKING:
+    from nomad.comfy import ComfyEvent
+    from nomad.workflows import Workflow
 
 
-@click.command("run", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad run`", "not implemented in this release")
+def _pairs(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        out[key.strip()] = value
+    return out
 
 
-@click.command("workflows", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def workflows(args: tuple[str, ...]) -> None:
-    """(not available yet)"""
-    not_available("`nomad workflows`", "not implemented in this release")
+def _dirs(ctx: Ctx) -> list[Path]:
+    """Extra workflow folders from nomad.yaml (relative to the config file)."""
+    return [(ctx.config_dir / d).resolve() for d in ctx.config.workflows.dirs]
+
+
+def _load(ctx: Ctx, name: str) -> Workflow:
+    from nomad.workflows import load_workflow, load_workflow_file
+
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return load_workflow_file(name)
+    return load_workflow(name, _dirs(ctx))
+
+
+def _proxy(ctx: Ctx) -> str | None:
+    """The SOCKS proxy when privacy is on (nomad.yaml or NOMAD_* overrides)."""
+    privacy = ctx.config.privacy
+    return privacy.proxy if privacy.enabled else None
+
+
+class _Bar:
+    """Feeds ComfyUI events into a rich progress bar: current node, then sampler steps."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.task = progress.add_task("queued", total=None)
+
+    def __call__(self, ev: ComfyEvent) -> None:
+        label = f"node {ev.node} {ev.class_type or ''}".strip()
+        if ev.type == "executing" and ev.node is not None:
+            self.progress.update(self.task, description=label, total=None, completed=0)
+        elif ev.type == "progress" and ev.max:
+            self.progress.update(
+                self.task,
+                description=f"{label} step {ev.value}/{ev.max}",
+                total=ev.max,
+                completed=ev.value,
+            )
+        elif ev.type == "execution_cached" and ev.data.get("nodes"):
+            self.progress.update(self.task, description=f"{len(ev.data['nodes'])} node(s) cached")
+
+
+def _n(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+@click.command("run")
+@click.argument("workflow")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Parameter value (repeat).")
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Input image for edit workflows.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("outputs"),
+    show_default=True,
+    help="Where outputs are saved.",
+)
+@click.option("--endpoint", help="ComfyUI URL (default: the running cluster).")
+@click.option("--timeout", type=float, default=3600, show_default=True, help="Seconds for the run.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead.")
+@click.pass_obj
+def run(
+    ctx: Ctx,
+    workflow: str,
+    sets: tuple[str, ...],
+    image: Path | None,
+    out_dir: Path,
+    endpoint: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Run WORKFLOW once: bind --set values, upload inputs, save outputs, show timings."""
+    from nomad.comfy.runner import resolve_endpoint, run_bound
+
+    wf = _load(ctx, workflow)
+    images = {"image": image.read_bytes()} if image else None
+    if images and "image" not in wf.params:
+        raise click.BadParameter(f"{wf.name} takes no input image", param_hint="--image")
+    bound = wf.bind(_pairs(sets), images)
+    url = resolve_endpoint(endpoint, ctx.data_dir)
+    if as_json:
+        summary, _ = asyncio.run(
+            run_bound(url, bound, out_dir=out_dir, proxy=_proxy(ctx), timeout=timeout)
+        )
+        emit_json(summary.to_json())
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    con = console()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=con,
+        transient=True,
+    ) as progress:
+        summary, _ = asyncio.run(
+            run_bound(
+                url,
+                bound,
+                out_dir=out_dir,
+                proxy=_proxy(ctx),
+                on_event=_Bar(progress),
+                timeout=timeout,
+            )
+        )
+    t = summary.timings
+    con.print(f"[bold]{wf.name}[/] on {url}  seed={bound.params.get('seed')}")
+    con.print(
+        "  "
+        + "  ".join(
+            f"{k} {t.get(k, 0.0):.2f}s"
+            for k in ("upload", "queue_wait", "execution", "download", "total")
+        )
+    )
+    for path in summary.paths:
+        con.print(f"  → {path}")
+
+
+@click.group("workflows", invoke_without_command=True)
+@click.pass_context
+def workflows(click_ctx: click.Context) -> None:
+    """List, show and validate workflows (graph + binding)."""
+    if click_ctx.invoked_subcommand is None:
+        click_ctx.invoke(list_cmd)
+
+
+@workflows.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def list_cmd(ctx: Ctx, as_json: bool = False) -> None:
+    """Every known workflow, with its output kind and parameters."""
+    from nomad.workflows import list_workflows
+
+    rows = list_workflows(_dirs(ctx))
+    if as_json:
+        emit_json(
+            [
+                {
+                    "name": r.name,
+                    "title": r.title,
+                    "output": r.output_kind,
+                    "params": r.params,
+                    "models": r.models,
+                    "path": str(r.path),
+                    "error": r.error,
+                }
+                for r in rows
+            ]
+        )
+        return
+    from rich.table import Table
+
+    table = Table("name", "output", "params", "models", "title")
+    for r in rows:
+        title = f"[red]{r.error}[/]" if r.error else r.title
+        table.add_row(r.name, r.output_kind, ", ".join(r.params), str(r.models), title)
+    console().print(table)
+
+
+@workflows.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def show_cmd(ctx: Ctx, name: str, as_json: bool) -> None:
+    """Parameters (type, default, bounds, graph target) and model files of NAME."""
+    wf = _load(ctx, name)
+    if as_json:
+        emit_json(
+            {
+                "name": wf.name,
+                "title": wf.title,
+                "output": wf.output_kind,
+                "params": {k: p.model_dump() for k, p in wf.params.items()},
+                "models": [m.model_dump() for m in wf.models],
+            }
+        )
+        return
+    from rich.table import Table
+
+    con = console()
+    con.print(f"[bold]{wf.name}[/] — {wf.title} ({wf.output_kind})")
+    table = Table("param", "type", "default", "allowed", "sets", "help")
+    for key, p in wf.params.items():
+        allowed = (
+            ", ".join(map(str, p.choices))
+            if p.choices
+            else (f"{_n(p.min)}..{_n(p.max)}" if p.min is not None and p.max is not None else "")
+        )
+        sets = ", ".join(f"{n}.{i}" for n, i in p.targets) or ", ".join(p.sets)
+        default = "random" if p.default is None and key == "seed" else str(p.default or "")
+        table.add_row(key, p.type, default[:40], allowed, sets, p.help)
+    con.print(table)
+    for m in wf.models:
+        con.print(f"  model {m.folder}/{m.file}  {m.url or '(no url)'}")
+
+
+@workflows.command("validate")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def validate_cmd(path: Path, as_json: bool) -> None:
+    """Check a binding file (or every binding in a folder) against its graph."""
+    from nomad.errors import WorkflowError
+    from nomad.workflows import load_workflow_file
+
+    files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+    report = {}
+    for f in files:
+        try:
+            report[str(f)] = load_workflow_file(f).problems()
+        except WorkflowError as exc:
+            report[str(f)] = [exc.message]
+    if as_json:
+        emit_json(report)
+    else:
+        for name, problems in report.items():
+            click.echo(f"{'ok ' if not problems else 'BAD'} {name}")
+            for p in problems:
+                click.echo(f"    {p}")
+    bad = [f for f, p in report.items() if p]
+    if bad or not files:
+        raise WorkflowError(
+            f"{len(bad)} of {len(files)} workflow(s) invalid"
+            if files
+            else f"no binding files (*.yaml) in {path}"
+        )

@@ -243,7 +243,7 @@ class ComfyClient:
         started = follower.started_at or t_queued
         timings = {
             "upload": t_upload - t0,
-            "queue_wait": max(0.0, started - t_queued),
+            "queue_wait": max(0.0, started - t_upload),  # connect + submit + wait
             "execution": max(0.0, t_done - started),
             "download": t_end - t_done,
             "total": t_end - t0,
