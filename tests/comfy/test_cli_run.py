@@ -75,7 +75,7 @@ def test_run_human_output_with_image(fake: FakeComfy, tmp_path: Path) -> None:
         str(tmp_path / "o"),
     )
     assert code == 0, err
-    assert "execution" in out and "→" in out and b"\x89PNGcat"[4:] in list(fake.uploads.values())[0]
+    assert "execution" in out and "→" in out and b"\x89PNGcat"[4:] in next(iter(fake.uploads.values()))
 
 
 def test_run_errors_exit_codes(fake: FakeComfy, tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_workflows_list_show_validate(tmp_path: Path) -> None:
     assert code == 0 and out.count("ok ") == 5
     (tmp_path / "b.json").write_text('{"1": {"class_type": "SaveImage", "inputs": {}}}')
     (tmp_path / "b.yaml").write_text("name: b\nparams:\n  x: {type: int, node: '1', input: y}\n")
-    code, out, err = _nomad(tmp_path, "workflows", "validate", str(tmp_path / "b.yaml"))
+    code, out, _ = _nomad(tmp_path, "workflows", "validate", str(tmp_path / "b.yaml"))
     assert code == 2 and "node 1 (SaveImage) has no input 'y'" in out
 
 
