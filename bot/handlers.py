@@ -26,7 +26,7 @@ from bot.deps import BotDeps, WorkflowLike
 from bot.options import parse_message
 from bot.sessions import Delivery, Sessions
 from bot.tracker import AUTOSCALER_STATE, Tracker
-from nomad.errors import LimitExceeded, NomadError, UsageError
+from nomad.errors import LimitExceeded, NomadError, UsageError, WorkflowError
 from nomad.queue.base import JobStatus
 
 log = logging.getLogger("nomad.bot")
@@ -124,7 +124,10 @@ class Handlers:
         seed = _pick_seed(wf, values)
         image = await self._input_image(msg, uid, name) if _needs_image(wf) else None
         images = {"image": image.data} if image else None
-        await asyncio.to_thread(wf.bind, values, images)  # validates; raises WorkflowError
+        try:  # validate now so nothing is queued on bad input; the worker binds again
+            await asyncio.to_thread(wf.bind, values, images)
+        except WorkflowError as exc:
+            raise WorkflowError(exc.message, hint=_options_hint(parsed.command, wf)) from None
         inputs = {"image": await self._store_input(image, uid)} if image else None
         try:
             job = await asyncio.to_thread(
@@ -356,8 +359,20 @@ def _needs_image(wf: WorkflowLike) -> bool:
     if spec is not None:
         kind = spec.get("type") if isinstance(spec, dict) else getattr(spec, "type", "image")
         return str(getattr(kind, "value", kind)) == "image"
-    declared = getattr(wf, "image_inputs", None)
-    return bool(declared) and "image" in declared
+    declared: list[str] = list(getattr(wf, "image_inputs", None) or [])
+    return "image" in declared
+
+
+def _options_hint(command: str, wf: WorkflowLike) -> str:
+    """What a chat user can type (the library's hint names CLI commands, useless here)."""
+    names = [
+        f"--{n}"
+        for n, spec in wf.params.items()
+        if n not in ("prompt", "image") and getattr(spec, "type", "") != "image"
+    ]
+    return (
+        f"options for /{command}: {', '.join(names)}" if names else f"/{command} takes no options"
+    )
 
 
 def _prompt_param(wf: WorkflowLike) -> str:

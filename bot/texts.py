@@ -13,6 +13,7 @@ from typing import Any
 from nomad.errors import LimitExceeded, NomadError
 from nomad.queue.base import Job, JobStatus
 
+STALE_AFTER_S = 30.0  # an autoscaler status older than this: `nomad serve` is not running
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
 
@@ -97,6 +98,9 @@ def cluster_line(state: Mapping[str, Any] | None, now: float) -> str | None:
     """ "GPU waking, ~N s" / "GPU ready" / "GPU asleep" from the autoscaler's published state."""
     if not state:
         return None
+    updated = state.get("updated_at")
+    if isinstance(updated, int | float) and now - updated > STALE_AFTER_S:
+        return "GPU state unknown — `nomad serve` is not running"
     phase = str(state.get("state") or state.get("phase") or "").lower()
     eta = _eta(state, now)
     if phase in ("waking", "launching", "starting", "provisioning", "up_requested"):

@@ -30,7 +30,7 @@ log = logging.getLogger("nomad.bot")
 
 PHOTO_LIMIT = 10 * 1024 * 1024
 UPLOAD_LIMIT = 50 * 1024 * 1024
-AUTOSCALER_STATE = ("autoscaler", "state")  # published by nomad.serve's autoscaler
+AUTOSCALER_STATE = ("autoscaler", "status")  # published by nomad.serve's autoscaler
 DELIVERY_ATTEMPTS = 5
 _VIDEO_EXT = (".mp4", ".webm", ".mov", ".mkv", ".gif")
 

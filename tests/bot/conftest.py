@@ -63,8 +63,12 @@ def queue(tmp_path: Path) -> Iterator[JobQueue]:
 
 @pytest.fixture
 def workflows() -> Callable[[str], Any]:
-    """Workflow loader used by the bot."""
-    return scaffold.StandInWorkflows()
+    """The real workflow library (nomad.workflows) the bot validates options against."""
+    try:
+        from nomad.workflows import load_workflow
+    except ImportError:  # scaffolding until the workflow library lands
+        return scaffold.StandInWorkflows()
+    return load_workflow
 
 
 @pytest.fixture
@@ -89,7 +93,7 @@ def make_bot(
             config=overrides.pop("config", bot_config),
             queue=queue,
             storage=overrides.pop("storage", storage),
-            load_workflow=workflows,
+            load_workflow=overrides.pop("load_workflow", workflows),
             poll_interval=0.05,
             **overrides,
         )

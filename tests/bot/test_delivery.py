@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from nomad.queue.base import JobStatus
@@ -38,7 +39,11 @@ async def test_status_follows_the_job(
     """The status message is edited: waking with ETA → running with % → done, then the photo."""
     async with make_bot():
         job = await queued_job(botapi, queue, ALICE, "/f an astronaut")
-        queue.put_state("autoscaler", "state", {"state": "waking", "eta_seconds": 90})
+        queue.put_state(
+            "autoscaler",
+            "status",
+            {"state": "waking", "eta_seconds": 90, "updated_at": time.time()},
+        )
         queue.set_status([job.id], JobStatus.WAKING)
         await botapi.wait_for_text(ALICE, "GPU waking, ~1 min 30 s")
         leased = lease(queue, job.id)

@@ -41,7 +41,7 @@ async def test_not_on_allowlist(botapi: BotApiStub, make_bot: Any, queue: Any) -
     [
         ("/f", "prompt is empty"),
         ("/f    --seed 3", "prompt is empty"),
-        ("/f a cat --bogus 1", "--bogus"),
+        ("/f a cat --bogus 1", "bogus"),
         ("/f a cat --steps 500", "steps"),
         ("/f a cat --seed", "needs a value"),
     ],
