@@ -87,13 +87,23 @@ def validation_error(body: Any) -> ComfyValidationError:
     for node, entry in node_errors.items():
         for err in entry.get("errors", []):
             problems.append(_problem(str(node), str(entry.get("class_type", "?")), err))
-    if problems:
-        exc = problems[0]
-        if len(problems) > 1:
-            exc.message += f" (and {len(problems) - 1} more problem(s))"
-            exc.args = (exc.message,)
+    missing = [p for p in problems if isinstance(p, MissingModelError)]
+    exc: ComfyValidationError
+    if len(missing) > 1:
+        exc = missing[0]
+        names = ", ".join(f"{m.model} (node {m.node} {m.class_type})" for m in missing)
+        exc.message = f"ComfyUI is missing {len(missing)} model files: {names}"
+        exc.args = (exc.message,)
+    elif problems:
+        exc = missing[0] if missing else problems[0]
     else:
         exc = _top_level(error)
+    others = len(problems) - max(len(missing), 1)
+    if others > 0:
+        exc.message += f" (and {others} more problem(s))"
+        exc.args = (exc.message,)
+    if missing:
+        exc.models = [m.model for m in missing]  # type: ignore[attr-defined]
     exc.body = body  # type: ignore[attr-defined]
     exc.problems = problems  # type: ignore[attr-defined]
     return exc

@@ -790,7 +790,9 @@ class FakeComfy:
         for out in job.outputs:
             order += [n for n in self._ancestors(graph, out) if n not in order]
         cached = [n for n in order if self._signature(graph, n, memo) in self._cache]
-        await emit("execution_cached", {"nodes": cached, "prompt_id": pid}, True)
+        await emit(
+            "execution_cached", {"nodes": cached, "prompt_id": pid, "timestamp": _now_ms()}, True
+        )
         status = "success"
         try:
             for nid in order:
@@ -871,6 +873,7 @@ class FakeComfy:
             raise _Died()
         if nid == self.drop_ws_at_node:
             await self._close_sockets()
+        await self._node_state(job, nid, "running")
         await emit("executing", {"node": nid, "display_node": nid, "prompt_id": pid})
         if nid == self.fail_at_node:
             raise _Failed(nid)
@@ -889,6 +892,32 @@ class FakeComfy:
             )
         else:
             self._cache[memo[nid]] = {}
+        await self._node_state(job, nid, "finished")
+
+    async def _node_state(
+        self, job: _Job, nid: str, state: str, value: int = 0, maximum: int = 1
+    ) -> None:
+        """A ``progress_state`` frame, as real ComfyUI sends around every node (not only samplers)."""
+        pid = job.prompt_id
+        await self._send(
+            "progress_state",
+            {
+                "prompt_id": pid,
+                "nodes": {
+                    nid: {
+                        "value": value,
+                        "max": maximum,
+                        "state": state,
+                        "node_id": nid,
+                        "prompt_id": pid,
+                        "display_node_id": nid,
+                        "parent_node_id": None,
+                        "real_node_id": nid,
+                    }
+                },
+            },
+            job.client_id,
+        )
 
     def _steps(self, graph: dict[str, Any], node: dict[str, Any]) -> int | None:
         """Sampler steps, following links through Primitive*/ComfySwitchNode like ComfyUI would."""
@@ -929,25 +958,7 @@ class FakeComfy:
             await self._send(
                 "progress", {"value": step, "max": steps, "prompt_id": pid, "node": nid}, sid
             )
-            await self._send(
-                "progress_state",
-                {
-                    "prompt_id": pid,
-                    "nodes": {
-                        nid: {
-                            "value": step,
-                            "max": steps,
-                            "state": "running",
-                            "node_id": nid,
-                            "prompt_id": pid,
-                            "display_node_id": nid,
-                            "parent_node_id": None,
-                            "real_node_id": nid,
-                        }
-                    },
-                },
-                sid,
-            )
+            await self._node_state(job, nid, "running", step, steps)
             preview = png_bytes(f"{sig}:{step}".encode(), size=4)
             await self._send_bytes(struct.pack(">II", 1, 2) + preview, sid)
             if step == self.hold_at_step:

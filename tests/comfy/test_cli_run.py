@@ -75,7 +75,9 @@ def test_run_human_output_with_image(fake: FakeComfy, tmp_path: Path) -> None:
         str(tmp_path / "o"),
     )
     assert code == 0, err
-    assert "execution" in out and "→" in out and b"\x89PNGcat"[4:] in next(iter(fake.uploads.values()))
+    assert (
+        "execution" in out and "→" in out and b"\x89PNGcat"[4:] in next(iter(fake.uploads.values()))
+    )
 
 
 def test_run_errors_exit_codes(fake: FakeComfy, tmp_path: Path) -> None:

@@ -262,3 +262,30 @@ async def test_injected_transport() -> None:
         stats = await client.health()
     await http.aclose()
     assert stats.gpu_name == "cpu"
+
+
+async def test_all_missing_models_listed_in_one_line(t2i: dict[str, Any]) -> None:
+    """When several model files are missing (as real ComfyUI reports them), all are named."""
+    async with FakeComfy(models={}) as fc, ComfyClient(fc.url) as client:
+        with pytest.raises(MissingModelError) as info:
+            await client.run(t2i, timeout=30)
+    msg = str(info.value)
+    assert msg.startswith("ComfyUI is missing 4 model files: ") and "\n" not in msg
+    assert sorted(info.value.models) == sorted(  # type: ignore[attr-defined]
+        [
+            "flux1-schnell.safetensors",
+            "clip_l.safetensors",
+            "t5xxl_fp16.safetensors",
+            "ae.safetensors",
+        ]
+    )
+
+
+async def test_progress_state_around_every_node() -> None:
+    """Like real ComfyUI, the double sends progress_state for non-sampler nodes too."""
+    events: list[ComfyEvent] = []
+    async with FakeComfy() as fc, ComfyClient(fc.url) as client:
+        fc.uploads["a.png"] = b"x"
+        await client.run(edit_graph("a.png"), on_event=events.append, timeout=30)
+    states = [e for e in events if e.type == "progress_state"]
+    assert len(states) == 6  # running + finished for each of the three nodes
