@@ -391,5 +391,7 @@ def _pick_seed(wf: WorkflowLike, values: dict[str, Any]) -> int | None:
         return None
     spec = wf.params["seed"]
     hi = getattr(spec, "max", None)
-    values["seed"] = random.randint(0, int(hi) if isinstance(hi, int | float) else SEED_MAX)
+    lo = getattr(spec, "min", None)
+    top = min(int(hi), SEED_MAX) if isinstance(hi, int | float) else SEED_MAX  # short to retype
+    values["seed"] = random.randint(int(lo) if isinstance(lo, int | float) else 0, top)
     return int(values["seed"])

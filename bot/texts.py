@@ -142,6 +142,8 @@ def status_text(
     if job.status is JobStatus.RUNNING:
         if "executed_at" in job.times:
             return f"⬆️ uploading the result…\n{head}"
+        if job.progress is not None and job.progress >= 0.999:  # sampler done; decode + upload left
+            return f"⬆️ finishing: saving and uploading the result…\n{head}"
         pct = f" · {round((job.progress or 0) * 100)}%" if job.progress is not None else ""
         return f"⚙️ running{pct}\n{head}"
     if job.status is JobStatus.SUCCEEDED:
