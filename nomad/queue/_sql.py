@@ -117,6 +117,11 @@ class SqlQueue(JobQueue):
     def _notify(self, cur: Cursor) -> None:
         """Wake waiters after commit (PostgreSQL NOTIFY; SQLite waiters poll)."""
 
+    def _relaxed(self, cur: Cursor) -> None:
+        """This transaction may be lost in a database crash without harm (leases, heartbeats,
+        annotations: a lost lease only means the job is leased again and the stale
+        holder's ``complete`` is refused). PostgreSQL skips the WAL flush for it."""
+
     def _user_lock(self, cur: Cursor, user: str) -> None:
         """Serialize quota checks per user (SQLite's write lock already does)."""
 
@@ -307,6 +312,7 @@ class SqlQueue(JobQueue):
         now = self.clock()
         ttl = lease_seconds if lease_seconds is not None else self.lease_seconds
         with self._tx() as cur:
+            self._relaxed(cur)
             if now >= self._next_reap:
                 self._reap(cur, now)
             row = self._exec(
@@ -351,6 +357,7 @@ class SqlQueue(JobQueue):
         """Extend the lease; False once the job was cancelled or leased to someone else."""
         ttl = lease_seconds if lease_seconds is not None else self.lease_seconds
         with self._tx() as cur:
+            self._relaxed(cur)
             n = self._exec(
                 cur,
                 """UPDATE jobs SET lease_expires_at = ?, progress = COALESCE(?, progress)
@@ -369,6 +376,7 @@ class SqlQueue(JobQueue):
     ) -> bool:
         """Record phase timestamps while running (fenced by the lease like heartbeat)."""
         with self._tx() as cur:
+            self._relaxed(cur)
             n = self._exec(
                 cur,
                 f"""UPDATE jobs SET times = {self._merge("times")}, gpu = COALESCE(?, gpu)
@@ -487,6 +495,7 @@ class SqlQueue(JobQueue):
             raise ValueError("set_status only moves jobs between queued and waking")
         marks = ", ".join("?" for _ in job_ids)
         with self._tx() as cur:
+            self._relaxed(cur)
             self._exec(
                 cur,
                 f"""UPDATE jobs SET status = ?, detail = ?,

@@ -8,6 +8,7 @@ Migrations run under an advisory lock, so many processes may start at once.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ class PostgresQueue(SqlQueue):
         self._pg = _psycopg()
         self._dsn = dsn
         self._listen: Any = None
+        self._listen_lock = threading.Lock()  # one LISTEN connection, one waiter at a time
         self._conn = self._connect()
         self._migrate()
 
@@ -86,6 +88,9 @@ class PostgresQueue(SqlQueue):
     def _notify(self, cur: Cursor) -> None:
         cur.execute(f"NOTIFY {CHANNEL}")
 
+    def _relaxed(self, cur: Cursor) -> None:
+        cur.execute("SET LOCAL synchronous_commit = off")
+
     def _user_lock(self, cur: Cursor, user: str) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"nomad-user:{user}",))
 
@@ -107,14 +112,19 @@ class PostgresQueue(SqlQueue):
 
     def wait_for_work(self, timeout: float) -> bool:
         """True at once if work exists, else block on NOTIFY for at most ``timeout`` seconds."""
-        conn = self._listener()  # LISTEN before looking, so no commit slips between
-        if self.has_work():
-            return True
         deadline = time.monotonic() + max(0.0, timeout)
-        while (left := deadline - time.monotonic()) > 0:
-            for _ in conn.notifies(timeout=left, stop_after=1):
+        if not self._listen_lock.acquire(timeout=max(0.0, timeout)):
+            return self.has_work()  # another thread is listening for this instance
+        try:
+            conn = self._listener()  # LISTEN before looking, so no commit slips between
+            if self.has_work():
                 return True
-        return self.has_work()
+            while (left := deadline - time.monotonic()) > 0:
+                for _ in conn.notifies(timeout=left, stop_after=1):
+                    return True
+            return self.has_work()
+        finally:
+            self._listen_lock.release()
 
     def _listener(self) -> Any:
         if self._listen is None or self._listen.closed:

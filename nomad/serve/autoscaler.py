@@ -190,8 +190,17 @@ class Autoscaler:
                 await self.publish()
             except Exception as exc:  # keep serving; the next tick retries
                 event("autoscaler.tick_failed", level=logging.WARNING, error=error_text(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            await self._pause(stop, interval)
+
+    async def _pause(self, stop: asyncio.Event, interval: float) -> None:
+        """Between ticks. With nothing waiting, block on the queue's wake-up instead, so the
+        first job on a cold cluster is seen at once (NOTIFY on PostgreSQL, a short poll on SQLite)."""
+        if self._view.waiting == 0 and not stop.is_set():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.queue.wait_for_work, interval)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
     async def step(self) -> list[Action]:
         """One tick: retry orphans, check cluster health, ask the policy, act."""
