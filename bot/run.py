@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.app import RUNTIME_KEY, BotRuntime, build_application
 from bot.deps import BotDeps, WorkflowLike
-from nomad.config.schema import NomadConfig
+from nomad.config.schema import NomadConfig, WebhookConfig
 from nomad.errors import ConfigError, NotAvailableError
 
 log = logging.getLogger("nomad.bot")
@@ -116,13 +116,23 @@ def protect_token(token: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(app: Any, *, poll_timeout: int = 30) -> AsyncIterator[BotRuntime]:
-    """Run an Application (long polling) inside the current loop until the block exits."""
+async def running(
+    app: Any, *, poll_timeout: int = 30, webhook: WebhookConfig | None = None
+) -> AsyncIterator[BotRuntime]:
+    """Run an Application inside the current loop until the block exits (embedding, tests).
+
+    Long polling unless ``webhook`` is given (then PTB's webhook server listens
+    and registers the URL with its secret token).
+    """
     rt: BotRuntime = app.bot_data[RUNTIME_KEY]
     await app.initialize()
     try:
         await rt.on_init(app)  # post_init only runs inside run_polling; call it here
-        await app.updater.start_polling(poll_interval=0.0, timeout=poll_timeout)
+        if webhook is not None:
+            _need_webhook_extra()
+            await app.updater.start_webhook(**_webhook_kwargs(webhook))
+        else:
+            await app.updater.start_polling(poll_interval=0.0, timeout=poll_timeout)
         await app.start()
         try:
             yield rt
@@ -139,27 +149,20 @@ def run_bot(cfg: NomadConfig, data_dir: Path, *, mode: str | None = None) -> Non
     token = bot_token(cfg)
     protect_token(token)
     mode = mode or cfg.bot.mode
+    hook = cfg.bot.webhook
     if mode == "webhook":
+        if hook is None:
+            raise ConfigError(
+                "webhook mode needs a bot.webhook section",
+                hint="add bot.webhook: {url: https://…, secret_token: …} or use polling",
+            )
         _need_webhook_extra()
     deps = build_deps(cfg, data_dir)
     proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
     app = build_application(deps, token=token, base_url=cfg.bot.base_url, proxy=proxy)
     try:
-        if mode == "webhook":
-            hook = cfg.bot.webhook
-            if hook is None:
-                raise ConfigError(
-                    "bot.mode is webhook but bot.webhook is missing",
-                    hint="add bot.webhook: {url: https://…} or use polling",
-                )
-            secret = hook.secret_token.get_secret_value() if hook.secret_token else None
-            app.run_webhook(
-                listen=hook.listen,
-                port=hook.port,
-                webhook_url=hook.url,
-                url_path=_url_path(hook.url),
-                secret_token=secret,
-            )
+        if mode == "webhook" and hook is not None:
+            app.run_webhook(**_webhook_kwargs(hook))
         else:
             app.run_polling()
     finally:
@@ -175,6 +178,18 @@ def _need_webhook_extra() -> None:
             "webhook mode needs python-telegram-bot's webhook server (tornado)",
             hint="pip install 'python-telegram-bot[webhooks]', or use polling (the default)",
         ) from None
+
+
+def _webhook_kwargs(hook: WebhookConfig) -> dict[str, Any]:
+    """PTB webhook server arguments; the secret makes it refuse updates not from Telegram."""
+    secret = hook.secret_token.get_secret_value() if hook.secret_token else None
+    return {
+        "listen": hook.listen,
+        "port": hook.port,
+        "url_path": _url_path(hook.url),
+        "webhook_url": hook.url,
+        "secret_token": secret,
+    }
 
 
 def _url_path(url: str) -> str:

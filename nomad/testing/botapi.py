@@ -87,6 +87,7 @@ class BotApiStub:
         self._files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, data)
         self._faults: dict[str, list[_Fault]] = {}
         self._cond: asyncio.Condition | None = None
+        self.webhook: dict[str, Any] | None = None  # what setWebhook registered
         self._runner: Any = None
         self.port = 0
 
@@ -192,6 +193,29 @@ class BotApiStub:
         }
         self._caption(msg, caption)
         return self._push(msg)
+
+    async def webhook_text(
+        self, user_id: int, text: str, *, secret_token: str | None = None
+    ) -> int:
+        """Deliver a text update by POSTing to the registered webhook, as Telegram does.
+
+        Sends the registered secret in ``X-Telegram-Bot-Api-Secret-Token``
+        unless ``secret_token`` overrides it; returns the HTTP status.
+        """
+        import httpx
+
+        assert self.webhook is not None, "the bot registered no webhook (setWebhook)"
+        msg = self._user_message(user_id, None, None)
+        msg["text"] = text
+        if entities := _command_entities(text):
+            msg["entities"] = entities
+        self._keep(msg)
+        update = {"update_id": next(self._update_ids), "message": msg}
+        secret = secret_token if secret_token is not None else self.webhook.get("secret_token")
+        headers = {"X-Telegram-Bot-Api-Secret-Token": str(secret)} if secret else {}
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            response = await client.post(self.webhook["url"], json=update, headers=headers)
+        return response.status_code
 
     def calls_to(self, method: str, *, ok_only: bool = True) -> list[Call]:
         """Recorded calls of one method (successful ones unless ``ok_only=False``)."""
@@ -327,9 +351,11 @@ class BotApiStub:
             return [u for u in self._updates if u["update_id"] >= offset][:limit]
 
     async def _m_deleteWebhook(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:
+        self.webhook = None
         return True
 
     async def _m_setWebhook(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:
+        self.webhook = {"url": str(p.get("url", "")), "secret_token": p.get("secret_token")}
         return True
 
     async def _m_setMyCommands(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:

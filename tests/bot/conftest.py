@@ -89,6 +89,7 @@ def make_bot(
         from bot.deps import BotDeps
         from bot.run import running
 
+        webhook = overrides.pop("webhook", None)
         deps = BotDeps(
             config=overrides.pop("config", bot_config),
             queue=queue,
@@ -100,7 +101,7 @@ def make_bot(
         app = build_application(
             deps, token=botapi.token, base_url=botapi.base_url, base_file_url=botapi.base_file_url
         )
-        async with running(app, poll_timeout=1) as rt:
+        async with running(app, poll_timeout=1, webhook=webhook) as rt:
             yield rt
 
     return run
