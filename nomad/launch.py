@@ -201,7 +201,8 @@ def up(
         return existing
     offers = _deprioritise(backend.plan(spec), state.load(data_dir, spec.cluster_name))
     attempts: list[Attempt] = []
-    for offer in offers[:max_attempts] or [None]:
+    candidates: list[Offer | None] = list(offers[:max_attempts]) or [None]
+    for offer in candidates:
         say(f"launching {spec.cluster_name} on {_describe(offer)}")
         try:
             info = _launch_one(backend, spec, offer, health_timeout_s, health_client, clock)

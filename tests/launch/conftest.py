@@ -34,17 +34,21 @@ def sky_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     shutil.copytree(CATALOG / "v8", runtime / ".sky" / "catalogs" / "v8")
     old = os.environ.get("SKY_RUNTIME_DIR")
     os.environ["SKY_RUNTIME_DIR"] = str(runtime)
+    os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")  # offline: no telemetry calls
     sky = pytest.importorskip("sky")
-    import sky.check
     from sky.utils import registry
 
-    clouds = [registry.CLOUD_REGISTRY.from_str(c) for c in ("aws", "gcp", "lambda", "runpod", "vast")]
-    original = sky.check.get_cached_enabled_clouds_or_refresh
-    sky.check.get_cached_enabled_clouds_or_refresh = lambda *a, **k: list(clouds)
+    from sky import check as sky_check
+
+    clouds = [
+        registry.CLOUD_REGISTRY.from_str(c) for c in ("aws", "gcp", "lambda", "runpod", "vast")
+    ]
+    original = sky_check.get_cached_enabled_clouds_or_refresh
+    sky_check.get_cached_enabled_clouds_or_refresh = lambda *a, **k: list(clouds)
     try:
         yield sky
     finally:
-        sky.check.get_cached_enabled_clouds_or_refresh = original
+        sky_check.get_cached_enabled_clouds_or_refresh = original
         if old is None:
             os.environ.pop("SKY_RUNTIME_DIR", None)
         else:

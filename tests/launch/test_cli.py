@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -68,9 +69,8 @@ def test_down_of_nothing_is_success(fake: FakeBackend, tmp_path: Path) -> None:
     assert code == 0 and "nothing" in out
 
 
-def test_dry_run_prints_a_validated_task_without_secrets(tmp_path: Path) -> None:
+def test_dry_run_prints_a_validated_task_without_secrets(sky_offline: Any, tmp_path: Path) -> None:
     """up --dry-run prints the SkyPilot task (validated by sky) with the password masked."""
-    pytest.importorskip("sky")
     cfg = tmp_path / "nomad.yaml"
     cfg.write_text("registry: {username: robot, password: hunter2}\ninfra: {gpus: [L4, RTX4090]}\n")
     code, out = _run(tmp_path, "up", "--image", IMAGE, "--dry-run")
@@ -79,7 +79,9 @@ def test_dry_run_prints_a_validated_task_without_secrets(tmp_path: Path) -> None
     assert f"docker:{IMAGE}" in out and "idle_minutes: 10" in out
 
 
-def test_plan_without_sky_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_plan_without_sky_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """With `sky` unimportable, plan exits 3 and prints pip install 'nomad[sky]'."""
     monkeypatch.setitem(sys.modules, "sky", None)
     res = _invoke(tmp_path, "plan")
@@ -97,8 +99,12 @@ def test_help_and_status_work_without_sky(tmp_path: Path) -> None:
     base = [sys.executable, "-c", script, "--data-dir", str(tmp_path)]
     helped = subprocess.run([*base, "--help"], capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "plan" in helped.stdout
-    st = subprocess.run([*base, "status", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    st = subprocess.run(
+        [*base, "status", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert st.returncode == 0, st.stderr
     assert json.loads(st.stdout) == {"clusters": []}
-    planned = subprocess.run([*base, "plan"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    planned = subprocess.run(
+        [*base, "plan"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert planned.returncode == 3 and "pip install 'nomad[sky]'" in planned.stderr

@@ -43,7 +43,9 @@ def _fake(comfy: FakeComfy, **kw: object) -> FakeBackend:
     return FakeBackend(endpoints=[comfy.url], offers=[A, B, C], **kw)  # type: ignore[arg-type]
 
 
-def test_up_waits_for_health_records_state_and_status_reports_spend(comfy: FakeComfy, tmp_path: Path) -> None:
+def test_up_waits_for_health_records_state_and_status_reports_spend(
+    comfy: FakeComfy, tmp_path: Path
+) -> None:
     """up launches the cheapest offer, checks /system_stats, records it; status shows uptime and spend."""
     clock = Clock()
     fake = _fake(comfy, clock=clock)
@@ -64,7 +66,9 @@ def test_up_is_idempotent_when_already_up(comfy: FakeComfy, tmp_path: Path) -> N
     assert [c for c in fake.calls if c[0] == "launch"] == [("launch", "nomad-test")]
 
 
-def test_up_retries_the_next_offer_after_capacity_and_quota_errors(comfy: FakeComfy, tmp_path: Path) -> None:
+def test_up_retries_the_next_offer_after_capacity_and_quota_errors(
+    comfy: FakeComfy, tmp_path: Path
+) -> None:
     """No capacity on A and a quota refusal on B ⇒ the cluster comes up on C."""
     fake = _fake(comfy)
     fake.script_launches([NoCapacityError("sold out"), QuotaError("quota 0"), None])
@@ -83,7 +87,9 @@ def test_all_offers_failing_raises_and_records_nothing(comfy: FakeComfy, tmp_pat
     assert state.load_all(tmp_path) == []
 
 
-def test_unhealthy_endpoint_is_torn_down_then_next_offer_tried(comfy: FakeComfy, tmp_path: Path) -> None:
+def test_unhealthy_endpoint_is_torn_down_then_next_offer_tried(
+    comfy: FakeComfy, tmp_path: Path
+) -> None:
     """An endpoint that never answers is torn down (no paid zombie) and the next offer is tried."""
     dead = f"http://127.0.0.1:{free_port()}"
     fake = FakeBackend(endpoints=[dead], offers=[A])
@@ -124,7 +130,7 @@ def test_up_after_preemption_tries_another_offer_first(comfy: FakeComfy, tmp_pat
 
 
 def test_down_reports_time_and_spend_and_is_idempotent(comfy: FakeComfy, tmp_path: Path) -> None:
-    """down tears down, forgets the record and reports uptime × $/hour; a second down is fine."""
+    """down tears down, forgets the record and reports uptime times $/hour; a second down is fine."""
     clock = Clock()
     fake = _fake(comfy, clock=clock)
     launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5)
@@ -150,11 +156,25 @@ def test_spec_from_config_uses_the_last_push(tmp_path: Path) -> None:
 
     (tmp_path / "images").mkdir()
     digest = "sha256:" + "cd" * 32
-    (tmp_path / "images" / "last_push.json").write_text(json.dumps(
-        {"ref": f"reg.example.com/acme/comfy@{digest}", "registry": "reg.example.com",
-         "repository": "acme/comfy", "digest": digest, "size_bytes": 30 * 10**9}))
-    cfg = load_text("project: acme\nregistry: {username: u, password: p}\ninfra: {gpus: [L4], idle_minutes: 7}\n")
+    (tmp_path / "images" / "last_push.json").write_text(
+        json.dumps(
+            {
+                "ref": f"reg.example.com/acme/comfy@{digest}",
+                "registry": "reg.example.com",
+                "repository": "acme/comfy",
+                "digest": digest,
+                "size_bytes": 30 * 10**9,
+            }
+        )
+    )
+    cfg = load_text(
+        "project: acme\nregistry: {username: u, password: p}\ninfra: {gpus: [L4], idle_minutes: 7}\n"
+    )
     spec = launch.spec_from_config(cfg, tmp_path)
     assert spec.image_ref == f"reg.example.com/acme/comfy@{digest}" and spec.disk_gb == 90
-    assert (spec.registry_server, spec.registry_username, spec.registry_password) == ("reg.example.com", "u", "p")
+    assert (spec.registry_server, spec.registry_username, spec.registry_password) == (
+        "reg.example.com",
+        "u",
+        "p",
+    )
     assert spec.cluster_name == "nomad-acme" and spec.gpus == ("L4",) and spec.idle_minutes == 7

@@ -15,8 +15,17 @@ from nomad.config.schema import LocalBackendConfig
 from nomad.errors import ConfigError
 from tests.launch.conftest import make_spec
 
-COMFY = [sys.executable, "-m", "nomad.testing.comfy", "--host", "127.0.0.1", "--port", "{port}",
-         "--gpu-name", "gpu{gpu}"]
+COMFY = [
+    sys.executable,
+    "-m",
+    "nomad.testing.comfy",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "{port}",
+    "--gpu-name",
+    "gpu{gpu}",
+]
 
 
 def _backend(tmp_path: Path, **kw: object) -> LocalBackend:
@@ -44,7 +53,9 @@ def test_local_up_health_down_leaves_nothing_running(tmp_path: Path) -> None:
 
 def test_dead_process_is_reported_failed(tmp_path: Path) -> None:
     """A server process that exits shows as FAILED with the log path; down still cleans up."""
-    cfg = LocalBackendConfig(mode="command", command=[sys.executable, "-c", "import sys; sys.exit(3)"])
+    cfg = LocalBackendConfig(
+        mode="command", command=[sys.executable, "-c", "import sys; sys.exit(3)"]
+    )
     backend = LocalBackend(cfg, tmp_path)
     info = backend.launch(make_spec(cluster_name="bad", comfy_port=free_port()))
     import os

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from nomad.backends.skypilot._import import sky_available
 from nomad.backends.skypilot.planner import plan
 from nomad.cli.main import cli
 from nomad.errors import ConfigError, NoCapacityError
 from tests.launch.conftest import make_spec
 
-pytest.importorskip("sky")
+# never `import sky` at collection: the in-process fixture must set SKY_RUNTIME_DIR first
+pytestmark = pytest.mark.skipif(not sky_available(), reason="SkyPilot not installed")
 
 
 def _row(o: object) -> tuple[str, str | None, str | None, str, float]:
@@ -57,7 +59,10 @@ def test_spot_prices_and_region_filter(catalog_dir: Path) -> None:
     assert _row(result.offers[0]) == ("aws", "us-east-1", "g6.xlarge", "L4", 0.3291)
     assert all(o.spot and o.region == "us-east-1" for o in result.offers)
     two = plan(make_spec(gpu_count=2, gpus=("RTX4090",)), str(catalog_dir))
-    assert [(o.cloud, o.gpu_count, o.price_per_hour) for o in two.offers] == [("vast", 2, 0.82), ("runpod", 2, 1.38)]
+    assert [(o.cloud, o.gpu_count, o.price_per_hour) for o in two.offers] == [
+        ("vast", 2, 0.82),
+        ("runpod", 2, 1.38),
+    ]
 
 
 def test_nothing_fits_is_no_capacity_naming_the_limits(catalog_dir: Path) -> None:
@@ -77,7 +82,16 @@ def test_cli_plan_json_is_stable(catalog_dir: Path, tmp_path: Path) -> None:
     """`nomad plan --json` twice gives identical, sorted JSON with the documented fields."""
     cfg = tmp_path / "nomad.yaml"
     cfg.write_text("infra:\n  gpus: [L4, RTX4090]\n  max_price_per_hour: 0.7\n")
-    args = ["-c", str(cfg), "--data-dir", str(tmp_path / "d"), "plan", "--catalog", str(catalog_dir), "--json"]
+    args = [
+        "-c",
+        str(cfg),
+        "--data-dir",
+        str(tmp_path / "d"),
+        "plan",
+        "--catalog",
+        str(catalog_dir),
+        "--json",
+    ]
     first = CliRunner().invoke(cli, args)
     second = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
@@ -86,5 +100,8 @@ def test_cli_plan_json_is_stable(catalog_dir: Path, tmp_path: Path) -> None:
     assert list(data) == ["backend", "offers", "optimizer_choice", "ordered"]
     assert list(data["offers"][0]) == sorted(data["offers"][0])
     assert [(o["cloud"], o["gpu"], o["price_per_hour"]) for o in data["offers"]] == [
-        ("vast", "RTX4090", 0.4), ("runpod", "L4", 0.43), ("runpod", "L4", 0.45), ("runpod", "RTX4090", 0.69)
+        ("vast", "RTX4090", 0.4),
+        ("runpod", "L4", 0.43),
+        ("runpod", "L4", 0.45),
+        ("runpod", "RTX4090", 0.69),
     ]

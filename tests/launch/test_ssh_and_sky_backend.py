@@ -43,7 +43,11 @@ class SkySdkStub:
 
     def status(self, cluster_names: list[str]) -> Any:
         self._req("status", cluster_names)
-        return [{"name": n, "status": self.clusters[n], "cloud": "RunPod"} for n in cluster_names if n in self.clusters]
+        return [
+            {"name": n, "status": self.clusters[n], "cloud": "RunPod"}
+            for n in cluster_names
+            if n in self.clusters
+        ]
 
     def down(self, name: str) -> Any:
         self._req("down", name)
@@ -83,14 +87,23 @@ def test_launch_status_down_through_the_sdk(sky_offline: Any) -> None:
 @pytest.mark.parametrize(
     ("make_exc", "expected"),
     [
-        (lambda e: e.ResourcesUnavailableError("Failed to acquire resources in all zones"), NoCapacityError),
-        (lambda e: e.ResourcesUnavailableError("x", failover_history=[RuntimeError("QUOTA_EXCEEDED: GPUS_ALL_REGIONS")]),
-         QuotaError),
+        (
+            lambda e: e.ResourcesUnavailableError("Failed to acquire resources in all zones"),
+            NoCapacityError,
+        ),
+        (
+            lambda e: e.ResourcesUnavailableError(
+                "x", failover_history=[RuntimeError("QUOTA_EXCEEDED: GPUS_ALL_REGIONS")]
+            ),
+            QuotaError,
+        ),
         (lambda e: e.NoCloudAccessError("No cloud access"), NoCloudAccessError),
         (lambda e: e.ApiServerConnectionError("http://127.0.0.1:46580"), BackendError),
     ],
 )
-def test_sky_errors_are_translated_with_a_hint(sky_offline: Any, make_exc: Any, expected: type) -> None:
+def test_sky_errors_are_translated_with_a_hint(
+    sky_offline: Any, make_exc: Any, expected: type
+) -> None:
     """Real SkyPilot exceptions from launch come out as nomad errors that say what to do."""
     from sky import exceptions
 
@@ -105,13 +118,24 @@ def _ssh_cfg(tmp_path: Path) -> SSHBackendConfig:
     key.write_text("not a real key\n")
     other = tmp_path / "other_key"
     other.write_text("x\n")
-    return SSHBackendConfig(pool="rent5090", hosts=[
-        SSHHost(ip="198.51.100.7", identity_file=str(key), price_per_hour=0.9),
-        SSHHost(ip="198.51.100.8", user="ubuntu", identity_file=str(other), port=2222, price_per_hour=0.8),
-    ])
+    return SSHBackendConfig(
+        pool="rent5090",
+        hosts=[
+            SSHHost(ip="198.51.100.7", identity_file=str(key), price_per_hour=0.9),
+            SSHHost(
+                ip="198.51.100.8",
+                user="ubuntu",
+                identity_file=str(other),
+                port=2222,
+                price_per_hour=0.8,
+            ),
+        ],
+    )
 
 
-def test_ssh_pool_config_is_generated_and_passes_skypilot_checks(sky_offline: Any, tmp_path: Path) -> None:
+def test_ssh_pool_config_is_generated_and_passes_skypilot_checks(
+    sky_offline: Any, tmp_path: Path
+) -> None:
     """infra.ssh becomes SkyPilot's pool schema; SkyPilot's validator resolves both hosts."""
     cfg = _ssh_cfg(tmp_path)
     entry = node_pool.pool_config(cfg)
@@ -122,7 +146,9 @@ def test_ssh_pool_config_is_generated_and_passes_skypilot_checks(sky_offline: An
     assert "Port 2222" in node_pool.ssh_config_snippet(cfg)
 
 
-def test_ssh_pool_file_keeps_other_pools_and_bad_keys_are_refused(sky_offline: Any, tmp_path: Path) -> None:
+def test_ssh_pool_file_keeps_other_pools_and_bad_keys_are_refused(
+    sky_offline: Any, tmp_path: Path
+) -> None:
     """Writing merges into an existing pools file; a missing key file is a ConfigError from SkyPilot's check."""
     pools = tmp_path / "ssh_node_pools.yaml"
     pools.write_text("mine:\n  user: me\n  identity_file: /k\n  hosts: [10.0.0.1]\n")
@@ -130,7 +156,9 @@ def test_ssh_pool_file_keeps_other_pools_and_bad_keys_are_refused(sky_offline: A
     backend.prepare()
     written = yaml.safe_load(pools.read_text())
     assert set(written) == {"mine", "rent5090"} and oct(pools.stat().st_mode & 0o777) == "0o600"
-    bad = SSHBackendConfig(pool="p", hosts=[SSHHost(ip="198.51.100.9", identity_file=str(tmp_path / "nope"))])
+    bad = SSHBackendConfig(
+        pool="p", hosts=[SSHHost(ip="198.51.100.9", identity_file=str(tmp_path / "nope"))]
+    )
     with pytest.raises(ConfigError, match="Identity File Missing"):
         node_pool.validate_with_skypilot("p", node_pool.pool_config(bad))
     with pytest.raises(ConfigError, match="identity_file"):
@@ -140,7 +168,9 @@ def test_ssh_pool_file_keeps_other_pools_and_bad_keys_are_refused(sky_offline: A
 def test_ssh_launch_goes_through_the_pool(sky_offline: Any, tmp_path: Path) -> None:
     """launch brings the pool up, then launches a task pinned to infra ssh/<pool>."""
     sdk = SkySdkStub()
-    backend = SSHBackend(_ssh_cfg(tmp_path), tmp_path / "data", pools_path=tmp_path / "pools.yaml", sdk=sdk)
+    backend = SSHBackend(
+        _ssh_cfg(tmp_path), tmp_path / "data", pools_path=tmp_path / "pools.yaml", sdk=sdk
+    )
     spec = make_spec(gpus=("RTX5090",), gpu_count=2)
     offer = backend.plan(spec)[0]
     assert (offer.cloud, offer.region, offer.price_per_hour) == ("ssh", "rent5090", 0.8)

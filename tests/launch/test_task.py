@@ -27,7 +27,11 @@ def test_any_of_task_passes_sky_validation(sky_offline: Any) -> None:
     assert accs == sorted(spec.gpus)
     for r in task.resources:
         assert r.extract_docker_image() == IMAGE
-        assert r.autostop_config.enabled and r.autostop_config.down and r.autostop_config.idle_minutes == 10
+        assert (
+            r.autostop_config.enabled
+            and r.autostop_config.down
+            and r.autostop_config.idle_minutes == 10
+        )
         assert r.ports == ["8188-8189"] and r.disk_size == 80
         assert list(r.accelerators.values()) == [2]
     assert set(task.secrets) == set(DOCKER_SECRETS)
@@ -55,7 +59,11 @@ def test_offer_pins_cloud_region_instance_and_optimizer_accepts_it(sky_offline: 
 
     optimizer.Optimizer.optimize(dag, minimize=sky_offline.OptimizeTarget.COST, quiet=True)
     best = task.best_resources
-    assert (str(best.cloud).lower(), best.region, best.instance_type) == ("runpod", "US", "1x_L4_SECURE")
+    assert (str(best.cloud).lower(), best.region, best.instance_type) == (
+        "runpod",
+        "US",
+        "1x_L4_SECURE",
+    )
     assert best.get_cost(3600) == pytest.approx(0.43)
 
 
@@ -77,7 +85,9 @@ def test_unpinned_image_and_half_credentials_are_refused() -> None:
 
 def test_public_image_has_no_secrets_and_redaction_masks_them() -> None:
     """No credentials ⇒ no secrets section; redacted() never shows the password."""
-    assert "secrets" not in build_task_config(make_spec(registry_username=None, registry_password=None))
+    assert "secrets" not in build_task_config(
+        make_spec(registry_username=None, registry_password=None)
+    )
     shown = redacted(build_task_config(make_spec()))
     assert "s3cret-pw" not in str(shown) and shown["secrets"]["SKYPILOT_DOCKER_PASSWORD"] == "***"
 

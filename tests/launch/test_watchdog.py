@@ -83,8 +83,15 @@ def test_watchdog_stays_up_while_a_prompt_runs_then_exits_when_idle(held_comfy: 
     """Against a real HTTP double: 60 virtual minutes of a running prompt keep it up; once done, it exits."""
     prompt_id = _queue_prompt(held_comfy)
     t = FakeTime()
-    stayed = run([held_comfy.url], idle_minutes=10, poll_s=60, clock=t.clock, sleep=t.sleep,
-                 log=lambda _m: None, max_polls=60)
+    stayed = run(
+        [held_comfy.url],
+        idle_minutes=10,
+        poll_s=60,
+        clock=t.clock,
+        sleep=t.sleep,
+        log=lambda _m: None,
+        max_polls=60,
+    )
     assert stayed is False and t.now >= 3600  # never decided to exit while busy
 
     done = threading.Event()
@@ -98,8 +105,18 @@ def test_watchdog_stays_up_while_a_prompt_runs_then_exits_when_idle(held_comfy: 
     assert done.is_set()
     t2 = FakeTime()
     logs: list[str] = []
-    assert run([held_comfy.url], idle_minutes=10, poll_s=60, clock=t2.clock, sleep=t2.sleep,
-               log=logs.append, max_polls=100) is True
+    assert (
+        run(
+            [held_comfy.url],
+            idle_minutes=10,
+            poll_s=60,
+            clock=t2.clock,
+            sleep=t2.sleep,
+            log=logs.append,
+            max_polls=100,
+        )
+        is True
+    )
     assert 600 <= t2.now <= 660 and "idle for" in logs[0]
 
 

@@ -133,6 +133,7 @@ def _worker_env(tmp: Path, req: PlanRequest) -> dict[str, str]:
         req.catalog_dir = str(dst)
         env["SKY_RUNTIME_DIR"] = str(tmp)
         env["HOME"] = str(tmp)
+        env.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")  # offline plan: no telemetry
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
 
