@@ -102,4 +102,11 @@ def test_run_script_starts_one_comfy_per_gpu_and_the_watchdog() -> None:
     """The template's run script loops over GPUs with CUDA_VISIBLE_DEVICES and ports BASE+i, then watches."""
     run = build_task_config(make_spec())["run"]
     assert 'CUDA_VISIBLE_DEVICES="$i"' in run and "PORT=$((BASE + i))" in run
-    assert "$NOMAD_WATCHDOG_CMD $URLS --idle-minutes" in run and "kill $PIDS" in run
+    assert "$WD $URLS --idle-minutes" in run and "kill $PIDS" in run
+
+
+def test_watchdog_is_shipped_with_the_task(sky_offline: Any) -> None:
+    """The watchdog file is a SkyPilot file mount, so any runtime image can run it."""
+    task = to_sky_task(build_task_config(make_spec()))
+    src = task.file_mounts["~/.nomad/watchdog.py"]
+    assert src.endswith("nomad/watchdog.py") and "def main" in open(src).read()

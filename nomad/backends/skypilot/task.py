@@ -21,6 +21,7 @@ from nomad.paths import repo_root
 
 DEFAULT_TEMPLATE = "comfyui.yaml"
 MIN_DISK_GB = 50
+WATCHDOG_REMOTE = "~/.nomad/watchdog.py"
 DOCKER_SECRETS = ("SKYPILOT_DOCKER_USERNAME", "SKYPILOT_DOCKER_PASSWORD", "SKYPILOT_DOCKER_SERVER")
 
 
@@ -46,6 +47,13 @@ def load_template(path: Path | None = None) -> dict[str, Any]:
             f"{path}: a task template needs a `run:` script", hint="see sky/comfyui.yaml"
         )
     return data
+
+
+def watchdog_source() -> Path:
+    """The local path of :mod:`nomad.watchdog` (uploaded to the node by SkyPilot)."""
+    from nomad import watchdog
+
+    return Path(watchdog.__file__).resolve()
 
 
 def disk_gb_for_image(size_bytes: int | None) -> int:
@@ -80,6 +88,8 @@ def build_task_config(
         "NOMAD_IDLE_MINUTES": _num(spec.idle_minutes),
         **spec.envs,
     }
+    # ship the stdlib-only watchdog with the task, so any runtime image can run it
+    cfg["file_mounts"] = {**(cfg.get("file_mounts") or {}), WATCHDOG_REMOTE: str(watchdog_source())}
     secrets = _docker_secrets(spec)
     if secrets:
         cfg["secrets"] = {**(cfg.get("secrets") or {}), **secrets}
