@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,4 +110,4 @@ def test_watchdog_is_shipped_with_the_task(sky_offline: Any) -> None:
     """The watchdog file is a SkyPilot file mount, so any runtime image can run it."""
     task = to_sky_task(build_task_config(make_spec()))
     src = task.file_mounts["~/.nomad/watchdog.py"]
-    assert src.endswith("nomad/watchdog.py") and "def main" in open(src).read()
+    assert src.endswith("nomad/watchdog.py") and "def main" in Path(src).read_text()
