@@ -151,14 +151,36 @@ def _host(url: str | None) -> str | None:
 
 
 def plan(
-    backend: Backend, spec: LaunchSpec, *, bench_paths: list[Path] | None = None
+    backend: Backend,
+    spec: LaunchSpec,
+    *,
+    bench_paths: list[str] | None = None,
+    rank_workflow: str | None = None,
 ) -> list[Offer]:
-    """Ranked offers; with benchmark results, each offer also carries $/image per workflow."""
+    """Ranked offers; with benchmark results each carries $/image, optionally ranked by one workflow."""
     offers = backend.plan(spec)
-    return with_price_per_image(offers, bench_paths) if bench_paths else offers
+    if bench_paths:
+        offers = with_price_per_image(offers, bench_paths)
+    return rank_by_image(offers, rank_workflow) if rank_workflow else offers
 
 
-def with_price_per_image(offers: list[Offer], bench_paths: list[Path]) -> list[Offer]:
+def rank_by_image(offers: list[Offer], workflow: str) -> list[Offer]:
+    """Cheapest $/image for ``workflow`` first; offers without a benchmark keep their order, last.
+
+    The cheapest GPU per hour is often not the cheapest per image: a faster GPU
+    at a higher hourly price can finish each image for less.
+    """
+    known = [o for o in offers if workflow in o.price_per_image]
+    if not known:
+        raise UsageError(
+            f"no benchmark result covers workflow {workflow!r} on any offered GPU",
+            hint="run `nomad bench` on one of these GPUs, or pass --bench @reference",
+        )
+    known.sort(key=lambda o: o.price_per_image[workflow])
+    return known + [o for o in offers if workflow not in o.price_per_image]
+
+
+def with_price_per_image(offers: list[Offer], bench_paths: list[str]) -> list[Offer]:
     """Attach $/image from ``nomad.bench`` results when that module exists (else unchanged)."""
     try:
         bench = importlib.import_module("nomad.bench")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from nomad.cli.context import Ctx
 from nomad.cli.output import console, emit_json
+from nomad.errors import UsageError
 
 if TYPE_CHECKING:
     from nomad.backends.base import Backend, LaunchSpec, Offer
@@ -59,8 +59,14 @@ def _spec(ctx: Ctx, need_image: bool, image: str | None = None, **overrides: Any
     "--bench",
     "bench_paths",
     multiple=True,
-    type=click.Path(exists=True),
-    help="Benchmark results: adds $/image.",
+    help="Benchmark results file (or @reference): adds $/image per workflow.",
+)
+@click.option(
+    "--rank-by",
+    "rank_workflow",
+    default=None,
+    metavar="WORKFLOW",
+    help="Rank by $/image of this workflow (needs --bench).",
 )
 @click.option("--limit", type=int, default=20, show_default=True, help="Rows to show.")
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON for scripts.")
@@ -77,6 +83,7 @@ def plan(
     spot: bool | None,
     ordered: bool | None,
     bench_paths: tuple[str, ...],
+    rank_workflow: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -95,7 +102,11 @@ def plan(
         spot=spot,
         ordered=ordered,
     )
-    offers = launch.plan(backend, spec, bench_paths=[Path(p) for p in bench_paths])
+    if rank_workflow and not bench_paths:
+        raise UsageError(
+            "--rank-by needs benchmark results", hint="add --bench FILE or --bench @reference"
+        )
+    offers = launch.plan(backend, spec, bench_paths=list(bench_paths), rank_workflow=rank_workflow)
     choice = getattr(getattr(backend, "last_plan", None), "optimizer_choice", None)
     if as_json:
         emit_json(

@@ -11,7 +11,7 @@ from nomad import launch
 from nomad.backends import state
 from nomad.backends.base import ClusterState, Offer
 from nomad.backends.local.process import free_port
-from nomad.errors import ClusterNotFoundError, NoCapacityError, QuotaError
+from nomad.errors import ClusterNotFoundError, NoCapacityError, QuotaError, UsageError
 from nomad.testing.backend import FakeBackend
 from nomad.testing.comfy import FakeComfy
 from tests.launch.conftest import make_spec
@@ -178,3 +178,17 @@ def test_spec_from_config_uses_the_last_push(tmp_path: Path) -> None:
         "p",
     )
     assert spec.cluster_name == "nomad-acme" and spec.gpus == ("L4",) and spec.idle_minutes == 7
+
+
+def test_plan_ranks_by_price_per_image_with_benchmarks(tmp_path: Path) -> None:
+    """With published timings, a pricier-per-hour RTX 5090 beats a cheaper RTX 4090 per Flux image."""
+    r4090 = Offer("vast", "WA", "1x-4090", "RTX4090", 1, 0.40, False, 24.0)
+    r5090 = Offer("runpod", "US", "1x-5090", "RTX5090", 1, 0.90, False, 32.0)
+    h100 = Offer("lambda", "us-east-1", "1x-h100", "H100", 1, 2.49, False, 80.0)
+    fake = FakeBackend(offers=[r4090, r5090, h100])
+    offers = launch.plan(fake, make_spec(), bench_paths=["@reference"], rank_workflow="flux_schnell")
+    assert [o.gpu for o in offers] == ["RTX5090", "RTX4090", "H100"]
+    assert offers[0].price_per_image["flux_schnell"] < offers[1].price_per_image["flux_schnell"]
+    assert offers[2].price_per_image == {}
+    with pytest.raises(UsageError, match="no benchmark"):
+        launch.plan(fake, make_spec(), bench_paths=["@reference"], rank_workflow="nope")
