@@ -160,7 +160,8 @@ def up(
     """Launch the image on the cheapest GPU that fits; wait until ComfyUI answers."""
     from nomad import launch
 
-    spec = _spec(ctx, True, image)
+    local = (backend_name or ctx.config.infra.backend) == "local"  # command mode needs no image
+    spec = _spec(ctx, not local, image)
     if dry_run:
         import yaml
 

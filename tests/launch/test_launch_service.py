@@ -186,7 +186,9 @@ def test_plan_ranks_by_price_per_image_with_benchmarks(tmp_path: Path) -> None:
     r5090 = Offer("runpod", "US", "1x-5090", "RTX5090", 1, 0.90, False, 32.0)
     h100 = Offer("lambda", "us-east-1", "1x-h100", "H100", 1, 2.49, False, 80.0)
     fake = FakeBackend(offers=[r4090, r5090, h100])
-    offers = launch.plan(fake, make_spec(), bench_paths=["@reference"], rank_workflow="flux_schnell")
+    offers = launch.plan(
+        fake, make_spec(), bench_paths=["@reference"], rank_workflow="flux_schnell"
+    )
     assert [o.gpu for o in offers] == ["RTX5090", "RTX4090", "H100"]
     assert offers[0].price_per_image["flux_schnell"] < offers[1].price_per_image["flux_schnell"]
     assert offers[2].price_per_image == {}
