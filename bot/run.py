@@ -136,10 +136,10 @@ async def running(
         await app.start()
         try:
             yield rt
-        finally:
-            await rt.on_stop(app)
+        finally:  # same order as run_polling: no new updates, handlers done, then trackers
             await app.updater.stop()
             await app.stop()
+            await rt.on_stop(app)
     finally:
         await app.shutdown()
 

@@ -48,9 +48,12 @@ class Tracker:
         self.sessions = sessions
         self.bot = bot
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
 
     def track(self, job_id: str) -> None:
-        """Start following a job (no-op if already followed in this process)."""
+        """Start following a job (no-op if already followed, or once stopping: it stays pending)."""
+        if self._closed:
+            return
         task = self._tasks.get(job_id)
         if task is not None and not task.done():
             return
@@ -67,6 +70,7 @@ class Tracker:
 
     async def stop(self) -> None:
         """Cancel all tasks; undelivered jobs stay pending in the database."""
+        self._closed = True
         tasks = [t for t in self._tasks.values() if not t.done()]
         for t in tasks:
             t.cancel()

@@ -8,7 +8,6 @@ Bot API protocol double on loopback. Storage is the real embedded S3 stack
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,24 +22,6 @@ from nomad.testing.botapi import BotApiStub
 ALICE, BOB, MALLORY, ADMIN = 1001, 1002, 6666, 9000  # test modules repeat these ids
 
 
-def _load_scaffold() -> Any:
-    """Import tests/bot/scaffold.py by path (tests/ is not a package; import-mode=importlib)."""
-    import importlib.util
-    import sys
-
-    name = "_nomad_bot_scaffold"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("scaffold.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-scaffold = _load_scaffold()
-
-
 @pytest.fixture
 async def botapi() -> AsyncIterator[BotApiStub]:
     """A fresh Bot API stub on a free loopback port."""
@@ -49,25 +30,30 @@ async def botapi() -> AsyncIterator[BotApiStub]:
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> Iterator[JobQueue]:
-    """The real embedded-default queue (SQLite in tmp_path), quotas 2 in flight / 5 a day."""
-    try:
-        from nomad.queue import Limits, open_queue
-    except ImportError:  # scaffolding until the real queue lands
-        q: JobQueue = scaffold.MemoryQueue(in_flight=2, per_day=5)
-    else:
-        q = open_queue(None, tmp_path, limits=Limits(in_flight=2, per_day=5))
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobQueue]:
+    """The real queue: embedded-default SQLite, or PostgreSQL when parametrized indirectly.
+
+    Quotas: 2 jobs in flight, 5 a day per user.
+    """
+    from nomad.queue import Limits, open_queue
+
+    backend = getattr(request, "param", "sqlite")
+    url = request.getfixturevalue("pg_dsn") if backend == "postgres" else None
+    q = open_queue(url, tmp_path, limits=Limits(in_flight=2, per_day=5))
     yield q
     q.close()
+    if url is not None:  # the database is shared by the run: leave it empty
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE jobs, state")
 
 
 @pytest.fixture
 def workflows() -> Callable[[str], Any]:
     """The real workflow library (nomad.workflows) the bot validates options against."""
-    try:
-        from nomad.workflows import load_workflow
-    except ImportError:  # scaffolding until the workflow library lands
-        return scaffold.StandInWorkflows()
+    from nomad.workflows import load_workflow
+
     return load_workflow
 
 
@@ -105,12 +91,3 @@ def make_bot(
             yield rt
 
     return run
-
-
-async def settle(botapi: BotApiStub) -> None:
-    """Wait (bounded) until the bot has confirmed every update the test sent."""
-    for _ in range(200):
-        if botapi.pending_updates() == 0:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("bot never fetched the updates")

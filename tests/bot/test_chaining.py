@@ -6,9 +6,12 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
+
 from nomad.queue.base import JobStatus
 from nomad.testing.botapi import BotApiStub
 
+BOTH_QUEUES = pytest.mark.parametrize("queue", ["sqlite", "postgres"], indirect=True)
 ALICE, BOB, MALLORY, ADMIN = 1001, 1002, 6666, 9000
 RESULT = b"\x89PNG\r\n\x1a\n" + b"first-result" * 40
 USER_PHOTO = b"\xff\xd8\xff\xe0" + b"holiday-photo" * 40
@@ -34,6 +37,7 @@ def edit_job(queue: Any) -> Any:
     return job
 
 
+@BOTH_QUEUES
 async def test_qwen_chains_on_last_result(
     botapi: BotApiStub, make_bot: Any, queue: Any, storage: Any
 ) -> None:

@@ -6,9 +6,12 @@ import os
 import time
 from typing import Any
 
+import pytest
+
 from nomad.queue.base import JobStatus
 from nomad.testing.botapi import BotApiStub
 
+BOTH_QUEUES = pytest.mark.parametrize("queue", ["sqlite", "postgres"], indirect=True)
 ALICE, BOB, MALLORY, ADMIN = 1001, 1002, 6666, 9000
 PNG = b"\x89PNG\r\n\x1a\n" + b"result" * 50
 
@@ -120,6 +123,7 @@ async def test_failure_is_explained(botapi: BotApiStub, make_bot: Any, queue: An
     assert "out of memory" in call.params["text"] and "Try" in call.params["text"]
 
 
+@BOTH_QUEUES
 async def test_restart_mid_job_delivers_exactly_once(
     botapi: BotApiStub, make_bot: Any, queue: Any, storage: Any
 ) -> None:

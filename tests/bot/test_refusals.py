@@ -10,6 +10,7 @@ import pytest
 from nomad.queue.base import JobStatus
 from nomad.testing.botapi import BotApiStub
 
+BOTH_QUEUES = pytest.mark.parametrize("queue", ["sqlite", "postgres"], indirect=True)
 ALICE, BOB, MALLORY, ADMIN = 1001, 1002, 6666, 9000
 
 
@@ -99,6 +100,7 @@ async def test_edit_with_no_image(botapi: BotApiStub, make_bot: Any, queue: Any)
     assert jobs(queue) == 0
 
 
+@BOTH_QUEUES
 async def test_in_flight_quota(botapi: BotApiStub, make_bot: Any, queue: Any) -> None:
     """A third job while two are in flight is refused with what to do; the two stay queued."""
     async with make_bot():
@@ -111,6 +113,7 @@ async def test_in_flight_quota(botapi: BotApiStub, make_bot: Any, queue: Any) ->
     assert jobs(queue) == 2
 
 
+@BOTH_QUEUES
 async def test_daily_quota_says_when_it_resets(
     botapi: BotApiStub, make_bot: Any, queue: Any
 ) -> None:
