@@ -18,6 +18,7 @@ from nomad.cli.context import Ctx
 # name -> (module, attribute, one-line help shown by `nomad --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("nomad.cli.init_cmd", "init", "Write an example nomad.yaml (Flux + Qwen edit)."),
+    "quickstart": ("nomad.cli.quickstart_cmd", "quickstart", "The offline core loop: stack → build → push → verify → plan."),
     "doctor": ("nomad.cli.doctor_cmd", "doctor", "Check every capability nomad needs, with fixes."),
     "dev": ("nomad.cli.dev_cmd", "dev", "The embedded local stack: S3 (SeaweedFS) + registry."),
     "build": ("nomad.cli.build_cmd", "build", "Build the OCI image: base + one layer per model file."),
