@@ -112,3 +112,48 @@ async def test_unknown_command(botapi: BotApiStub, make_bot: Any) -> None:
     async with make_bot():
         botapi.user_sends_text(ALICE, "/frobnicate now")
         await botapi.wait_for_text(ALICE, "send /help")
+
+
+class RecordingAdmin:
+    """AdminOps double: records which operation the bot asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def up(self) -> str:
+        self.calls.append("up")
+        return "Up: nomad-test (up)."
+
+    def down(self) -> str:
+        from nomad.errors import BackendError
+
+        self.calls.append("down")
+        raise BackendError("teardown refused by the provider", hint="retry with `nomad down`")
+
+
+async def test_admin_up_down_wired(botapi: BotApiStub, make_bot: Any) -> None:
+    """/up and /down reach the launch ops for admins only; a failure is reported politely."""
+    admin = RecordingAdmin()
+    async with make_bot(admin=admin):
+        botapi.user_sends_text(ALICE, "/up")
+        await botapi.wait_for_text(ALICE, "for the bot's admins")
+        botapi.user_sends_text(ADMIN, "/up")
+        await botapi.wait_for_text(ADMIN, "Up: nomad-test")
+        botapi.user_sends_text(ADMIN, "/down")
+        failed = await botapi.wait_for_text(ADMIN, "/down failed")
+    assert admin.calls == ["up", "down"]
+    assert "retry with `nomad down`" in failed.params["text"]
+
+
+async def test_image_document_is_accepted(
+    botapi: BotApiStub, make_bot: Any, queue: Any, storage: Any
+) -> None:
+    """An uncompressed PNG sent as a file with a /qwen caption is edited like a photo."""
+    png = b"\x89PNG\r\n\x1a\n" + b"lossless" * 64
+    async with make_bot():
+        botapi.user_sends_document(
+            ALICE, png, file_name="me.png", mime_type="image/png", caption="/qwen add a scarf"
+        )
+        await botapi.wait_for_text(ALICE, "⏳ queued")
+    [job] = queue.list(user=str(ALICE))
+    assert job.workflow == "qwen_image_edit" and storage.get_bytes(job.inputs["image"]) == png
