@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +23,8 @@ def _backend(ctx: Ctx, name: str | None, catalog: str | None = None) -> Backend:
     from nomad import backends
 
     cfg = ctx.config
+    if not catalog and cfg.infra.catalog_dir:  # relative to nomad.yaml, like every path in it
+        catalog = str(ctx.config_dir / Path(cfg.infra.catalog_dir).expanduser())
     if catalog:
         cfg = cfg.model_copy(
             update={"infra": cfg.infra.model_copy(update={"catalog_dir": catalog})}
