@@ -45,9 +45,9 @@ def _client() -> Any:
 
 def run(spec: LaunchSpec, ports: list[int]) -> list[str]:
     """Start one container per GPU publishing ComfyUI's port; return container ids."""
+    client = _client()  # translates a missing SDK / engine first
     import docker
 
-    client = _client()
     ids = []
     for gpu, port in enumerate(ports):
         try:

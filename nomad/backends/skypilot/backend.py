@@ -75,7 +75,9 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
     def status(self, cluster_name: str) -> ClusterInfo:
         """SkyPilot's record of the cluster; GONE when it has none."""
         try:
-            records = self.sdk.get(self.sdk.status(cluster_names=[cluster_name]))
+            mode = getattr(getattr(self.sdk, "StatusRefreshMode", None), "AUTO", None)
+            extra = {"refresh": mode} if mode is not None else {}  # AUTO: autostop/spot clusters
+            records = self.sdk.get(self.sdk.status(cluster_names=[cluster_name], **extra))
         except Exception as exc:
             raise translate(exc, cluster=cluster_name) from exc
         for rec in records or []:

@@ -58,12 +58,21 @@ class SSHBackend(Backend):
         """Prepare the pool, ``sky ssh up`` it, then launch the task on ``ssh/<pool>``."""
         self.prepare()
         try:
-            self.sky.sdk.get(self.sky.sdk.ssh_up(infra=self.cfg.pool))
+            self.sky.sdk.get(self._ssh_up()(infra=self.cfg.pool))
         except Exception as exc:
             raise translate(exc, cluster=spec.cluster_name) from exc
         info = self.sky.launch(spec, offer or self.plan(spec)[0])
         info.backend = self.name
         return info
+
+    def _ssh_up(self) -> Any:
+        """``sky ssh up`` lives in ``sky.client.sdk`` (not re-exported by ``sky``)."""
+        fn = getattr(self.sky.sdk, "ssh_up", None)
+        if fn is None:
+            import importlib
+
+            fn = importlib.import_module("sky.client.sdk").ssh_up
+        return fn
 
     def status(self, cluster_name: str) -> ClusterInfo:
         """SkyPilot's view of the cluster on the pool."""
