@@ -24,6 +24,7 @@ class SkySdkStub:
         self.raise_on = raise_on or {}
         self.calls: list[tuple[str, Any]] = []
         self.clusters: dict[str, str] = {}
+        self.init_kind: dict[str, str] = {}
 
     def _req(self, name: str, arg: Any, result: Any = None) -> Any:
         self.calls.append((name, arg))
@@ -44,7 +45,12 @@ class SkySdkStub:
     def status(self, cluster_names: list[str]) -> Any:
         self._req("status", cluster_names)
         return [
-            {"name": n, "status": self.clusters[n], "cloud": "RunPod"}
+            {
+                "name": n,
+                "status": self.clusters[n],
+                "init_kind": self.init_kind.get(n),
+                "init_status_reason": "node terminated",
+            }
             for n in cluster_names
             if n in self.clusters
         ]
@@ -186,3 +192,14 @@ def test_ssh_task_passes_sky_validation(sky_offline: Any) -> None:
     task = to_sky_task(build_task_config(make_spec(gpus=("RTX5090",), gpu_count=2), offer=offer))
     (res,) = list(task.resources)
     assert str(res.cloud).lower() == "ssh" and res.accelerators == {"RTX5090": 2}
+
+
+def test_unhealthy_init_is_reported_failed(sky_offline: Any) -> None:
+    """SkyPilot's INIT/unhealthy (node lost) becomes FAILED with SkyPilot's reason; plain INIT is provisioning."""
+    sdk = SkySdkStub()
+    backend = SkyPilotBackend(sdk=sdk)
+    sdk.clusters["c"] = "INIT"
+    assert backend.status("c").state == ClusterState.PROVISIONING
+    sdk.init_kind["c"] = "unhealthy"
+    st = backend.status("c")
+    assert st.state == ClusterState.FAILED and st.detail == "node terminated"

@@ -124,12 +124,17 @@ def _to_info(name: str, rec: Any) -> ClusterInfo:
     raw = _field(rec, "status")
     status = str(getattr(raw, "value", raw) or "").upper()
     launched = _field(rec, "launched_at")
+    state = _STATES.get(status, ClusterState.FAILED)
+    detail = None if status in _STATES else f"SkyPilot reports status {status or 'unknown'}"
+    if status == "INIT" and _field(rec, "init_kind") == "unhealthy":  # node lost / runtime broken
+        state = ClusterState.FAILED
+        detail = str(_field(rec, "init_status_reason") or "SkyPilot marks the cluster unhealthy")
     return ClusterInfo(
         name=name,
         backend="skypilot",
-        state=_STATES.get(status, ClusterState.FAILED),
+        state=state,
         started_at=float(launched) if launched else None,
-        detail=None if status in _STATES else f"SkyPilot reports status {status or 'unknown'}",
+        detail=detail,
         extra={
             "sky_status": status,
             "cloud": str(_field(rec, "cloud") or ""),
