@@ -26,6 +26,7 @@ from nomad.backends.base import Backend, ClusterInfo, ClusterState, LaunchSpec, 
 from nomad.config.schema import NomadConfig
 from nomad.errors import (
     BackendError,
+    BudgetError,
     ClusterNotFoundError,
     NoCapacityError,
     NomadError,
@@ -221,7 +222,8 @@ def up(
     if existing is not None:
         say(f"{spec.cluster_name} is already up")
         return existing
-    offers = _deprioritise(backend.plan(spec), state.load(data_dir, spec.cluster_name))
+    offers = _within_budget(backend.plan(spec), spec)
+    offers = _deprioritise(offers, state.load(data_dir, spec.cluster_name))
     attempts: list[Attempt] = []
     candidates: list[Offer | None] = list(offers[:max_attempts]) or [None]
     for offer in candidates:
@@ -272,6 +274,19 @@ def _reuse(
     if backend.status(spec.cluster_name).state != ClusterState.UP:
         return None
     return _report(rec, clock)
+
+
+def _within_budget(offers: list[Offer], spec: LaunchSpec) -> list[Offer]:
+    """Never launch above ``max_price_per_hour``, whatever the backend offered."""
+    cap = spec.max_price_per_hour
+    kept = [o for o in offers if cap is None or o.price_per_hour <= cap]
+    if offers and not kept:
+        cheapest = min(o.price_per_hour for o in offers)
+        raise BudgetError(
+            f"the cheapest offer costs ${cheapest:.2f}/hour, above infra.max_price_per_hour ${cap}",
+            hint="raise infra.max_price_per_hour or allow cheaper GPUs",
+        )
+    return kept
 
 
 def _deprioritise(offers: list[Offer], previous: ClusterInfo | None) -> list[Offer]:

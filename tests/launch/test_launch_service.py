@@ -11,7 +11,7 @@ from nomad import launch
 from nomad.backends import state
 from nomad.backends.base import ClusterState, Offer
 from nomad.backends.local.process import free_port
-from nomad.errors import ClusterNotFoundError, NoCapacityError, QuotaError, UsageError
+from nomad.errors import BudgetError, ClusterNotFoundError, NoCapacityError, QuotaError, UsageError
 from nomad.testing.backend import FakeBackend
 from nomad.testing.comfy import FakeComfy
 from tests.launch.conftest import make_spec
@@ -194,3 +194,30 @@ def test_plan_ranks_by_price_per_image_with_benchmarks(tmp_path: Path) -> None:
     assert offers[2].price_per_image == {}
     with pytest.raises(UsageError, match="no benchmark"):
         launch.plan(fake, make_spec(), bench_paths=["@reference"], rank_workflow="nope")
+
+
+def test_up_never_launches_above_the_price_cap(tmp_path: Path) -> None:
+    """A backend whose plan ignores the cap (local box at $3/h) still never launches above it."""
+    from nomad.backends.local import LocalBackend
+    from nomad.config.schema import LocalBackendConfig
+
+    box = LocalBackend(
+        LocalBackendConfig(mode="command", command=["true"], price_per_hour=3.0), tmp_path
+    )
+    with pytest.raises(BudgetError, match=r"\$3.00/hour"):
+        launch.up(box, make_spec(max_price_per_hour=1.0), tmp_path, health_timeout_s=1)
+    assert not (tmp_path / "local").exists() and state.load_all(tmp_path) == []
+
+
+def test_status_includes_queue_summary_when_serve_provides_it(
+    comfy: FakeComfy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue hook calls nomad.serve.summary.queue_summary(config, data_dir) and attaches its dict."""
+    import nomad.serve.summary as summary
+    from nomad.config.schema import NomadConfig
+
+    monkeypatch.setattr(summary, "queue_summary", lambda cfg, d: {"queued": 3, "running": 1})
+    fake = _fake(comfy)
+    launch.up(fake, make_spec(), tmp_path, health_timeout_s=5)
+    (st,) = launch.status(lambda _b: fake, tmp_path, config=NomadConfig())
+    assert st.queue == {"queued": 3, "running": 1} and st.to_json()["queue"]["queued"] == 3
