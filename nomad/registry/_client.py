@@ -335,6 +335,21 @@ class RegistryClient:
         )
         return resp.status_code == 200
 
+    def verify_image(self, repo: str, digest: str, blobs: list[str]) -> None:
+        """Read the manifest back by digest and HEAD every blob it names (cheap, no bytes)."""
+        import hashlib
+
+        body, _ = self.get_manifest(repo, digest)
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise RegistryError(
+                f"registry {self.host}: manifest {repo}@{digest} reads back different"
+            )
+        missing = [b for b in blobs if not self.has_blob(repo, b)]
+        if missing:
+            raise RegistryError(
+                f"registry {self.host}: {repo}@{digest} misses blobs {', '.join(missing)}"
+            )
+
     def download_blob(
         self, repo: str, digest: str, out: Path, on_bytes: Callable[[int], None] | None = None
     ) -> int:
@@ -342,10 +357,9 @@ class RegistryClient:
         import hashlib
 
         what = f"GET blob {digest} from {repo}"
+        if not self.has_blob(repo, digest):  # also authenticates before the streaming GET
+            raise RegistryError(f"registry {self.host}: no blob {digest} in {repo}")
         headers = {}
-        if auth := self._tokens.get(repo) or self._basic():
-            headers["Authorization"] = auth
-        self.has_blob(repo, digest)  # authenticates before the streaming request
         if auth := self._tokens.get(repo) or self._basic():
             headers["Authorization"] = auth
         sha = hashlib.sha256()

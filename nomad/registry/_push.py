@@ -108,6 +108,7 @@ def push_layout(
         outcomes = list(pool.map(pusher.push, _unique(blobs)))
     body = layout.blob_path(man_desc.digest).read_bytes()
     client.put_manifest(repository, tag, body, man_desc.media_type, man_desc.digest)
+    client.verify_image(repository, man_desc.digest, [b.digest for b in blobs])
     return PushResult(
         registry=client.host,
         repository=repository,

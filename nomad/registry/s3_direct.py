@@ -16,6 +16,7 @@ under a digest it does not have. Any S3 failure falls back to the API path.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ class S3BlobWriter:
 
         self.storage = Storage(settings, bucket or settings.registry_bucket)
         self.root = root.strip("/")
+        # Storage.put_file already runs 8 parts in parallel; several blobs at once on top of
+        # that overloaded SeaweedFS (connections closed at 4 x 8 x 64 MiB in flight).
+        self._one_at_a_time = threading.Semaphore(1)
 
     def _key(self, *parts: str) -> str:
         return "/".join(p for p in (self.root, "docker/registry/v2", *parts) if p)
@@ -51,7 +55,8 @@ class S3BlobWriter:
         sent = 0
         if not self.storage.exists(self.data_key(digest)):
             _verify(path, digest)
-            self.storage.put_file(self.data_key(digest), path, progress=on_bytes)
+            with self._one_at_a_time:
+                self.storage.put_file(self.data_key(digest), path, progress=on_bytes)
             sent = path.stat().st_size
         self.storage.put_bytes(self.link_key(repo, digest), digest.encode())
         return sent

@@ -183,3 +183,26 @@ def test_base_index_resolves_to_linux_amd64_and_archive_works(
     assert (
         _build(cfg, cdir, tmp_path / "out2", tmp_path / "cache").layers[0]["digest"] == base_layer
     )
+
+
+def test_builder_docker_says_clearly_when_buildx_is_missing(
+    project: Project, tmp_path: Path
+) -> None:
+    """--builder docker without buildx raises NotAvailableError naming buildx and the Dockerfile."""
+    import subprocess as sp
+
+    from nomad.errors import NotAvailableError
+    from nomad.images import run_buildx
+
+    has_buildx = (
+        shutil.which("docker")
+        and sp.run(["docker", "buildx", "version"], capture_output=True).returncode == 0
+    )
+    if has_buildx:
+        pytest.skip("docker buildx is installed here")
+    cfg, cdir = project()
+    inputs = inputs_from_config(cfg, cdir, cdir / "workflows")
+    fetched = fetch_models(inputs.models, ModelCache(tmp_path / "cache"), base_dir=cdir)
+    exp = export_dockerfile(inputs, fetched, tmp_path / "df", "imgtest:t1")
+    with pytest.raises(NotAvailableError, match=r"buildx|docker"):
+        run_buildx(exp)
