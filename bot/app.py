@@ -31,7 +31,7 @@ from bot.tracker import Tracker
 log = logging.getLogger("nomad.bot")
 
 RUNTIME_KEY = "nomad"
-_FIXED = {"start", "help", "status", "cancel", "up", "down", "stats"}
+_FIXED = {"start", "help", "status", "cancel", "prefs", "up", "down", "stats"}
 
 
 class BotRuntime:
@@ -102,6 +102,7 @@ def _register(app: Application[Any, Any, Any, Any, Any, Any], h: Handlers, deps:
     app.add_handler(CommandHandler("up", h.admin_up))
     app.add_handler(CommandHandler("down", h.admin_down))
     app.add_handler(CommandHandler("stats", h.stats))
+    app.add_handler(CommandHandler("prefs", h.prefs))
     commands = [c for c in deps.config.commands if c not in _FIXED]
     if commands:
         app.add_handler(CommandHandler(commands, h.generate))
@@ -120,6 +121,7 @@ def menu(deps: BotDeps) -> list[BotCommand]:
     items += [
         BotCommand("status", "the GPU, your jobs, your place in the queue"),
         BotCommand("cancel", "cancel your last job"),
+        BotCommand("prefs", "your default options, e.g. --ar 16:9"),
         BotCommand("help", "what I can do"),
     ]
     return items

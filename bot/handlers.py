@@ -23,7 +23,7 @@ from telegram.ext import ContextTypes
 
 from bot import texts
 from bot.deps import BotDeps, WorkflowLike
-from bot.options import parse_message
+from bot.options import parse_message, parse_options
 from bot.sessions import Delivery, Sessions
 from bot.tracker import AUTOSCALER_STATE, Tracker
 from nomad.errors import LimitExceeded, NomadError, UsageError, WorkflowError
@@ -119,7 +119,9 @@ class Handlers:
                 f"the prompt is empty — write what you want after /{parsed.command}",
                 hint=f"e.g. /{parsed.command} an astronaut riding a horse",
             )
-        values: dict[str, Any] = dict(parsed.values)
+        prefs = (await self.sessions.user(uid)).prefs
+        values: dict[str, Any] = {k: v for k, v in prefs.items() if k in wf.params}
+        values.update(parsed.values)  # what the user typed now wins over their defaults
         values[_prompt_param(wf)] = parsed.prompt
         seed = _pick_seed(wf, values)
         image = await self._input_image(msg, uid, name) if _needs_image(wf) else None
@@ -237,6 +239,34 @@ class Handlers:
         return [c for c, w in sorted(self.deps.config.commands.items()) if "edit" in w]
 
     # ---- status and cancel -------------------------------------------------
+    async def prefs(self, update: Update, context: Context) -> None:
+        """/prefs [--opt value …] | /prefs clear: default options for this user's jobs."""
+        uid = _uid(update)
+        if not self.deps.is_allowed(uid):
+            await _reply(update, texts.not_allowed(uid))
+            return
+        session = await self.sessions.user(uid)
+        rest = " ".join(context.args or [])
+        try:
+            extra, values = parse_options(rest)
+        except UsageError as exc:
+            await _reply(update, texts.error_text(exc).replace("Not queued: ", ""))
+            return
+        if extra.strip().lower() == "clear":
+            session.prefs = {}
+        elif extra.strip():
+            await _reply(update, "Usage: /prefs --ar 16:9 --steps 8 (defaults), /prefs clear")
+            return
+        session.prefs.update(values)
+        if values or extra.strip():
+            await self.sessions.save_user(uid, session)
+        shown = " ".join(f"--{k} {v}" for k, v in sorted(session.prefs.items())) or "none"
+        await _reply(
+            update,
+            f"Your default options: {shown}\n(used by commands whose workflow "
+            "has them; what you type in a command wins)",
+        )
+
     async def status(self, update: Update, context: Context) -> None:
         uid = _uid(update)
         queue = self.deps.queue

@@ -53,6 +53,7 @@ def help_text(commands: Mapping[str, str], kinds: Mapping[str, str]) -> str:
         "Options go in the message: --seed 42 --steps 8 (each workflow lists its own).",
         "/status — the GPU, your jobs and their place in the queue",
         "/cancel [job id] — cancel your last job (or the one you name)",
+        "/prefs --ar 16:9 — your default options (/prefs clear)",
     ]
     return clip("\n".join(lines))
 

@@ -157,3 +157,24 @@ async def test_image_document_is_accepted(
         await botapi.wait_for_text(ALICE, "⏳ queued")
     [job] = queue.list(user=str(ALICE))
     assert job.workflow == "qwen_image_edit" and storage.get_bytes(job.inputs["image"]) == png
+
+
+async def test_prefs_apply_where_the_workflow_has_them(
+    botapi: BotApiStub, make_bot: Any, queue: Any
+) -> None:
+    """/prefs defaults are stored per user, used when the workflow has them, and typed options win."""
+    async with make_bot():
+        botapi.user_sends_text(ALICE, "/prefs --ar 16:9 --guidance 2.5")
+        await botapi.wait_for_text(ALICE, "Your default options: --ar 16:9 --guidance 2.5")
+        botapi.user_sends_text(ALICE, "/f a cat --ar 1:1")
+        await botapi.wait_for_text(ALICE, "⏳ queued #1")
+        mark = botapi.mark()
+        botapi.user_sends_text(ALICE, "/dev a dog")
+        await botapi.wait_for_text(ALICE, "⏳ queued", since=mark)
+    by_workflow = {j.workflow: j.params for j in queue.list(user=str(ALICE))}
+    assert (
+        by_workflow["flux_schnell"]["ar"] == "1:1"
+        and by_workflow["flux_schnell"]["guidance"] == 2.5
+    )
+    assert by_workflow["flux_dev"]["ar"] == "16:9" and "guidance" not in by_workflow["flux_dev"]
+    assert queue.get_state("bot.user", str(ALICE))["prefs"] == {"ar": "16:9", "guidance": 2.5}
