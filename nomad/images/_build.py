@@ -202,6 +202,7 @@ def build_image(
     }
     man_desc = layout.put_bytes(canonical_json(manifest), OCI_MANIFEST)
     layout.tag(man_desc, inputs.tag)
+    layout.gc()  # superseded layers of earlier builds (the same tag) go
     notes = ["base"] * len(base.layers) + [why for _, why in added]
     return BuildResult(
         layout=out,

@@ -185,3 +185,32 @@ class OciLayout:
                 hint="name the tag as oci:PATH:TAG",
             )
         return hits[0]
+
+    def gc(self) -> int:
+        """Delete blobs no tagged manifest references (old weight layers); return bytes freed."""
+        keep: set[str] = set()
+        todo = [Descriptor.from_json(m) for m in self.index().get("manifests", [])]
+        while todo:
+            d = todo.pop()
+            if d.digest in keep or not self.has(d.digest):
+                continue
+            keep.add(d.digest)
+            if d.size < 4 * 1024 * 1024:  # manifests and indexes are small JSON
+                try:
+                    doc = json.loads(self.blob_path(d.digest).read_bytes())
+                except ValueError:
+                    continue
+                if isinstance(doc, dict) and "schemaVersion" in doc:  # a manifest or index
+                    refs = [doc.get("config"), *list(doc.get("layers") or [])]
+                    refs += list(doc.get("manifests") or [])
+                    todo += [
+                        Descriptor.from_json(r)
+                        for r in refs
+                        if isinstance(r, dict) and "digest" in r
+                    ]
+        freed = 0
+        for p in self.blobs.iterdir():
+            if p.is_file() and not p.name.startswith(".") and f"sha256:{p.name}" not in keep:
+                freed += p.stat().st_size
+                p.unlink()
+        return freed

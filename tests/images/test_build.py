@@ -206,3 +206,19 @@ def test_builder_docker_says_clearly_when_buildx_is_missing(
     exp = export_dockerfile(inputs, fetched, tmp_path / "df", "imgtest:t1")
     with pytest.raises(NotAvailableError, match=r"buildx|docker"):
         run_buildx(exp)
+
+
+def test_rebuild_collects_superseded_blobs(
+    project: Project, tmp_path: Path, weights: dict[str, Path]
+) -> None:
+    """After a weight changes, the old weight layer leaves the layout; every kept blob is referenced."""
+    cfg, cdir = project()
+    first = _build(cfg, cdir, tmp_path / "out", tmp_path / "cache")
+    weights["vae.safetensors"].write_bytes(b"new vae bytes")
+    cfg2, _ = project()
+    second = _build(cfg2, cdir, tmp_path / "out", tmp_path / "cache")
+    old = {x["digest"] for x in first.layers} - {x["digest"] for x in second.layers}
+    layout = OciLayout(tmp_path / "out")
+    assert old and not any(layout.has(d) for d in old)
+    assert all(layout.has(x["digest"]) for x in second.layers)
+    assert layout.has(second.manifest_digest) and layout.has(second.config_digest)
