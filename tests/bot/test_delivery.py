@@ -154,3 +154,17 @@ async def test_restart_not_modified_is_success(
         edit = await botapi.wait_for(lambda c: c.method == "editMessageText" and c.status == 400)
     assert "not modified" in edit.description
     assert len(botapi.calls_to("sendMessage")) == sent_before
+
+
+async def test_photo_refused_falls_back_to_document(
+    botapi: BotApiStub, make_bot: Any, queue: Any, storage: Any
+) -> None:
+    """If Telegram refuses the photo (400, e.g. odd dimensions) the same bytes go as a document."""
+    botapi.inject("sendPhoto", status=400, description="Bad Request: PHOTO_INVALID_DIMENSIONS")
+    async with make_bot():
+        job = await queued_job(botapi, queue, ALICE, "/f a very wide panorama")
+        store_and_complete(queue, storage, lease(queue, job.id), PNG, "0.png")
+        doc = await botapi.wait_for(lambda c: c.method == "sendDocument" and c.status == 200)
+        await botapi.wait_for_text(ALICE, "✅ done")
+    assert doc.files["document"].data == PNG
+    assert [c.status for c in botapi.calls_to("sendPhoto", ok_only=False)] == [400]
