@@ -53,6 +53,7 @@ class PoolConfig:
 class _Running:
     job: Job
     task: asyncio.Task[None]
+    endpoint: str = ""
     progress: float | None = None
     shutdown: bool = False
     cancelled: bool = False
@@ -125,9 +126,11 @@ class WorkerPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*pending), timeout=grace_seconds)
         left = list(self._running.values())
-        for r in left:
+        for r in left:  # past the grace period: stop ComfyUI too, the job goes back to the queue
             r.shutdown = True
             r.task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.runner.interrupt(r.endpoint), timeout=10)
         if left:  # wait (bounded) for the cancelled jobs to be handed back
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(r.ended.wait() for r in left)), 30)
@@ -172,7 +175,7 @@ class WorkerPool:
                 await self.sleep(0.05)  # let idle workers lease before looking again
 
     async def _process(self, rt: ClusterRuntime, endpoint: str, name: str, job: Job) -> None:
-        run = _Running(job, asyncio.current_task())  # type: ignore[arg-type]
+        run = _Running(job, asyncio.current_task(), endpoint)  # type: ignore[arg-type]
         inner = asyncio.create_task(self._attempts(rt, endpoint, name, run))
         run.task = inner
         self._running[name] = run
@@ -180,7 +183,7 @@ class WorkerPool:
         event("job.start", job=job.id, worker=name, workflow=job.workflow, attempt=job.attempts)
         try:
             await asyncio.wait({inner})
-            if inner.cancelled() and run.shutdown:
+            if run.shutdown:  # fenced: a job that completed meanwhile stays completed
                 await self._release(job, "requeued: nomad serve shut down")
         finally:
             beat.cancel()
@@ -228,6 +231,8 @@ class WorkerPool:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if run.shutdown or run.cancelled:
+                    return  # the interrupt we asked for; the job is requeued or cancelled
                 transient = is_transient(exc)
                 event(
                     "job.error",

@@ -1,0 +1,171 @@
+"""Workers against FakeComfy (a ComfyUI protocol double, in-process) and the real SQLite queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nomad.queue import JobStatus, open_queue
+from nomad.queue._sql import SqlQueue
+from nomad.serve.runner import ComfyRunner
+from nomad.serve.worker import ClusterRuntime, PoolConfig, WorkerPool
+from nomad.testing.comfy import FakeComfy
+
+GRAPH = {
+    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m.safetensors"}},
+    "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+    "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+    "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+    "5": {
+        "class_type": "KSampler",
+        "inputs": {
+            "model": ["1", 0],
+            "seed": 1,
+            "steps": 4,
+            "cfg": 1.0,
+            "sampler_name": "euler",
+            "scheduler": "simple",
+            "positive": ["2", 0],
+            "negative": ["3", 0],
+            "latent_image": ["4", 0],
+            "denoise": 1.0,
+        },
+    },
+    "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+    "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "t"}},
+}
+
+
+class MemoryOutputs:
+    """OutputStore double: a dict (these tests are about workers, not S3)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes) -> str:
+        self.objects[key] = data
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self.objects[key]
+
+
+async def until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Bounded wait for a condition, yielding to the event loop between looks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> SqlQueue:
+    q = open_queue(None, tmp_path, lease_seconds=30)
+    assert isinstance(q, SqlQueue)
+    return q
+
+
+@pytest.fixture
+def graph_file(tmp_path: Path) -> str:
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(GRAPH))
+    return str(path)
+
+
+def pool_for(queue: SqlQueue, store: MemoryOutputs) -> WorkerPool:
+    cfg = PoolConfig(
+        lease_seconds=30, heartbeat_seconds=0.05, idle_poll_seconds=0.05, backoff_seconds=0.01
+    )
+    return WorkerPool(queue, ComfyRunner(store), store, config=cfg)
+
+
+async def test_job_runs_on_comfy_with_timings_cost_and_output(
+    queue: SqlQueue, graph_file: str
+) -> None:
+    """A job runs through the real ComfyClient on FakeComfy: output stored, phases stamped, cost charged."""
+    store = MemoryOutputs()
+    pool = pool_for(queue, store)
+    async with FakeComfy() as fc:
+        job = queue.enqueue(graph_file, {})
+        pool.start_cluster(ClusterRuntime("c", [fc.url], price_per_hour=3.6, gpu="fake"))
+        await until("job success", lambda: queue.get(job.id).status is JobStatus.SUCCEEDED)
+        await pool.shutdown(1.0)
+    done = queue.get(job.id)
+    assert done.outputs == [f"outputs/{job.id}/0.png"] and store.objects[
+        done.outputs[0]
+    ].startswith(b"\x89PNG")
+    assert {"started_at", "uploaded_at", "executing_at", "executed_at", "finished_at"} <= set(
+        done.times
+    )
+    assert done.gpu == "fake" and done.cost is not None and done.cost > 0 and done.progress == 1.0
+
+
+async def test_cancel_running_job_interrupts_comfy(queue: SqlQueue, graph_file: str) -> None:
+    """Cancelling a running job: the heartbeat notices, ComfyUI gets /interrupt, nothing is stored."""
+    store = MemoryOutputs()
+    pool = pool_for(queue, store)
+    async with FakeComfy(hold_at_step=1, hold_timeout=30) as fc:
+        job = queue.enqueue(graph_file, {})
+        pool.start_cluster(ClusterRuntime("c", [fc.url]))
+        await until("progress published", lambda: (queue.get(job.id).progress or 0) > 0)
+        assert queue.get(job.id).progress == 0.25
+        queue.cancel(job.id)
+        await until(
+            "ComfyUI interrupted", lambda: "execution_interrupted" in json.dumps(fc.history)
+        )
+        await until("worker idle", lambda: pool.busy == 0)
+        await pool.shutdown(1.0)
+    assert queue.get(job.id).status is JobStatus.CANCELLED and store.objects == {}
+
+
+async def test_shutdown_gives_running_job_back(queue: SqlQueue, graph_file: str) -> None:
+    """Graceful shutdown with a job still running past the grace period: it is requeued, attempt not charged."""
+    store = MemoryOutputs()
+    pool = pool_for(queue, store)
+    async with FakeComfy(hold_at_step=1, hold_timeout=30) as fc:
+        job = queue.enqueue(graph_file, {})
+        pool.start_cluster(ClusterRuntime("c", [fc.url]))
+        await until("job running", lambda: (queue.get(job.id).progress or 0) > 0)
+        await pool.shutdown(0.05)
+        fc.release()
+    back = queue.get(job.id)
+    assert (
+        back.status is JobStatus.QUEUED
+        and back.attempts == 0
+        and "shut down" in (back.detail or "")
+    )
+
+
+async def test_bad_graph_fails_without_retry(queue: SqlQueue, tmp_path: Path) -> None:
+    """A graph ComfyUI rejects (validation) fails the job at once with ComfyUI's reason."""
+    bad = {"1": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "x"}}}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    pool = pool_for(queue, MemoryOutputs())
+    async with FakeComfy() as fc:
+        job = queue.enqueue(str(path), {})
+        pool.start_cluster(ClusterRuntime("c", [fc.url]))
+        await until("job failure", lambda: queue.get(job.id).status is JobStatus.FAILED)
+        await pool.shutdown(1.0)
+    failed = queue.get(job.id)
+    assert failed.attempts == 1 and failed.error
+
+
+async def test_transient_failure_is_retried_with_backoff(queue: SqlQueue, graph_file: str) -> None:
+    """A dead endpoint (connection refused) is retried in the worker, then the job goes back to the queue."""
+    pool = pool_for(queue, MemoryOutputs())
+    job = queue.enqueue(graph_file, {})
+    pool.start_cluster(ClusterRuntime("c", ["http://127.0.0.1:9"]))
+    await until("job requeued", lambda: queue.get(job.id).attempts >= 1 and queue.get(job.id).error)
+    await pool.shutdown(0.0)
+    got = queue.get(job.id)
+    assert got.status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED) and got.error
