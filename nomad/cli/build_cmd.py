@@ -56,6 +56,8 @@ def build(
     from nomad.images._service import build_from_config
 
     cfg = ctx.config
+    if builder == "docker":
+        images.require_buildx()
     with byte_progress("build", enabled=not as_json) as tick:
         result, export = build_from_config(
             cfg,

@@ -28,7 +28,12 @@ from nomad.images._build import (
     models_for,
     models_from_workflows,
 )
-from nomad.images._dockerfile import DockerfileExport, export_dockerfile, run_buildx
+from nomad.images._dockerfile import (
+    DockerfileExport,
+    export_dockerfile,
+    require_buildx,
+    run_buildx,
+)
 from nomad.images._fetch import FetchedModel, ModelCache, ModelSpec, fetch_models, public_source
 from nomad.images._oci import Descriptor, OciLayout
 from nomad.images._tar import Entry, LayerInfo, file_entry, write_layer
@@ -60,6 +65,7 @@ __all__ = [
     "models_from_workflows",
     "public_source",
     "record_push",
+    "require_buildx",
     "run_buildx",
     "write_base_layout",
     "write_layer",

@@ -82,8 +82,8 @@ def _stage(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
-def run_buildx(export: DockerfileExport) -> None:
-    """Run the export with docker buildx, or say clearly that buildx is not here."""
+def require_buildx(where: str = "") -> None:
+    """Fail fast (before any build work) when docker buildx is not usable here."""
     if shutil.which("docker") is None:
         raise NotAvailableError(
             "--builder docker: no `docker` client on PATH", hint="use the default builder"
@@ -94,8 +94,14 @@ def run_buildx(export: DockerfileExport) -> None:
     if probe.returncode != 0:
         raise NotAvailableError(
             "--builder docker: docker buildx is not installed (COPY --link needs it)",
-            hint=f"install buildx, or use nomad's builder; Dockerfile left in {export.directory}",
+            hint="install buildx, or use nomad's builder (the default)"
+            + (f"; Dockerfile left in {where}" if where else ""),
         )
+
+
+def run_buildx(export: DockerfileExport) -> None:
+    """Run the export with docker buildx, or say clearly that buildx is not here."""
+    require_buildx(str(export.directory))
     done = subprocess.run(export.command, check=False)
     if done.returncode != 0:
         raise BuildError(
