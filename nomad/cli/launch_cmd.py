@@ -176,10 +176,21 @@ def up(
         click.echo(yaml.safe_dump(redacted(config), sort_keys=False))
         return
     backend = _backend(ctx, backend_name, catalog)
-    events = None if as_json else (lambda msg: click.echo(msg, err=True))
-    report = launch.up(
-        backend, spec, ctx.data_dir, max_attempts=attempts, health_timeout_s=timeout, events=events
-    )
+    if as_json:
+        report = launch.up(
+            backend, spec, ctx.data_dir, max_attempts=attempts, health_timeout_s=timeout
+        )
+    else:
+        con = console()
+        with con.status("provisioning and waiting for ComfyUI to answer…", spinner="dots"):
+            report = launch.up(
+                backend,
+                spec,
+                ctx.data_dir,
+                max_attempts=attempts,
+                health_timeout_s=timeout,
+                events=con.log,
+            )
     if as_json:
         emit_json(report.to_json())
         return

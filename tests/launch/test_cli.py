@@ -108,3 +108,12 @@ def test_help_and_status_work_without_sky(tmp_path: Path) -> None:
         [*base, "plan"], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert planned.returncode == 3 and "pip install 'nomad[sky]'" in planned.stderr
+
+
+def test_up_and_status_for_people(fake: FakeBackend, tmp_path: Path) -> None:
+    """Without --json, up prints endpoint, $/hour and how to tear down; status shows the same cluster."""
+    code, out = _run(tmp_path, "up", "--image", IMAGE)
+    assert code == 0, out
+    assert fake.endpoints[0] in out and "$0.50/h" in out and "nomad down nomad-demo" in out
+    code, out = _run(tmp_path, "status")
+    assert code == 0 and "nomad-demo [fake] UP" in out
