@@ -19,16 +19,26 @@ def _sha(b: bytes) -> str:
 
 
 def test_local_source_is_verified_and_not_rehashed(
-    tmp_path: Path, weights: dict[str, Path]
+    tmp_path: Path, weights: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A local file is hashed once; the second fetch uses the remembered hash."""
+    """A local file is hashed once; the second fetch uses the remembered hash (no re-read)."""
+    from nomad.images import _fetch
+
     cache = ModelCache(tmp_path / "cache")
     w = weights["vae.safetensors"]
     spec = ModelSpec("vae/v.safetensors", str(w), _sha(w.read_bytes()))
-    seen: list[int] = []
-    [got] = fetch_models([spec], cache, progress=lambda d, n, t: seen.append(n))
-    assert got.sha256 == spec.sha256 and got.size == w.stat().st_size
-    assert cache.lookup(next(k for k in cache._known() if k.startswith("file:"))) == spec.sha256
+    [got] = fetch_models([spec], cache)
+    assert got.sha256 == spec.sha256 and got.size == w.stat().st_size and got.path == w
+
+    def no_rehash(*_: object) -> str:
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(_fetch, "_hash_file", no_rehash)
+    [again] = fetch_models([spec], cache)
+    assert again.sha256 == spec.sha256
+    w.write_bytes(b"changed")  # new size/mtime: must be hashed again (and fail its sha256)
+    with pytest.raises(AssertionError, match="hashed again"):
+        fetch_models([spec], cache)
 
 
 def test_wrong_sha256_names_the_file_and_keeps_nothing(
