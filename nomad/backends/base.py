@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class ClusterState(str, enum.Enum):
+class ClusterState(str, enum.Enum):  # noqa: UP042 - (str, Enum) keeps JSON/state-file values stable
     """Closed set of states a backend reports for one cluster."""
 
     PROVISIONING = "provisioning"  # asked for, not yet answering
@@ -134,7 +134,7 @@ class SupportsStop(abc.ABC):
     def stop(self, cluster_name: str) -> None: ...
 
 
-class SupportsSpot(abc.ABC):
+class SupportsSpot(abc.ABC):  # noqa: B024 - a capability marker: isinstance() is the API
     """Backends that can launch preemptible capacity."""
 
     supports_spot: bool = True

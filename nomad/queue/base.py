@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(str, enum.Enum):  # noqa: UP042 - (str, Enum) keeps DB/JSON values stable
     """Closed set of job states."""
 
     QUEUED = "queued"
