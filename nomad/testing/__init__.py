@@ -5,6 +5,7 @@ on loopback (or implements the real interface) but is not the real thing.
 
 - ``FakeComfy`` (``nomad.testing.comfy``): a ComfyUI HTTP/WebSocket double.
 - ``FakeBackend`` (``nomad.testing.backend``): a launch Backend that provisions nothing.
+- ``BotApiStub`` (``nomad.testing.botapi``): a Telegram Bot API double (aiohttp).
 
 Imported lazily so ``import nomad.testing`` costs nothing.
 """
@@ -17,6 +18,7 @@ from typing import Any
 _EXPORTS = {
     "FakeComfy": "nomad.testing.comfy",
     "FakeBackend": "nomad.testing.backend",
+    "BotApiStub": "nomad.testing.botapi",
 }
 
 __all__ = sorted(_EXPORTS)
