@@ -372,8 +372,8 @@ class _Follower:
                 msg = await asyncio.wait_for(
                     self.ws.recv(), min(self.client.poll_interval, remaining)
                 )
-            except TimeoutError:
-                entry = await self.client.history(self.prompt_id)
+            except TimeoutError:  # a quiet socket: ask /history (and /queue) directly
+                entry = await self._history_or_vanished()
                 if entry:
                     return entry
                 continue
@@ -385,7 +385,7 @@ class _Follower:
 
     async def _history_or_reconnect(self, remaining: float) -> dict[str, Any]:
         try:
-            entry = await self.client.history(self.prompt_id)
+            entry = await self._history_or_vanished()
         except ComfyTimeout:
             raise
         except ComfyConnectionError as exc:  # the server itself is gone: fail, don't hang
@@ -402,6 +402,24 @@ class _Follower:
             min(self.client.poll_interval if not self.finished else 0.05, remaining)
         )
         return {}
+
+    async def _history_or_vanished(self) -> dict[str, Any]:
+        """The history entry, ``{}`` while still queued; an error if ComfyUI forgot the prompt."""
+        entry = await self.client.history(self.prompt_id)
+        if entry or self.finished:
+            return entry
+        queue = await self.client.queue()
+        rows = [*queue.get("queue_running", []), *queue.get("queue_pending", [])]
+        if any(isinstance(r, list) and len(r) > 1 and r[1] == self.prompt_id for r in rows):
+            return {}
+        entry = await self.client.history(self.prompt_id)  # it may have just finished
+        if entry:
+            return entry
+        raise ComfyError(
+            f"prompt {self.prompt_id} is neither queued nor in the history of "
+            f"{self.client.base_url}",
+            hint="it was deleted from the queue or ComfyUI restarted; submit it again",
+        )
 
     async def _handle(self, msg: str | bytes) -> None:
         if isinstance(msg, bytes):

@@ -275,6 +275,7 @@ class FakeComfy:
         self.history: dict[str, dict[str, Any]] = {}
         self.files: dict[tuple[str, str, str], bytes] = {}
         self.dead = False
+        self._closing = False
         self._pending: list[_Job] = []
         self._running: _Job | None = None
         self._number = 0
@@ -324,10 +325,14 @@ class FakeComfy:
 
     async def aclose(self) -> None:
         """Stop serving and close every socket (idempotent)."""
-        if self._worker is not None and self._worker is not asyncio.current_task():
-            self._worker.cancel()
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not asyncio.current_task():
+            worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._worker
+                await worker
         await self._close_sockets()
         if self._runner is not None:
             runner, self._runner = self._runner, None
@@ -756,10 +761,10 @@ class FakeComfy:
 
     async def _work(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._pending and not self._closing:
                 job = self._pending.pop(0)
                 self._running, self._interrupt = job, False
                 try:
@@ -964,7 +969,8 @@ class FakeComfy:
             if step == self.hold_at_step:
                 assert self._release is not None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._release.wait(), self.hold_timeout)
+                    async with asyncio.timeout(self.hold_timeout):  # keeps outside cancels
+                        await self._release.wait()
                 self._release.clear()
 
     def _make_outputs(self, graph: dict[str, Any], nid: str, kind: str, sig: str) -> dict[str, Any]:

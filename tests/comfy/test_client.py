@@ -289,3 +289,25 @@ async def test_progress_state_around_every_node() -> None:
         await client.run(edit_graph("a.png"), on_event=events.append, timeout=30)
     states = [e for e in events if e.type == "progress_state"]
     assert len(states) == 6  # running + finished for each of the three nodes
+
+
+async def test_prompt_deleted_from_queue_is_an_error_not_a_hang(t2i: dict[str, Any]) -> None:
+    """A prompt removed from the queue by someone else fails the run instead of waiting forever."""
+    async with (
+        FakeComfy(hold_at_step=1, hold_timeout=10) as fc,
+        ComfyClient(fc.url, poll_interval=0.1) as client,
+    ):
+        first = await client.queue_prompt(t2i, "other-client")
+        run = asyncio.create_task(client.run(t2i_graph(seed=5), timeout=30))
+        ours: list[str] = []
+        for _ in range(500):  # bounded: wait until our prompt is pending behind the held one
+            pending = (await client.queue())["queue_pending"]
+            ours = [row[1] for row in pending if row[1] != first]
+            if ours:
+                break
+            await asyncio.sleep(0.01)
+        await client.delete_from_queue(ours)
+        with pytest.raises(ComfyError, match="neither queued nor in the history"):
+            await run
+        fc.release()
+        assert first not in fc.history or fc.history[first]["status"]["completed"]
