@@ -42,6 +42,13 @@ async def run_bench(
         raise UsageError(f"need runs ≥ 1 and warmup ≥ 0 (got runs={runs}, warmup={warmup})")
     names = list(workflows)
     loaded = [load_workflow(n, extra_dirs) for n in names]  # fail fast, before any GPU time
+    unseeded = [wf.name for wf in loaded if "seed" not in wf.params]
+    if unseeded and runs + warmup > 1:
+        raise UsageError(
+            f"workflow(s) {', '.join(unseeded)} have no seed parameter: repeated runs would be "
+            "answered from ComfyUI's cache and time nothing",
+            hint="add a `seed` param to the binding (or bench with --runs 1 --warmup 0)",
+        )
     stats: dict[str, WorkflowStats] = {}
     async with ComfyClient(endpoint, proxy=proxy) as client:
         health = await client.health()
@@ -52,7 +59,8 @@ async def run_bench(
             seeds: list[int] = []
             params = {}
             for i in range(warmup + runs):
-                bound = wf.bind({**(values or {}), "seed": base_seed + i}, images)
+                seed = {"seed": base_seed + i} if "seed" in wf.params else {}
+                bound = wf.bind({**(values or {}), **seed}, images)
                 result = await client.run(bound.graph, inputs=bound.inputs, timeout=timeout)
                 seconds = result.timings["execution"]
                 timed.append(seconds)

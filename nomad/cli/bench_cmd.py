@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 
 def _usd(v: float | None) -> str:
-    return "" if v is None else f"${v:.4f}"
+    if v is None:
+        return ""
+    return f"${v:.4f}" if v >= 0.001 else f"${v:.6f}"
 
 
 def _secs(v: float | None) -> str:
@@ -27,17 +29,28 @@ def _secs(v: float | None) -> str:
 def _speed(row: CompareRow) -> str:
     if row.speedup is None or row.ratio is None:
         return "—"
+    if row.speedup < 0:
+        return f"{row.speedup:.0f}% (slower, ×{row.ratio:.2f})"
     return f"~{row.speedup:.0f}% (×{row.ratio:.2f})"
+
+
+def _labels(results: list[BenchResult]) -> list[str]:
+    """Column labels: the GPU, plus the file name when two results share a GPU."""
+    names = [r.gpu for r in results]
+    return [
+        f"{r.gpu} · {r.path.stem}" if names.count(r.gpu) > 1 and r.path else r.gpu for r in results
+    ]
 
 
 def _compare_table(results: list[BenchResult], rows: list[CompareRow], priced: bool) -> Any:
     from rich.table import Table
 
+    labels = _labels(results)
     table = Table(
         "workflow",
-        *(f"{r.gpu} (s)" for r in results),
+        *(f"{label} (s)" for label in labels),
         "speed-up",
-        *(f"$/image {r.gpu}" for r in results if priced),
+        *(f"$/image {label}" for label in labels if priced),
     )
     for row in rows:
         usd = [_usd(u) for u in row.usd] if priced else []

@@ -32,10 +32,8 @@ def _dirs(ctx: Ctx) -> list[Path]:
 
 
 def _load(ctx: Ctx, name: str) -> Workflow:
-    from nomad.workflows import load_workflow, load_workflow_file
+    from nomad.workflows import load_workflow
 
-    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
-        return load_workflow_file(name)
     return load_workflow(name, _dirs(ctx))
 
 
@@ -137,7 +135,8 @@ def run(
             )
         )
     t = summary.timings
-    con.print(f"[bold]{wf.name}[/] on {url}  seed={bound.params.get('seed')}")
+    seed = f"  seed={bound.params['seed']}" if "seed" in bound.params else ""
+    con.print(f"[bold]{wf.name}[/] on {url}{seed}")
     con.print(
         "  "
         + "  ".join(

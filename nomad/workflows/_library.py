@@ -346,7 +346,9 @@ def list_workflows(extra_dirs: Iterable[str | Path] = ()) -> list[WorkflowInfo]:
 
 
 def load_workflow(name: str, extra_dirs: Iterable[str | Path] = ()) -> Workflow:
-    """Load a workflow by name; an unknown name lists the known ones."""
+    """Load a workflow by name (or a path to its binding file); an unknown name lists the known ones."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return load_workflow_file(name)
     files = _binding_files(extra_dirs)
     path = files.get(name)
     if path is None:

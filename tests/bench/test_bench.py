@@ -170,3 +170,24 @@ def test_cli_reference_table(tmp_path: Path) -> None:
     doc = json.loads(out)
     assert code == 0 and doc["gpus"] == ["NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 5090"]
     assert {r["workflow"]: r["seconds"] for r in doc["rows"]}["qwen_image_edit"] == [9.62, 4.44]
+
+
+async def test_unseeded_workflow_refused(tmp_path: Path) -> None:
+    """Benchmarking a workflow without a seed param is refused (ComfyUI would cache every run)."""
+    (tmp_path / "inv.json").write_text(
+        json.dumps(
+            {
+                "1": {
+                    "class_type": "EmptyImage",
+                    "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+                },
+                "2": {
+                    "class_type": "SaveImage",
+                    "inputs": {"images": ["1", 0], "filename_prefix": "x"},
+                },
+            }
+        )
+    )
+    (tmp_path / "inv.yaml").write_text("name: inv\n")
+    with pytest.raises(UsageError, match="no seed parameter"):
+        await run_bench("http://127.0.0.1:9", [str(tmp_path / "inv.yaml")], runs=2)

@@ -209,3 +209,9 @@ def test_required_models_deduplicates() -> None:
         "vae/ae.safetensors",
     ]
     assert models[0].as_model_file()["dest"] == models[0].dest
+
+
+def test_load_by_binding_path(tmp_path: Path) -> None:
+    """load_workflow also accepts a path to a binding file (as `nomad run PATH.yaml` does)."""
+    path = _user_workflow(tmp_path, "name: invert\n")
+    assert load_workflow(str(path)).name == "invert"
