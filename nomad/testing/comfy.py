@@ -507,7 +507,11 @@ class FakeComfy:
             )
         if not isinstance(body, dict) or "prompt" not in body:
             return web.json_response(
-                {"error": _err("no_prompt", "No prompt provided"), "node_errors": {}}, status=400
+                {
+                    "error": _err("no_prompt", "No prompt provided", "No prompt provided"),
+                    "node_errors": {},
+                },
+                status=400,
             )
         prompt_id = body.get("prompt_id") or str(uuid.uuid4())
         if not isinstance(prompt_id, str) or not _UUID.match(prompt_id):
@@ -613,7 +617,7 @@ class FakeComfy:
     # ------------------------------------------------------------------ validation
     def _validate(self, graph: Any) -> tuple[dict[str, Any] | None, dict[str, Any], list[str]]:
         if not isinstance(graph, dict) or not graph:
-            return _err("no_prompt", "No prompt provided"), {}, []
+            return _err("no_prompt", "No prompt provided", "No prompt provided"), {}, []
         outputs: list[str] = []
         for nid, node in graph.items():
             cls = node.get("class_type") if isinstance(node, dict) else None
@@ -767,6 +771,7 @@ class FakeComfy:
             while self._pending and not self._closing:
                 job = self._pending.pop(0)
                 self._running, self._interrupt = job, False
+                await self._send("status", {"status": self._status()}, None)  # as ComfyUI does
                 try:
                     await self._execute(job)
                 except _Died:
