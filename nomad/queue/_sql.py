@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,21 @@ class SqlQueue(JobQueue):
     def _tx(self, write: bool = True) -> AbstractContextManager[Cursor]:
         """A transaction; writes take the write lock up front (BEGIN IMMEDIATE on SQLite)."""
 
+    def _auto(self, relaxed: bool = False) -> AbstractContextManager[Cursor]:
+        """A cursor whose every statement is its own transaction (fewer round trips on
+        PostgreSQL). ``relaxed``: may be lost in a database crash without harm."""
+        return self._relaxed_tx() if relaxed else self._tx()
+
+    @contextmanager
+    def _relaxed_tx(self) -> Iterator[Cursor]:
+        with self._tx() as cur:
+            self._relaxed(cur)
+            yield cur
+
+    def _notify_sql(self, sql: str) -> str:
+        """``sql`` (an INSERT … RETURNING) made to also wake waiters, where the dialect can."""
+        return sql
+
     def _sql(self, sql: str) -> str:
         return sql
 
@@ -146,6 +161,26 @@ class SqlQueue(JobQueue):
     ) -> Job:
         """Insert a job; same ``client_key`` ⇒ same job; quotas checked in the same transaction."""
         now = self.clock()
+        quota = user is not None and (self.limits.in_flight or self.limits.per_day)
+        if client_key is None and not quota:  # nothing to check first: one statement
+            with self._auto() as cur:
+                row = self._exec(
+                    cur,
+                    self._notify_sql(_INSERT),
+                    self._insert_args(
+                        workflow,
+                        params,
+                        inputs,
+                        front_door,
+                        user,
+                        chat,
+                        None,
+                        max_attempts,
+                        meta,
+                        now,
+                    ),
+                ).fetchone()
+            return self._job(row)
         with self._tx() as cur:
             if client_key is not None:
                 found = self._one(cur, "client_key = ?", client_key)
@@ -155,24 +190,17 @@ class SqlQueue(JobQueue):
                 self._check_limits(cur, user, now)
             row = self._exec(
                 cur,
-                f"""
-                INSERT INTO jobs (id, workflow, params, inputs, status, front_door, user_ref, chat,
-                                  client_key, max_attempts, meta, times, created_at)
-                VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (client_key) DO NOTHING
-                RETURNING {_SELECT}""",
-                (
-                    secrets.token_hex(6),
+                _INSERT,
+                self._insert_args(
                     workflow,
-                    self._json(params),
-                    self._json(inputs or {}),
+                    params,
+                    inputs,
                     front_door,
                     user,
                     chat,
                     client_key,
-                    max_attempts or self.max_attempts,
-                    self._json(meta or {}),
-                    self._json({"queued_at": now}),
+                    max_attempts,
+                    meta,
                     now,
                 ),
             ).fetchone()
@@ -182,6 +210,34 @@ class SqlQueue(JobQueue):
                 return found
             self._notify(cur)
             return self._job(row)
+
+    def _insert_args(
+        self,
+        workflow: str,
+        params: dict[str, Any],
+        inputs: dict[str, str] | None,
+        front_door: str,
+        user: str | None,
+        chat: str | None,
+        client_key: str | None,
+        max_attempts: int | None,
+        meta: dict[str, Any] | None,
+        now: float,
+    ) -> tuple[Any, ...]:
+        return (
+            secrets.token_hex(6),
+            workflow,
+            self._json(params),
+            self._json(inputs or {}),
+            front_door,
+            user,
+            chat,
+            client_key,
+            max_attempts or self.max_attempts,
+            self._json(meta or {}),
+            self._json({"queued_at": now}),
+            now,
+        )
 
     def _check_limits(self, cur: Cursor, user: str, now: float) -> None:
         lim = self.limits
@@ -311,8 +367,7 @@ class SqlQueue(JobQueue):
         """Take the oldest leasable job atomically; a fresh token fences out earlier holders."""
         now = self.clock()
         ttl = lease_seconds if lease_seconds is not None else self.lease_seconds
-        with self._tx() as cur:
-            self._relaxed(cur)
+        with self._auto(relaxed=True) as cur:
             if now >= self._next_reap:
                 self._reap(cur, now)
             row = self._exec(
@@ -356,8 +411,7 @@ class SqlQueue(JobQueue):
     ) -> bool:
         """Extend the lease; False once the job was cancelled or leased to someone else."""
         ttl = lease_seconds if lease_seconds is not None else self.lease_seconds
-        with self._tx() as cur:
-            self._relaxed(cur)
+        with self._auto(relaxed=True) as cur:
             n = self._exec(
                 cur,
                 """UPDATE jobs SET lease_expires_at = ?, progress = COALESCE(?, progress)
@@ -375,8 +429,7 @@ class SqlQueue(JobQueue):
         gpu: str | None = None,
     ) -> bool:
         """Record phase timestamps while running (fenced by the lease like heartbeat)."""
-        with self._tx() as cur:
-            self._relaxed(cur)
+        with self._auto(relaxed=True) as cur:
             n = self._exec(
                 cur,
                 f"""UPDATE jobs SET times = {self._merge("times")}, gpu = COALESCE(?, gpu)
@@ -398,7 +451,7 @@ class SqlQueue(JobQueue):
         """SUCCEEDED exactly once: only the lease holder wins; repeating it is a quiet True."""
         now = self.clock()
         merged = {**(times or {}), "finished_at": (times or {}).get("finished_at", now)}
-        with self._tx() as cur:
+        with self._auto() as cur:
             n = self._exec(
                 cur,
                 f"""UPDATE jobs SET status = 'succeeded', outputs = ?, gpu = COALESCE(?, gpu),
@@ -494,8 +547,7 @@ class SqlQueue(JobQueue):
         if status not in (JobStatus.QUEUED, JobStatus.WAKING):
             raise ValueError("set_status only moves jobs between queued and waking")
         marks = ", ".join("?" for _ in job_ids)
-        with self._tx() as cur:
-            self._relaxed(cur)
+        with self._auto(relaxed=True) as cur:
             self._exec(
                 cur,
                 f"""UPDATE jobs SET status = ?, detail = ?,
@@ -582,6 +634,12 @@ class SqlQueue(JobQueue):
         )
 
 
+_INSERT = f"""
+    INSERT INTO jobs (id, workflow, params, inputs, status, front_door, user_ref, chat,
+                      client_key, max_attempts, meta, times, created_at)
+    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (client_key) DO NOTHING
+    RETURNING {_SELECT}"""
 _LEASABLE = "status IN ('queued', 'waking') OR (lease_expires_at < ? AND attempts < max_attempts)"
 
 

@@ -42,6 +42,7 @@ class PostgresQueue(SqlQueue):
         self._pg = _psycopg()
         self._dsn = dsn
         self._listen: Any = None
+        self._fast: Any = None  # the relaxed-commit session, opened on first use
         self._listen_lock = threading.Lock()  # one LISTEN connection, one waiter at a time
         self._conn = self._connect()
         self._migrate()
@@ -60,19 +61,44 @@ class PostgresQueue(SqlQueue):
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[Cursor]:
-        with self._lock:
-            try:
-                with self._conn.transaction(), self._conn.cursor() as cur:
-                    yield cur
-            except self._pg.OperationalError as exc:
-                if self._conn.closed:
-                    self._conn = self._connect()  # next call gets a fresh connection
-                raise QueueError(
-                    f"PostgreSQL queue failed: {_short(exc)}",
-                    hint="the operation was rolled back; retry",
-                ) from exc
-            except self._pg.Error as exc:
-                raise QueueError(f"PostgreSQL queue failed: {_short(exc)}") from exc
+        with self._lock, self._translated(), self._conn.transaction(), self._conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def _auto(self, relaxed: bool = False) -> Iterator[Cursor]:
+        """Autocommit statements: one round trip each. Relaxed ones go through a second
+        session with ``synchronous_commit = off`` (no wait for the WAL flush)."""
+        with self._lock, self._translated():
+            conn = self._relaxed_conn() if relaxed else self._conn
+            with conn.cursor() as cur:
+                yield cur
+
+    def _relaxed_conn(self) -> Any:
+        if self._fast is None or self._fast.closed:
+            conn = self._connect()
+            conn.execute("SET synchronous_commit = off")
+            self._fast = conn
+        return self._fast
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except self._pg.OperationalError as exc:
+            if self._conn.closed:
+                self._conn = self._connect()  # next call gets a fresh connection
+            raise QueueError(
+                f"PostgreSQL queue failed: {_short(exc)}",
+                hint="the operation was rolled back; retry",
+            ) from exc
+        except self._pg.Error as exc:
+            raise QueueError(f"PostgreSQL queue failed: {_short(exc)}") from exc
+
+    def _notify_sql(self, sql: str) -> str:
+        return (
+            f"WITH ins AS ({sql}), wake AS (SELECT pg_notify('{CHANNEL}', '')) "
+            "SELECT ins.* FROM ins, wake"
+        )
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s")
@@ -136,7 +162,7 @@ class PostgresQueue(SqlQueue):
     def close(self) -> None:
         """Close both connections (idempotent)."""
         with self._lock:
-            for conn in (self._conn, self._listen):
+            for conn in (self._conn, self._listen, self._fast):
                 if conn is not None and not conn.closed:
                     conn.close()
 
