@@ -74,6 +74,28 @@ def throughput(url: str, data_dir: str, jobs: int, workers: int) -> float:
     return done / elapsed
 
 
+def latency(url: str, data_dir: str, n: int = 500) -> dict[str, float]:
+    """Mean milliseconds per operation in one process (no contention)."""
+    from nomad.queue import open_queue
+
+    q = open_queue(url, Path(data_dir))
+    spent = {"enqueue": 0.0, "lease": 0.0, "complete": 0.0}
+    for i in range(n):
+        t0 = time.perf_counter()
+        q.enqueue("bench", {"i": i})
+        t1 = time.perf_counter()
+        job = q.lease("lat")
+        t2 = time.perf_counter()
+        assert job is not None
+        q.complete(job.id, job.lease_token or "", outputs=[])
+        t3 = time.perf_counter()
+        spent["enqueue"] += t1 - t0
+        spent["lease"] += t2 - t1
+        spent["complete"] += t3 - t2
+    q.close()
+    return {k: v / n * 1000 for k, v in spent.items()}
+
+
 def _drain(url: str, data_dir: str) -> None:
     from nomad.queue import open_queue
 
@@ -182,10 +204,15 @@ def main() -> None:
             one = throughput(url, tmp, args.jobs // 4, 1)
             eight = throughput(url, tmp, args.jobs, 8)
             react = reaction(url, tmp)
+            lat = latency(url, tmp)
             print(
                 f"{name:9} 1 worker {one:8.0f} jobs/s | 8 workers {eight:8.0f} jobs/s "
                 f"({eight / one:4.2f}x the 1-worker baseline) | enqueue→up "
                 f"median {statistics.median(react) * 1000:6.1f} ms, max {max(react) * 1000:6.1f} ms"
+            )
+            print(
+                f"{'':9} per operation (1 process): "
+                + ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items())
             )
     finally:
         for _, _, drop in backends:
