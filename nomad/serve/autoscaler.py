@@ -76,7 +76,9 @@ class BackendOps:
     def up(self, name: str) -> Launched:
         """Launch; wait for every endpoint's /system_stats; on any failure tear down (never pay for a broken node)."""
         spec = replace(self.spec, cluster_name=name)
-        info = self.backend.launch(spec)
+        current = self.backend.status(name)  # already up (left by an earlier run): reuse it
+        up = current.state is ClusterState.UP and bool(current.endpoints)
+        info = current if up else self.backend.launch(spec)
         provisioned = self.clock()
         try:
             if self.health_timeout_s is not None:
@@ -139,6 +141,31 @@ class Autoscaler:
             }
         if isinstance(doc.get("price_hint"), int | float):
             self.policy.price_hint = float(doc["price_hint"])
+        await self._adopt(self.policy.config.base_name)
+
+    async def _adopt(self, name: str) -> None:
+        """Take over a cluster left running by an earlier serve, so it still idles down."""
+        try:
+            info = await asyncio.to_thread(self.ops.status, name)
+        except Exception as exc:
+            event(
+                "cluster.status_failed", level=logging.WARNING, cluster=name, error=error_text(exc)
+            )
+            return
+        if info.state is not ClusterState.UP or not info.endpoints:
+            return
+        gpu = info.offer.gpu if info.offer is not None else None
+        self.policy.adopt(
+            name,
+            self.clock(),
+            price_per_hour=info.price_per_hour,
+            gpu=gpu,
+            endpoints=len(info.endpoints),
+        )
+        self.hooks.start_cluster(
+            ClusterRuntime(name, [e.url for e in info.endpoints], info.price_per_hour, gpu)
+        )
+        event("cluster.adopted", cluster=name, endpoints=len(info.endpoints))
 
     async def publish(self) -> dict[str, Any]:
         """Write the status document front doors read, and the learned history."""

@@ -267,6 +267,22 @@ class Policy:
         self._annotated = ("queued", None)
         return Annotate("queued", None, {"cluster_ready_at": now})
 
+    def adopt(
+        self, name: str, now: float, *, price_per_hour: float, gpu: str | None, endpoints: int
+    ) -> None:
+        """A cluster already up when serve starts (e.g. after ``--keep-up``): ready, idle clock running."""
+        self.clusters[name] = Cluster(
+            name=name,
+            phase=Phase.READY,
+            requested_at=now,
+            ready_at=now,
+            idle_since=now,
+            price_per_hour=price_per_hour,
+            gpu=gpu,
+            endpoints=endpoints,
+        )
+        self._serial = max(self._serial, 1)
+
     def on_launch_failed(
         self, name: str, now: float, error: str, *, price_hint: float | None = None
     ) -> None:

@@ -199,3 +199,16 @@ async def test_restart_keeps_learned_cold_start(queue: SqlQueue, clock: Clock) -
     await scaler.publish()
     eta = EtaModel.from_json(queue.get_state("autoscaler", "history"))
     assert eta.cold_start() == 42.0
+
+
+async def test_cluster_left_up_is_adopted_and_idles_down(queue: SqlQueue, clock: Clock) -> None:
+    """A cluster still up from an earlier serve gets workers at start and is torn down when idle."""
+    backend = FakeBackend()
+    backend.launch(LaunchSpec(cluster_name="gpu", image_ref=""))
+    scaler, pool = make(queue, clock, backend)
+    await scaler.load()
+    assert [rt.name for rt in pool.started] == ["gpu"]
+    for dt in (1, 61, 62, 67):
+        clock.now = T0 + dt
+        await scaler.step()
+    assert launches(backend) == ["gpu"] and ("teardown", "gpu") in backend.calls
