@@ -131,7 +131,7 @@ def resolve_graph(
             f"workflow {job.workflow!r}: named workflows are not available here",
             hint="submit an API-format graph file (.json) instead",
         ) from exc
-    bound: Any = load_workflow(job.workflow).bind(job.params, images=images)
+    bound: Any = load_workflow(job.workflow, dirs).bind(job.params, images=images)
     return dict(bound.graph), dict(bound.inputs)
 
 

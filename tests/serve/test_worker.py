@@ -185,3 +185,27 @@ async def test_transient_failure_is_retried_with_backoff(queue: SqlQueue, graph_
     await pool.shutdown(0.0)
     got = queue.get(job.id)
     assert got.attempts == 1 and len(calls) == 3 and got.error
+
+
+async def test_named_workflow_is_bound_and_run(queue: SqlQueue) -> None:
+    """A named workflow (flux_schnell) is bound from the job's params and runs on FakeComfy."""
+    store = MemoryOutputs()
+    pool = pool_for(queue, store)
+    async with FakeComfy() as fc:
+        job = queue.enqueue("flux_schnell", {"prompt": "a lighthouse at dusk", "steps": 2})
+        pool.start_cluster(ClusterRuntime("c", [fc.url]))
+        await until("job success", lambda: queue.get(job.id).status is JobStatus.SUCCEEDED)
+        await pool.shutdown(1.0)
+    assert "a lighthouse at dusk" in json.dumps(fc.prompts[-1])
+    assert queue.get(job.id).outputs and all(k in store.objects for k in queue.get(job.id).outputs)
+
+
+async def test_unknown_workflow_fails_at_once(queue: SqlQueue) -> None:
+    """An unknown workflow name fails without retry, naming the workflow."""
+    pool = pool_for(queue, MemoryOutputs())
+    job = queue.enqueue("no_such_workflow", {})
+    pool.start_cluster(ClusterRuntime("c", ["http://127.0.0.1:9"]))
+    await until("job failure", lambda: queue.get(job.id).status is JobStatus.FAILED)
+    await pool.shutdown(0.0)
+    got = queue.get(job.id)
+    assert got.attempts == 1 and "no_such_workflow" in (got.error or "")
