@@ -10,11 +10,10 @@ from nomad.web.app import WebDeps
 
 def build_deps(cfg: NomadConfig, data_dir: Path, extra_tokens: list[str] | None = None) -> WebDeps:
     """Real pieces: the configured queue, the outputs bucket, the workflow library."""
-    from nomad.workflows import list_workflows, load_workflow
-
     from nomad.dev.defaults import resolve_storage
     from nomad.queue import open_queue
     from nomad.storage import Storage
+    from nomad.workflows import list_workflows, load_workflow
 
     dirs = tuple(cfg.workflows.dirs)
     names = cfg.web.workflows or cfg.workflows.enabled or [w.name for w in list_workflows(dirs)]
