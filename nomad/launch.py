@@ -276,9 +276,25 @@ def _reuse(
     return _report(rec, clock)
 
 
+def affordable_offers(backend: Backend, spec: LaunchSpec) -> list[Offer]:
+    """The backend's ranked offers within ``max_price_per_hour``; never empty (raises instead)."""
+    offers = _within_budget(backend.plan(spec), spec)
+    if not offers:
+        raise NoCapacityError(
+            f"{backend.name} offered no GPU for {spec.cluster_name}",
+            hint="allow more GPUs/clouds/regions in infra, then try again",
+        )
+    return offers
+
+
 def _within_budget(offers: list[Offer], spec: LaunchSpec) -> list[Offer]:
     """Never launch above ``max_price_per_hour``, whatever the backend offered."""
     cap = spec.max_price_per_hour
+    if not offers and cap is not None:
+        raise BudgetError(
+            "the backend offered no priced GPU, so infra.max_price_per_hour cannot be checked",
+            hint="check infra.gpus/clouds (see `nomad plan`), or unset the cap to let the backend choose",
+        )
     kept = [o for o in offers if cap is None or o.price_per_hour <= cap]
     if offers and not kept:
         cheapest = min(o.price_per_hour for o in offers)

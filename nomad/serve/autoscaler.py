@@ -76,9 +76,9 @@ class BackendOps:
     def up(self, name: str) -> Launched:
         """Launch; wait for every endpoint's /system_stats; on any failure tear down (never pay for a broken node)."""
         spec = replace(self.spec, cluster_name=name)
-        current = self.backend.status(name)  # already up (left by an earlier run): reuse it
+        current = self.status(name)  # already up (left by an earlier run): reuse it
         up = current.state is ClusterState.UP and bool(current.endpoints)
-        info = current if up else self.backend.launch(spec)
+        info = current if up else self._launch(spec)
         provisioned = self.clock()
         try:
             if self.health_timeout_s is not None:
@@ -97,6 +97,17 @@ class BackendOps:
             state.save(self.data_dir, info)
         return Launched(info, provisioned, self.clock())
 
+    def _launch(self, spec: LaunchSpec) -> ClusterInfo:
+        """Launch on the cheapest offer within ``max_price_per_hour`` (never the backend's
+        unpriced choice), so the price cap holds and the spend the budget counts is real."""
+        from nomad.launch import affordable_offers
+
+        offer = affordable_offers(self.backend, spec)[0]
+        info = self.backend.launch(spec, offer)
+        info.offer = info.offer or offer
+        info.price_per_hour = info.price_per_hour or offer.price_per_hour
+        return info
+
     def down(self, name: str) -> None:
         """Idempotent teardown, and forget the record."""
         self.backend.teardown(name)
@@ -106,7 +117,16 @@ class BackendOps:
             state.remove(self.data_dir, name)
 
     def status(self, name: str) -> ClusterInfo:
-        return self.backend.status(name)
+        """The backend's view; price and offer filled from nomad's record (providers omit them)."""
+        info = self.backend.status(name)
+        if self.data_dir is not None and info.state is ClusterState.UP and not info.price_per_hour:
+            from nomad.backends import state
+
+            rec = state.load(self.data_dir, name)
+            if rec is not None:
+                info.price_per_hour = rec.price_per_hour
+                info.offer = info.offer or rec.offer
+        return info
 
 
 class Autoscaler:

@@ -212,3 +212,31 @@ async def test_cluster_left_up_is_adopted_and_idles_down(queue: SqlQueue, clock:
         clock.now = T0 + dt
         await scaler.step()
     assert launches(backend) == ["gpu"] and ("teardown", "gpu") in backend.calls
+
+
+def test_backend_ops_never_launches_above_the_price_cap(tmp_path: Path) -> None:
+    """The autoscaler's launch plans first: an offer above max_price_per_hour is refused, not launched."""
+    from nomad.backends.base import Offer
+    from nomad.errors import NomadError
+
+    pricey = Offer("fake", "r", "big", "H100", 1, 9.0, False)
+    backend = FakeBackend(offers=[pricey], price_per_hour=9.0)
+    spec = LaunchSpec(cluster_name="x", image_ref="", max_price_per_hour=2.0)
+    ops = BackendOps(backend, spec, tmp_path, health_timeout_s=None)
+    with pytest.raises(NomadError):
+        ops.up("gpu")
+    assert launches(backend) == []
+
+
+def test_backend_ops_launches_the_cheapest_offer_and_records_its_price(tmp_path: Path) -> None:
+    """The launched cluster carries the chosen offer's $/hour, so daily spend is counted."""
+    from nomad.backends.base import Offer
+
+    cheap = Offer("fake", "r", "small", "L4", 1, 0.5, False)
+    backend = FakeBackend(offers=[cheap, Offer("fake", "r", "big", "H100", 1, 3.0, False)])
+    spec = LaunchSpec(cluster_name="x", image_ref="", max_price_per_hour=2.0)
+    done = BackendOps(backend, spec, tmp_path, health_timeout_s=None).up("gpu")
+    assert done.info.offer == cheap and done.info.price_per_hour == 0.5
+    backend.clusters["gpu"].price_per_hour = 0.0  # providers (SkyPilot) report no price
+    again = BackendOps(backend, spec, tmp_path, health_timeout_s=None).status("gpu")
+    assert again.price_per_hour == 0.5  # filled from nomad's record for adoption
