@@ -159,14 +159,24 @@ async def _read_submission(request: web.Request) -> tuple[str, JSON, bytes | Non
         form = await request.post()
         image = form.get("image")
         raw = form.get("params") or "{}"
-        params = json.loads(raw if isinstance(raw, str) else "{}")
+        params = _params(json.loads(raw if isinstance(raw, str) else "{}"))
         data = image.file.read() if isinstance(image, web.FileField) else None
         name = image.filename if isinstance(image, web.FileField) else None
         return str(form.get("workflow", "")), params, data, name
     body = await request.json()
     if not isinstance(body, dict):
         raise WorkflowError("body must be a JSON object {workflow, params}")
-    return str(body.get("workflow", "")), dict(body.get("params") or {}), None, None
+    return str(body.get("workflow", "")), _params(body.get("params") or {}), None, None
+
+
+def _params(value: Any) -> JSON:
+    """``params`` must be a JSON object; anything else is a 400, not a 500."""
+    if not isinstance(value, dict):
+        raise WorkflowError(
+            f"params must be a JSON object of option: value, not {type(value).__name__}",
+            hint='e.g. {"prompt": "an astronaut"}',
+        )
+    return value
 
 
 async def _submit(request: web.Request) -> web.Response:

@@ -80,11 +80,18 @@ async def test_bad_parameters_queue_nothing(client: TestClient, queue: JobQueue)
         {"workflow": "nope", "params": {"prompt": "x"}},
         {"workflow": "flux_schnell", "params": {"prompt": "x", "colour": "red"}},
         {"workflow": "flux_schnell", "params": {"prompt": "x", "steps": 100000}},
+        {"workflow": "flux_schnell", "params": "a string"},
+        {"workflow": "flux_schnell", "params": [["prompt", "x"], [1, 2]]},
     ]
     for body in cases:
         r = await client.post("/api/jobs", json=body, headers=AUTH)
         assert r.status == 400, body
         assert (await r.json())["error"]
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("workflow", "flux_schnell")
+    form.add_field("params", "[1, 2]")
+    r = await client.post("/api/jobs", data=form, headers=AUTH)
+    assert r.status == 400 and "JSON object" in (await r.json())["error"]
     assert queue.list() == []
 
 
