@@ -8,6 +8,7 @@ Migrations run under an advisory lock, so many processes may start at once.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -55,7 +56,7 @@ class PostgresQueue(SqlQueue):
             return self._pg.connect(self._dsn, autocommit=True, connect_timeout=10)
         except self._pg.Error as exc:
             raise QueueError(
-                f"cannot connect to the PostgreSQL queue: {_short(exc)}",
+                f"cannot connect to the PostgreSQL queue: {_short(exc, self._dsn)}",
                 hint="check queue.url (NOMAD_QUEUE_URL) and that the server is up",
             ) from exc
 
@@ -88,11 +89,11 @@ class PostgresQueue(SqlQueue):
             if self._conn.closed:
                 self._conn = self._connect()  # next call gets a fresh connection
             raise QueueError(
-                f"PostgreSQL queue failed: {_short(exc)}",
+                f"PostgreSQL queue failed: {_short(exc, self._dsn)}",
                 hint="the operation was rolled back; retry",
             ) from exc
         except self._pg.Error as exc:
-            raise QueueError(f"PostgreSQL queue failed: {_short(exc)}") from exc
+            raise QueueError(f"PostgreSQL queue failed: {_short(exc, self._dsn)}") from exc
 
     def _notify_sql(self, sql: str) -> str:
         return (
@@ -167,6 +168,11 @@ class PostgresQueue(SqlQueue):
                     conn.close()
 
 
-def _short(exc: Exception) -> str:
-    """The first line of a driver message (never the DSN: psycopg does not echo passwords)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def _short(exc: Exception, dsn: str = "") -> str:
+    """The first line of a driver message, with the DSN and any password masked
+    (libpq echoes a malformed URI whole, password included)."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if dsn:
+        line = line.replace(dsn, "<queue.url>")
+    line = re.sub(r"(://[^:/@\s\"']*:)[^@\s\"']*@", r"\1***@", line)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", line, flags=re.IGNORECASE)

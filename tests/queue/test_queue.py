@@ -334,3 +334,23 @@ def test_open_queue_rejects_unknown_scheme(tmp_path: Path) -> None:
     """A URL with an unknown scheme is a ConfigError naming it."""
     with pytest.raises(ConfigError, match="mysql"):
         open_queue("mysql://x", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://bob:s3cr3tpw@[bad/db",  # libpq echoes a malformed URI whole
+        "postgresql://bob:s3cr3tpw@127.0.0.1:1/db",
+        "host=127.0.0.1 port=1 user=bob password=s3cr3tpw",
+    ],
+)
+def test_postgres_connect_errors_never_show_the_password(dsn: str) -> None:
+    """A bad or unreachable queue.url gives a QueueError that never contains the password."""
+    pytest.importorskip("psycopg")
+    from nomad.errors import QueueError
+    from nomad.queue.postgres import PostgresQueue
+
+    with pytest.raises(QueueError) as info:
+        PostgresQueue(dsn)
+    assert "cannot connect" in str(info.value)
+    assert "s3cr3tpw" not in str(info.value)
