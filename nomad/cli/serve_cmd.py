@@ -29,15 +29,52 @@ from nomad.cli.output import console, emit_json
     help="On SIGTERM/SIGINT, seconds running jobs may finish before they are requeued.",
 )
 @click.option("--keep-up", is_flag=True, help="Leave clusters running when serve exits.")
+@click.option(
+    "--with-bot",
+    is_flag=True,
+    help="Also run the Telegram bot (bot: in nomad.yaml, NOMAD_BOT_TOKEN) in this process.",
+)
+@click.option(
+    "--with-batch",
+    is_flag=True,
+    help="Also run the batch.jobs cron scheduler in this process (no system cron needed).",
+)
+@click.option(
+    "--batch-interval",
+    type=click.FloatRange(min=0.05),
+    default=30.0,
+    show_default=True,
+    help="With --with-batch: seconds between schedule checks.",
+)
 @click.pass_obj
-def serve(obj: Ctx, interval: float, grace: float, keep_up: bool) -> None:
-    """Run the queue, the autoscaler and the workers until SIGTERM/SIGINT."""
+def serve(
+    obj: Ctx,
+    interval: float,
+    grace: float,
+    keep_up: bool,
+    with_bot: bool,
+    with_batch: bool,
+    batch_interval: float,
+) -> None:
+    """Run the queue, the autoscaler and the workers until SIGTERM/SIGINT.
+
+    With --with-bot and --with-batch one process is a whole small deployment:
+    front doors share the queue, and SIGTERM stops them too (queued jobs stay
+    queued; the bot sends undelivered results on its next start).
+    """
     from nomad.serve.server import ServeOptions
     from nomad.serve.server import serve as run
 
     if obj.verbose == 0:
         logging.getLogger("nomad.serve").setLevel(logging.INFO)
-    opts = ServeOptions(interval=interval, grace_seconds=grace, keep_up=keep_up)
+    opts = ServeOptions(
+        interval=interval,
+        grace_seconds=grace,
+        keep_up=keep_up,
+        with_bot=with_bot,
+        with_batch=with_batch,
+        batch_interval=batch_interval,
+    )
     asyncio.run(run(obj.config, obj.data_dir, options=opts))
 
 

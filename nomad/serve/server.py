@@ -5,26 +5,44 @@ piece can be injected, which is how tests run it with FakeBackend or a
 runner double. SIGTERM/SIGINT stop launching, let running jobs finish for
 ``grace_seconds``, give the rest back to the queue, and (unless
 ``keep_up``) tear the clusters down so nothing bills after we exit.
+
+Front doors can run in the same process, sharing the queue (one process for a
+small deployment): ``with_bot`` runs the Telegram bot (long polling, or the
+webhook from ``bot.webhook``), ``with_batch`` a scheduler that enqueues due
+cron slots and copies finished batch outputs to their keys every
+``batch_interval`` seconds. Both are checked before anything starts and
+stopped on shutdown; queued jobs stay queued and the bot resumes undelivered
+results on its next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import logging
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from nomad.backends.base import Backend
-from nomad.config.schema import NomadConfig
+from nomad.config.schema import BatchJob, NomadConfig
+from nomad.errors import ConfigError, NomadError, NotAvailableError
 from nomad.queue.base import JobQueue
 from nomad.serve.autoscaler import Autoscaler, BackendOps, ClusterOps
 from nomad.serve.eta import EtaModel
 from nomad.serve.log import event
 from nomad.serve.outputs import OutputStore, S3Outputs
 from nomad.serve.policy import Policy, PolicyConfig
-from nomad.serve.runner import ComfyRunner, Runner
+from nomad.serve.runner import ComfyRunner, Runner, error_text
 from nomad.serve.worker import PoolConfig, WorkerPool
+
+if TYPE_CHECKING:
+    from nomad.storage import Storage
+
+DOOR_STOP_SECONDS = 10.0  # a batch round in progress may finish this long on shutdown
 
 
 @dataclass(frozen=True)
@@ -36,6 +54,9 @@ class ServeOptions:
     keep_up: bool = False
     health_timeout_s: float = 900.0
     heartbeat_seconds: float = 10.0
+    with_bot: bool = False
+    with_batch: bool = False
+    batch_interval: float = 30.0
 
 
 async def serve(
@@ -48,10 +69,12 @@ async def serve(
     ops: ClusterOps | None = None,
     store: OutputStore | None = None,
     runner: Runner | None = None,
+    storage: Storage | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT), then shut down gracefully."""
     opts = options or ServeOptions()
+    check_front_doors(cfg, opts)
     stop = stop or asyncio.Event()
     own_queue = queue is None
     if queue is None:
@@ -59,7 +82,7 @@ async def serve(
 
         queue = open_queue(cfg, data_dir)
     try:
-        store = store or _s3_outputs(cfg, data_dir)
+        store = store or S3Outputs(storage or _storage(cfg, data_dir, None))
         ops = ops or _backend_ops(cfg, data_dir, backend, opts)
         eta = EtaModel.from_json(queue.get_state("autoscaler", "history"))
         pool = WorkerPool(
@@ -82,17 +105,153 @@ async def serve(
             backend=cfg.infra.backend,
             idle_minutes=cfg.infra.idle_minutes,
             max_clusters=cfg.infra.max_clusters,
+            bot=opts.with_bot or None,
+            batch=opts.with_batch or None,
         )
         try:
-            await scaler.run(stop, opts.interval)
-        finally:
-            event("serve.stopping", running=pool.busy)
-            await pool.shutdown(opts.grace_seconds)
+            async with contextlib.AsyncExitStack() as doors:
+                if opts.with_bot or opts.with_batch:
+                    bucket = storage or _storage(cfg, data_dir, store)
+                    await _open_doors(doors, cfg, data_dir, opts, queue, bucket)
+                try:
+                    await scaler.run(stop, opts.interval)
+                finally:
+                    event("serve.stopping", running=pool.busy)
+                    await pool.shutdown(opts.grace_seconds)
+        finally:  # front doors are closed by now; clusters go down even if one failed
             await scaler.shutdown(teardown=not opts.keep_up)
             event("serve.stopped")
     finally:
         if own_queue:
             queue.close()
+
+
+def check_front_doors(cfg: NomadConfig, opts: ServeOptions) -> None:
+    """Refuse to start (nothing opened yet) when a requested front door cannot run."""
+    if not opts.with_bot:
+        return
+    try:
+        import telegram  # noqa: F401  (only to detect the extra)
+    except ImportError:
+        raise NotAvailableError(
+            "`nomad serve --with-bot` is not available: python-telegram-bot is not installed",
+            hint="pip install 'nomad[bot]', or run serve without --with-bot",
+        ) from None
+    from bot.run import bot_token
+
+    bot_token(cfg)  # ConfigError with the NOMAD_BOT_TOKEN hint when missing
+
+
+@contextlib.asynccontextmanager
+async def bot_door(
+    cfg: NomadConfig, data_dir: Path, queue: JobQueue, storage: Storage
+) -> AsyncIterator[Any]:
+    """Run the Telegram bot on this loop, sharing serve's queue; yields its runtime."""
+    from bot.app import build_application
+    from bot.deps import BotDeps
+    from bot.run import LaunchAdmin, bot_token, protect_token, running, workflow_loader
+
+    token = bot_token(cfg)
+    protect_token(token)
+    deps = BotDeps(
+        config=cfg.bot,
+        queue=queue,
+        storage=storage,
+        load_workflow=workflow_loader(),
+        admin=LaunchAdmin(cfg, data_dir),
+    )
+    proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
+    app = build_application(deps, token=token, base_url=cfg.bot.base_url, proxy=proxy)
+    webhook = cfg.bot.webhook if cfg.bot.mode == "webhook" else None
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            rt = await stack.enter_async_context(running(app, webhook=webhook))
+        except NomadError:
+            raise
+        except Exception as exc:  # PTB's errors stop at this seam
+            raise _bot_start_error(exc, cfg, token) from exc
+        event("bot.start", mode=cfg.bot.mode)
+        try:
+            yield rt
+        finally:
+            event("bot.stopping")
+    event("bot.stopped")
+
+
+def _bot_start_error(exc: Exception, cfg: NomadConfig, token: str) -> NomadError:
+    """A failed bot start (``getMe``, webhook setup) as a NomadError that says what to check."""
+    from telegram.error import InvalidToken
+
+    if isinstance(exc, InvalidToken):
+        return ConfigError(
+            "Telegram refused the bot token", hint="check NOMAD_BOT_TOKEN (from @BotFather)"
+        )
+    where = cfg.bot.base_url or "api.telegram.org"
+    return NomadError(
+        f"the Telegram bot could not start against {where}: "
+        + error_text(exc).replace(token, "<token>"),
+        hint="check the network (and privacy.proxy), or run serve without --with-bot",
+    )
+
+
+@contextlib.asynccontextmanager
+async def batch_door(
+    queue: JobQueue,
+    jobs: list[BatchJob],
+    storage: Storage,
+    interval: float,
+    *,
+    clock: Any = None,
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Tick the batch schedule in the background until the block exits (bounded stop)."""
+    if not jobs:
+        event("batch.no_jobs", level=logging.WARNING, hint="add batch.jobs to nomad.yaml")
+    halt = asyncio.Event()
+    task = asyncio.create_task(batch_loop(queue, jobs, storage, halt, interval, clock=clock))
+    try:
+        yield task
+    finally:
+        halt.set()
+        try:  # let a round in progress finish; past the bound it is cancelled (each step is
+            await asyncio.wait_for(task, DOOR_STOP_SECONDS)  # idempotent, so that is safe)
+        except TimeoutError:
+            event("batch.abandoned", level=logging.WARNING)
+
+
+async def batch_loop(
+    queue: JobQueue,
+    jobs: list[BatchJob],
+    storage: Storage,
+    halt: asyncio.Event,
+    interval: float,
+    *,
+    clock: Any = None,
+) -> None:
+    """``tick`` + ``collect`` every ``interval`` seconds until ``halt``; a failed round is logged."""
+    now = clock or (lambda: dt.datetime.now(dt.UTC))
+    event("batch.start", jobs=len(jobs), interval=interval)
+    while not halt.is_set():
+        await batch_round(queue, jobs, storage, now())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(halt.wait(), interval)
+
+
+async def batch_round(
+    queue: JobQueue, jobs: list[BatchJob], storage: Storage, now: dt.datetime
+) -> None:
+    """One scheduler round: enqueue due slots (idempotent), copy finished outputs (once each)."""
+    from nomad import batch
+
+    try:
+        fired = await asyncio.to_thread(batch.tick, queue, jobs, now)
+        stored = await asyncio.to_thread(batch.collect, queue, storage)
+    except Exception as exc:  # S3 down, a bad template: keep serving, the next round retries
+        event("batch.round_failed", level=logging.WARNING, error=error_text(exc))
+        return
+    for f in fired:
+        event("batch.queued", batch=f.name, slot=f.slot.isoformat(), job=f.job.id)
+    for key in stored:
+        event("batch.stored", key=key)
 
 
 def _on_signals(stop: asyncio.Event) -> None:
@@ -102,13 +261,33 @@ def _on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-def _s3_outputs(cfg: NomadConfig, data_dir: Path) -> OutputStore:
+def _storage(cfg: NomadConfig, data_dir: Path, store: OutputStore | None) -> Storage:
+    """The outputs bucket: the injected S3Outputs' own, else one from the config."""
+    if isinstance(store, S3Outputs):
+        return store.storage
     from nomad.dev.defaults import resolve_storage
     from nomad.storage import Storage
 
     storage = Storage(resolve_storage(cfg, data_dir))
     storage.ensure_bucket()
-    return S3Outputs(storage)
+    return storage
+
+
+async def _open_doors(
+    doors: contextlib.AsyncExitStack,
+    cfg: NomadConfig,
+    data_dir: Path,
+    opts: ServeOptions,
+    queue: JobQueue,
+    storage: Storage,
+) -> None:
+    """Start the requested front doors; ``doors`` stops them in reverse order."""
+    if opts.with_bot:
+        await doors.enter_async_context(bot_door(cfg, data_dir, queue, storage))
+    if opts.with_batch:
+        await doors.enter_async_context(
+            batch_door(queue, cfg.batch.jobs, storage, opts.batch_interval)
+        )
 
 
 def _backend_ops(
