@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from nomad.errors import UsageError
 from nomad.queue.base import Job, JobQueue
 from nomad.serve.outputs import OutputStore
 from nomad.serve.timings import phase_timings, total_seconds
+
+_PLACEHOLDER_PNG = b"\x89PNG\r\n\x1a\n"  # stands in for an uploaded input while validating
 
 
 def parse_sets(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -58,14 +61,32 @@ def submit(
     inputs: dict[str, str] | None = None,
     client_key: str | None = None,
     user: str | None = None,
+    workflow_dirs: Sequence[str | Path] | None = None,
 ) -> Job:
-    """Enqueue from the shell (front door ``cli``); a graph file path is stored absolute."""
+    """Enqueue from the shell (front door ``cli``); a graph file path is stored absolute.
+
+    With ``workflow_dirs`` (the config's ``workflows.dirs``) a named workflow is
+    loaded and bound first, so an unknown name or a bad ``--set`` is refused
+    here instead of waking a GPU for a job that can only fail.
+    """
     if workflow.endswith(".json"):
         path = Path(workflow)
         if not path.is_file():
             raise UsageError(f"workflow graph {workflow} not found")
         workflow = str(path.resolve())
+    elif workflow_dirs is not None:
+        check_bindable(workflow, params, inputs or {}, workflow_dirs)
     return queue.enqueue(workflow, params, inputs=inputs, client_key=client_key, user=user)
+
+
+def check_bindable(
+    workflow: str, params: dict[str, Any], inputs: dict[str, str], dirs: Sequence[str | Path]
+) -> None:
+    """Raise WorkflowError unless ``workflow`` exists and binds ``params`` (inputs stand in as images)."""
+    from nomad.workflows import load_workflow
+
+    wf = load_workflow(workflow, dirs)
+    wf.bind(params, images={name: _PLACEHOLDER_PNG for name in inputs})
 
 
 def describe(job: Job, position: int | None = None) -> dict[str, Any]:
