@@ -104,6 +104,12 @@ class RedactToken(logging.Filter):
         message = record.getMessage()
         if self.token in message:
             record.msg, record.args = message.replace(self.token, "<token>"), None
+        if record.exc_info and not record.exc_text:  # tracebacks carry request URLs too
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and self.token in record.exc_text:
+            record.exc_text = record.exc_text.replace(self.token, "<token>")
+        if record.stack_info and self.token in record.stack_info:
+            record.stack_info = record.stack_info.replace(self.token, "<token>")
         return True
 
 

@@ -53,6 +53,28 @@ async def test_token_never_logged(
         handler.filters.clear()
 
 
+def test_token_redacted_from_tracebacks() -> None:
+    """A logged exception whose text holds the token (a request URL) is redacted in the traceback."""
+    import io
+
+    from bot.run import RedactToken
+
+    token = "123456:SECRET-token"
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RedactToken(token))
+    log = logging.getLogger("nomad.test.redact")
+    log.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError(f"GET https://api.telegram.org/bot{token}/getUpdates failed")
+        except RuntimeError:
+            log.exception("bot handler failed", stack_info=True)
+    finally:
+        log.removeHandler(handler)
+    assert "getUpdates failed" in out.getvalue() and token not in out.getvalue()
+
+
 def test_parse_options() -> None:
     """Options anywhere in the message are taken out; numbers typed; the rest is the prompt."""
     p = parse_message("/f@nomad_bot an astronaut --seed 42 riding --ar 16:9 --cfg=3.5")
