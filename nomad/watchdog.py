@@ -95,11 +95,13 @@ def observe(base_url: str, fetch: Fetch = fetch_json) -> Observation:
         queue = fetch(base + "/queue")
         prompt = fetch(base + "/prompt")
         history = fetch(base + "/history?max_items=1")
-    except (OSError, ValueError, urllib.error.URLError):
+        remaining = int(((prompt or {}).get("exec_info") or {}).get("queue_remaining") or 0)
+        busy = bool(queue.get("queue_running") or queue.get("queue_pending") or remaining > 0)
+        last = max(history, default=None) if isinstance(history, dict) else None
+    except Exception:
+        # a cut-off reply (http.client.IncompleteRead) or odd JSON must not crash the
+        # switch: that would end the job and tear a busy node down
         return Observation(busy=None)
-    remaining = int(((prompt or {}).get("exec_info") or {}).get("queue_remaining") or 0)
-    busy = bool(queue.get("queue_running") or queue.get("queue_pending") or remaining > 0)
-    last = max(history, default=None) if isinstance(history, dict) else None
     return Observation(busy=busy, last_prompt=last)
 
 

@@ -120,6 +120,17 @@ def test_watchdog_stays_up_while_a_prompt_runs_then_exits_when_idle(held_comfy: 
     assert 600 <= t2.now <= 660 and "idle for" in logs[0]
 
 
+def test_garbled_or_cut_off_replies_read_as_unreachable_not_a_crash() -> None:
+    """An IncompleteRead or a non-object JSON reply is busy=None; the switch keeps running."""
+    import http.client
+
+    def cut_off(url: str) -> Any:
+        raise http.client.IncompleteRead(b"{")
+
+    assert observe("http://x", cut_off).busy is None
+    assert observe("http://x", lambda url: ["not", "an", "object"]).busy is None
+
+
 def test_cli_rejects_non_positive_idle_minutes(capsys: Any) -> None:
     """`python -m nomad.watchdog --idle-minutes 0` is a usage error, not a silent exit."""
     from nomad.watchdog import main
