@@ -66,9 +66,15 @@ def verify_config(cfg: PrivacyConfig, data_dir: Path, binary: str | None = None)
     path.write_text(render_config(cfg, data_dir))
     for hs in cfg.hidden_services:
         (data_dir / "privacy" / "hs" / hs.name).mkdir(parents=True, exist_ok=True, mode=0o700)
-    proc = subprocess.run(
-        [binary, "--verify-config", "-f", str(path)], capture_output=True, text=True, timeout=30
-    )
+    try:
+        proc = subprocess.run(
+            [binary, "--verify-config", "-f", str(path)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PrivacyError(
+            f"cannot run {binary} to check {path}: {exc}",
+            hint="fix privacy.binary (or put the client on PATH)",
+        ) from None
     if proc.returncode != 0:  # anon may abort with 134 on bad configs: any non-zero fails
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         raise PrivacyError(f"{binary} rejected {path}: {' / '.join(tail)}")

@@ -174,3 +174,9 @@ def test_env_proxy_vars_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     with httpx.Client(**httpx_kwargs(None)) as c:
         assert c._trust_env is False
     assert os.environ["ALL_PROXY"]
+
+
+def test_verify_config_with_a_missing_binary_is_a_privacy_error(tmp_path: Path) -> None:
+    """privacy.binary pointing nowhere gives a PrivacyError naming it, not a traceback."""
+    with pytest.raises(PrivacyError, match="cannot run /nonexistent/anon"):
+        verify_config(PrivacyConfig(enabled=True), tmp_path, binary="/nonexistent/anon")
