@@ -36,7 +36,12 @@ class LaunchAdmin:
 
         backend = backends.get_backend(None, self.cfg, self.data_dir)
         spec = launch.spec_from_config(self.cfg, self.data_dir, need_image=True)
-        report = launch.up(backend, spec, self.data_dir)
+        report = launch.up(
+            backend,
+            spec,
+            self.data_dir,
+            guard=lambda: launch.check_daily_budget(self.cfg, self.data_dir),
+        )
         return f"Up: {report.info.name} ({report.info.state.value})."
 
     def down(self) -> str:

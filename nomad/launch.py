@@ -215,13 +215,20 @@ def up(
     health_client: httpx.Client | None = None,
     events: Events | None = None,
     clock: Callable[[], float] = time.time,
+    guard: Callable[[], None] | None = None,
 ) -> ClusterReport:
-    """Launch on the best offer, falling back to the next on capacity/quota/health failure."""
+    """Launch on the best offer, falling back to the next on capacity/quota/health failure.
+
+    ``guard`` runs before anything new is launched (not when the cluster is
+    already up) and refuses by raising, e.g. :func:`check_daily_budget`.
+    """
     say = events or (lambda _msg: None)
     existing = _reuse(backend, spec, data_dir, clock)
     if existing is not None:
         say(f"{spec.cluster_name} is already up")
         return existing
+    if guard is not None:
+        guard()
     offers = _within_budget(backend.plan(spec), spec)
     offers = _deprioritise(offers, state.load(data_dir, spec.cluster_name))
     attempts: list[Attempt] = []
@@ -285,6 +292,51 @@ def affordable_offers(backend: Backend, spec: LaunchSpec) -> list[Offer]:
             hint="allow more GPUs/clouds/regions in infra, then try again",
         )
     return offers
+
+
+def spend_today(
+    cfg: NomadConfig, data_dir: Path, *, clock: Callable[[], float] = time.time
+) -> float:
+    """USD spent on GPUs since 00:00 UTC: clusters recorded as up (their time up today) plus
+    clusters the autoscaler already closed today (its ledger in the queue's state table)."""
+    now = clock()
+    midnight = now - now % 86400.0
+    live = sum(
+        rec.price_per_hour * max(0.0, now - max(rec.started_at, midnight)) / 3600.0
+        for rec in state.load_all(data_dir)
+        if rec.state == ClusterState.UP and rec.started_at is not None
+    )
+    return live + _closed_today(cfg, data_dir, now)
+
+
+def _closed_today(cfg: NomadConfig, data_dir: Path, now: float) -> float:
+    if cfg.queue.url is None and not (Path(data_dir) / "queue.db").exists():
+        return 0.0  # no queue, so no autoscaler has spent anything
+    from nomad.queue import open_queue
+
+    queue = open_queue(cfg, data_dir)
+    try:
+        doc = queue.get_state("autoscaler", "history") or {}
+    finally:
+        queue.close()
+    spent = doc.get("spent") if isinstance(doc, dict) else None
+    value = spent.get(str(int(now // 86400.0))) if isinstance(spent, dict) else None
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def check_daily_budget(
+    cfg: NomadConfig, data_dir: Path, *, clock: Callable[[], float] = time.time
+) -> None:
+    """Refuse a new launch once today's spend has reached ``infra.daily_budget``."""
+    budget = cfg.infra.daily_budget
+    if budget is None:
+        return
+    spent = spend_today(cfg, data_dir, clock=clock)
+    if spent >= budget:
+        raise BudgetError(
+            f"daily budget ${budget:.2f} reached (${spent:.2f} spent today); it resets at 00:00 UTC",
+            hint="raise infra.daily_budget, or run `nomad status` if a recorded cluster is already gone",
+        )
 
 
 def _within_budget(offers: list[Offer], spec: LaunchSpec) -> list[Offer]:

@@ -176,9 +176,18 @@ def up(
         click.echo(yaml.safe_dump(redacted(config), sort_keys=False))
         return
     backend = _backend(ctx, backend_name, catalog)
+
+    def guard() -> None:
+        launch.check_daily_budget(ctx.config, ctx.data_dir)
+
     if as_json:
         report = launch.up(
-            backend, spec, ctx.data_dir, max_attempts=attempts, health_timeout_s=timeout
+            backend,
+            spec,
+            ctx.data_dir,
+            max_attempts=attempts,
+            health_timeout_s=timeout,
+            guard=guard,
         )
     else:
         con = console()
@@ -190,6 +199,7 @@ def up(
                 max_attempts=attempts,
                 health_timeout_s=timeout,
                 events=con.log,
+                guard=guard,
             )
     if as_json:
         emit_json(report.to_json())

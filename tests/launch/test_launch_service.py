@@ -221,3 +221,34 @@ def test_status_includes_queue_summary_when_serve_provides_it(
     launch.up(fake, make_spec(), tmp_path, health_timeout_s=5)
     (st,) = launch.status(lambda _b: fake, tmp_path, config=NomadConfig())
     assert st.queue == {"queued": 3, "running": 1} and st.to_json()["queue"]["queued"] == 3
+
+
+def test_daily_budget_refuses_a_new_launch_once_spent(comfy: FakeComfy, tmp_path: Path) -> None:
+    """Recorded clusters' time up today plus the autoscaler's closed spend count; at the budget, no launch."""
+    from nomad.backends.base import ClusterInfo
+    from nomad.config.schema import NomadConfig
+    from nomad.queue import open_queue
+
+    cfg = NomadConfig.model_validate({"infra": {"daily_budget": 1.0}})
+    day = 20_000 * 86400.0
+    clock = Clock(day + 2 * 3600)  # 02:00 UTC
+    fake = _fake(comfy, clock=clock)
+
+    def guard() -> None:
+        launch.check_daily_budget(cfg, tmp_path, clock=clock)
+
+    q = open_queue(None, tmp_path)
+    q.put_state("autoscaler", "history", {"spent": {"20000": 0.6, "19999": 50.0}})
+    q.close()
+    assert launch.spend_today(cfg, tmp_path, clock=clock) == pytest.approx(0.6)
+    state.save(  # up since yesterday at $0.25/h: two hours count today
+        tmp_path,
+        ClusterInfo("other", "fake", ClusterState.UP, price_per_hour=0.25, started_at=day - 3600),
+    )
+    assert launch.spend_today(cfg, tmp_path, clock=clock) == pytest.approx(1.1)
+    with pytest.raises(BudgetError, match="daily budget"):
+        launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard)
+    assert [c for c in fake.calls if c[0] == "launch"] == []
+    state.remove(tmp_path, "other")  # under budget again: the launch goes ahead
+    report = launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard)
+    assert report.info.state == ClusterState.UP
