@@ -62,11 +62,12 @@ def resolve_registry(cfg: NomadConfig, data_dir: Path) -> RegistrySettings:
         s3 = None
         if reg.direct_s3 and cfg.storage.endpoint_url and cfg.storage.access_key_id:
             s3 = resolve_storage(cfg, data_dir)
+        url, user, password = _split_userinfo(reg.url.rstrip("/"))
         return RegistrySettings(
-            url=reg.url.rstrip("/"),
+            url=url,
             repository=repository,
-            username=reg.username,
-            password=reg.password.get_secret_value() if reg.password else None,
+            username=reg.username or user,
+            password=reg.password.get_secret_value() if reg.password else password,
             insecure=reg.insecure,
             s3=s3,
         )
@@ -79,3 +80,15 @@ def resolve_registry(cfg: NomadConfig, data_dir: Path) -> RegistrySettings:
     return RegistrySettings(
         url=info.registry_url, repository=repository, insecure=True, s3=info.s3_settings()
     )
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """``https://user:pass@host`` → (``https://host``, user, pass): the URL nomad prints and
+    logs never carries credentials; they become the registry login instead."""
+    import httpx
+
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return url, None, None
+    clean = str(parsed.copy_with(username=None, password=None)).rstrip("/")
+    return clean, parsed.username or None, parsed.password or None

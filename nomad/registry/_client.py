@@ -71,7 +71,11 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
         verify: bool = True,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        url = httpx.URL(base_url.rstrip("/"))
+        if url.userinfo:  # never keep credentials in a URL that error messages show
+            username, password = username or url.username, password or url.password
+            url = url.copy_with(username=None, password=None)
+        self.base_url = str(url).rstrip("/")
         self.username = username
         self._password = password
         self._own = client is None

@@ -70,3 +70,10 @@ def test_configured_registry(stack: StackInfo) -> None:
                   storage={"endpoint_url": "https://s3.example.com", "access_key_id": "AK",
                            "secret_access_key": "SK"})  # fmt: skip
     assert resolve_registry(direct, stack.data_dir).s3 is not None
+
+
+def test_registry_url_credentials_move_to_the_login(tmp_path: Path) -> None:
+    """registry.url with user:pass@ resolves to a clean URL plus username/password."""
+    reg = resolve_registry(_cfg(registry={"url": "https://bob:pw1234@reg.example.com/"}), tmp_path)
+    assert reg.url == "https://reg.example.com"
+    assert (reg.username, reg.password) == ("bob", "pw1234")

@@ -82,6 +82,21 @@ def test_registry_down_is_unreachable_error() -> None:
     assert "nomad dev up" in (err.value.hint or "")
 
 
+def test_credentials_in_the_registry_url_become_the_login_and_never_show() -> None:
+    """https://user:pass@host: errors name the host only; the pair is sent as Basic auth."""
+    seen: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(req.headers.get("Authorization", ""))
+        raise httpx.ConnectError("refused", request=req)
+
+    c = RegistryClient("http://bob:pw1234@127.0.0.1:9", transport=httpx.MockTransport(handler))
+    with pytest.raises(RegistryUnreachable) as err:
+        c.ping()
+    assert "pw1234" not in str(err.value) and "127.0.0.1:9" in str(err.value)
+    assert c.base_url == "http://127.0.0.1:9" and seen[0].startswith("Basic ")
+
+
 def test_mount_declined_cancels_the_session() -> None:
     """A 202 answer to a mount means 'not mounted': the opened upload is deleted."""
     seen: list[str] = []
