@@ -202,9 +202,14 @@ async def _submit(request: web.Request) -> web.Response:
         inputs=inputs,
         front_door="web",
         user=user,
-        client_key=request.headers.get("Idempotency-Key"),
+        client_key=_client_key(user, request.headers.get("Idempotency-Key")),
     )
     return web.json_response(await _job_doc(deps, job), status=202)
+
+
+def _client_key(user: str, key: str | None) -> str | None:
+    """Idempotency keys are per token: another user's same key must not return their job."""
+    return f"{user}:{key}" if key else None
 
 
 async def _job_doc(deps: WebDeps, job: Job) -> JSON:

@@ -141,3 +141,7 @@ async def test_idempotency_key(client: TestClient, queue: JobQueue) -> None:
     a = await (await client.post("/api/jobs", json=body, headers=headers)).json()
     b = await (await client.post("/api/jobs", json=body, headers=headers)).json()
     assert a["id"] == b["id"] and len(queue.list()) == 1
+    other = {"Authorization": f"Bearer {OTHER}", "Idempotency-Key": "k-1"}
+    c = await client.post("/api/jobs", json=body, headers=other)
+    assert c.status == 202 and (await c.json())["id"] != a["id"]  # keys are per token
+    assert len(queue.list()) == 2
