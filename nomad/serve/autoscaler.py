@@ -69,9 +69,11 @@ class BackendOps:
         *,
         health_timeout_s: float | None = 900.0,
         clock: Callable[[], float] = time.time,
+        max_attempts: int = 3,
     ) -> None:
         self.backend, self.spec, self.data_dir = backend, spec, data_dir
         self.health_timeout_s, self.clock = health_timeout_s, clock
+        self.max_attempts = max(1, max_attempts)
 
     def up(self, name: str) -> Launched:
         """Launch; wait for every endpoint's /system_stats; on any failure tear down (never pay for a broken node)."""
@@ -100,13 +102,20 @@ class BackendOps:
     def _launch(self, spec: LaunchSpec) -> ClusterInfo:
         """Launch on the cheapest offer within ``max_price_per_hour`` (never the backend's
         unpriced choice), so the price cap holds and the spend the budget counts is real."""
-        from nomad.launch import affordable_offers
+        from nomad.launch import RETRYABLE, affordable_offers
 
-        offer = affordable_offers(self.backend, spec)[0]
-        info = self.backend.launch(spec, offer)
-        info.offer = info.offer or offer
-        info.price_per_hour = info.price_per_hour or offer.price_per_hour
-        return info
+        offers = affordable_offers(self.backend, spec)[: self.max_attempts]
+        for i, offer in enumerate(offers):
+            try:
+                info = self.backend.launch(spec, offer)
+            except RETRYABLE:  # no capacity / quota there: the next cheapest offer
+                if i == len(offers) - 1:
+                    raise
+                continue
+            info.offer = info.offer or offer
+            info.price_per_hour = info.price_per_hour or offer.price_per_hour
+            return info
+        raise AssertionError("unreachable: affordable_offers is never empty")
 
     def down(self, name: str) -> None:
         """Idempotent teardown, and forget the record."""

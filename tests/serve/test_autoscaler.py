@@ -237,6 +237,11 @@ def test_backend_ops_launches_the_cheapest_offer_and_records_its_price(tmp_path:
     spec = LaunchSpec(cluster_name="x", image_ref="", max_price_per_hour=2.0)
     done = BackendOps(backend, spec, tmp_path, health_timeout_s=None).up("gpu")
     assert done.info.offer == cheap and done.info.price_per_hour == 0.5
+    backend.script_launches([NoCapacityError("no L4 left")])  # sold out: the next offer
+    mid = Offer("fake", "r", "mid", "L40S", 1, 1.5, False)
+    backend.offers = [cheap, mid]
+    again_up = BackendOps(backend, spec, tmp_path, health_timeout_s=None).up("gpu2")
+    assert again_up.info.offer == mid and again_up.info.price_per_hour == 1.5
     backend.clusters["gpu"].price_per_hour = 0.0  # providers (SkyPilot) report no price
     again = BackendOps(backend, spec, tmp_path, health_timeout_s=None).status("gpu")
     assert again.price_per_hour == 0.5  # filled from nomad's record for adoption
