@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +66,14 @@ def build_deps(cfg: NomadConfig, data_dir: Path) -> BotDeps:
         config=cfg.bot,
         queue=open_queue(cfg, data_dir),
         storage=Storage(resolve_storage(cfg, data_dir)),
-        load_workflow=workflow_loader(),
+        load_workflow=workflow_loader(cfg.workflows.dirs),
         admin=LaunchAdmin(cfg, data_dir),
     )
 
 
-def workflow_loader() -> Any:
-    """``nomad.workflows.load_workflow``, or a clear error if this build has none."""
+def workflow_loader(dirs: Sequence[str | Path] = ()) -> Any:
+    """``nomad.workflows.load_workflow`` over the built-ins and ``dirs`` (``workflows.dirs``),
+    or a clear error if this build has none."""
     try:
         from nomad.workflows import load_workflow
     except ImportError as exc:
@@ -82,7 +83,7 @@ def workflow_loader() -> Any:
         ) from exc
 
     def load(name: str) -> WorkflowLike:
-        wf: WorkflowLike = load_workflow(name)
+        wf: WorkflowLike = load_workflow(name, dirs)
         return wf
 
     return load

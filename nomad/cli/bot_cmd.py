@@ -50,10 +50,16 @@ def bot(ctx: Ctx, mode: str | None, check: bool) -> None:
     if check:
         bot_token(cfg)
         deps = build_deps(cfg, ctx.data_dir)
-        names = sorted(set(cfg.bot.commands.values()))
-        for name in names:
-            deps.load_workflow(name)
-        deps.queue.close()
+        try:
+            deps.queue.counts()  # a real round trip, not just an open handle
+            check_storage = getattr(deps.storage, "check", None)
+            if check_storage is not None:
+                check_storage()  # HEAD bucket: endpoint, keys and bucket
+            names = sorted(set(cfg.bot.commands.values()))
+            for name in names:
+                deps.load_workflow(name)
+        finally:
+            deps.queue.close()
         click.echo(f"ok: token set, queue and storage reachable, {len(names)} workflows bound")
         return
     click.echo(f"nomad bot: {mode or cfg.bot.mode}; Ctrl-C to stop", err=True)

@@ -35,6 +35,34 @@ def test_bot_without_token_is_a_config_error(tmp_path: Any, monkeypatch: Any) ->
     assert exc.value.code == 2
 
 
+def test_bot_check_fails_when_storage_is_unreachable(tmp_path: Any, monkeypatch: Any) -> None:
+    """`nomad bot --check` really reaches S3: a dead endpoint is a storage error, not "ok"."""
+    from nomad.cli.errors import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NOMAD_BOT_TOKEN", "123:abc")
+    monkeypatch.setenv("NOMAD_S3_ENDPOINT", "http://127.0.0.1:1")
+    monkeypatch.setenv("NOMAD_S3_ACCESS_KEY_ID", "AK")
+    monkeypatch.setenv("NOMAD_S3_SECRET_ACCESS_KEY", "SK")
+    with pytest.raises(SystemExit) as exc:
+        run_cli(cli, ["--data-dir", str(tmp_path), "bot", "--check"])
+    assert exc.value.code == 4
+
+
+def test_bot_loads_workflows_from_workflows_dirs(tmp_path: Any) -> None:
+    """A command bound to a workflow in workflows.dirs (not a built-in) loads."""
+    import shutil
+
+    from bot.run import workflow_loader
+    from nomad.workflows._library import builtin_dir
+
+    src = builtin_dir()
+    shutil.copy(src / "flux_schnell.json", tmp_path / "flux_schnell.json")
+    text = (src / "flux_schnell.yaml").read_text().replace("name: flux_schnell", "name: my_flux")
+    (tmp_path / "my_flux.yaml").write_text(text)
+    assert workflow_loader([tmp_path])("my_flux").params
+
+
 async def test_token_never_logged(
     botapi: BotApiStub, make_bot: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
