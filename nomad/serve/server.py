@@ -57,6 +57,7 @@ class ServeOptions:
     with_bot: bool = False
     with_batch: bool = False
     batch_interval: float = 30.0
+    bot_poll_timeout: int = 30  # seconds one getUpdates long poll may wait
 
 
 async def serve(
@@ -144,7 +145,7 @@ def check_front_doors(cfg: NomadConfig, opts: ServeOptions) -> None:
 
 @contextlib.asynccontextmanager
 async def bot_door(
-    cfg: NomadConfig, data_dir: Path, queue: JobQueue, storage: Storage
+    cfg: NomadConfig, data_dir: Path, queue: JobQueue, storage: Storage, *, poll_timeout: int = 30
 ) -> AsyncIterator[Any]:
     """Run the Telegram bot on this loop, sharing serve's queue; yields its runtime."""
     from bot.app import build_application
@@ -165,7 +166,8 @@ async def bot_door(
     webhook = cfg.bot.webhook if cfg.bot.mode == "webhook" else None
     async with contextlib.AsyncExitStack() as stack:
         try:
-            rt = await stack.enter_async_context(running(app, webhook=webhook))
+            door = running(app, poll_timeout=poll_timeout, webhook=webhook)
+            rt = await stack.enter_async_context(door)
         except NomadError:
             raise
         except Exception as exc:  # PTB's errors stop at this seam
@@ -283,7 +285,8 @@ async def _open_doors(
 ) -> None:
     """Start the requested front doors; ``doors`` stops them in reverse order."""
     if opts.with_bot:
-        await doors.enter_async_context(bot_door(cfg, data_dir, queue, storage))
+        bot = bot_door(cfg, data_dir, queue, storage, poll_timeout=opts.bot_poll_timeout)
+        await doors.enter_async_context(bot)
     if opts.with_batch:
         await doors.enter_async_context(
             batch_door(queue, cfg.batch.jobs, storage, opts.batch_interval)
