@@ -161,7 +161,8 @@ class SqlQueue(JobQueue):
     ) -> Job:
         """Insert a job; same ``client_key`` ⇒ same job; quotas checked in the same transaction."""
         now = self.clock()
-        quota = user is not None and (self.limits.in_flight or self.limits.per_day)
+        lim = self.limits
+        quota = user is not None and (lim.in_flight is not None or lim.per_day is not None)
         if client_key is None and not quota:  # nothing to check first: one statement
             with self._auto() as cur:
                 row = self._exec(

@@ -207,6 +207,14 @@ def test_in_flight_limit(make_queue: Callable[..., SqlQueue]) -> None:
     queue.enqueue("w", {}, user="u1")
 
 
+def test_zero_limit_refuses_every_user_job(make_queue: Callable[..., SqlQueue]) -> None:
+    """A limit of 0 is a limit (it used to read as 'no quota' and skip the check)."""
+    queue = make_queue(limits=Limits(in_flight=0, per_day=None))
+    with pytest.raises(LimitExceeded):
+        queue.enqueue("w", {}, user="u1")
+    assert queue.list() == []
+
+
 def test_per_day_limit_with_resets_at(make_queue: Callable[..., SqlQueue], clock: Clock) -> None:
     """The daily quota refuses with resets_at = oldest job in the window + 24 h, and then frees."""
     queue = make_queue(limits=Limits(in_flight=None, per_day=2))
