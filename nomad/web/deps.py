@@ -16,7 +16,11 @@ def build_deps(cfg: NomadConfig, data_dir: Path, extra_tokens: list[str] | None 
     from nomad.workflows import list_workflows, load_workflow
 
     dirs = tuple(cfg.workflows.dirs)
-    names = cfg.web.workflows or cfg.workflows.enabled or [w.name for w in list_workflows(dirs)]
+    names = (
+        cfg.web.workflows
+        or cfg.workflows.enabled
+        or [w.name for w in list_workflows(dirs) if w.error is None]  # broken ones: not offered
+    )
     tokens = [t.get_secret_value() for t in cfg.web.tokens] + list(extra_tokens or [])
     return WebDeps(
         config=cfg.web,

@@ -145,3 +145,19 @@ async def test_idempotency_key(client: TestClient, queue: JobQueue) -> None:
     c = await client.post("/api/jobs", json=body, headers=other)
     assert c.status == 202 and (await c.json())["id"] != a["id"]  # keys are per token
     assert len(queue.list()) == 2
+
+
+def test_broken_workflow_in_dirs_is_not_offered(tmp_path: Path) -> None:
+    """A binding whose graph is missing is left out of the offered list (it broke /api/workflows)."""
+    from nomad.config.schema import NomadConfig
+    from nomad.web.deps import build_deps
+
+    (tmp_path / "broken.yaml").write_text("name: broken\ngraph: missing.json\nparams: {}\n")
+    cfg = NomadConfig.model_validate(
+        {"workflows": {"dirs": [str(tmp_path)]}, "storage": {"endpoint_url": "http://127.0.0.1:1"}}
+    )
+    deps = build_deps(cfg, tmp_path / "data")
+    try:
+        assert "broken" not in deps.workflow_names and "flux_schnell" in deps.workflow_names
+    finally:
+        deps.queue.close()
