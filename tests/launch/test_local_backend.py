@@ -79,3 +79,36 @@ def test_no_command_and_no_docker_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"infra.local.command"):
         backend.launch(make_spec(cluster_name="x"))
     assert not (tmp_path / "local" / "x" / "pids.json").exists()
+
+
+def test_docker_mode_status_reads_the_containers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker mode has no pids file: status comes from the labelled containers (it said GONE)."""
+    from types import SimpleNamespace
+
+    from nomad.backends.local import docker_engine
+
+    boxes = [
+        SimpleNamespace(
+            labels={"nomad.cluster": "box", "nomad.gpu": str(g), "nomad.port": str(9000 + g)},
+            status=st,
+        )
+        for g, st in ((0, "running"), (1, "running"))
+    ]
+
+    class Containers:
+        def list(self, all: bool, filters: dict[str, str]) -> list[SimpleNamespace]:
+            return [
+                b for b in boxes if filters["label"] == f"nomad.cluster={b.labels['nomad.cluster']}"
+            ]
+
+    monkeypatch.setattr(docker_engine, "available", lambda: True)
+    monkeypatch.setattr(docker_engine, "_client", lambda: SimpleNamespace(containers=Containers()))
+    backend = LocalBackend(LocalBackendConfig(mode="docker", price_per_hour=0.25), tmp_path)
+    info = backend.status("box")
+    assert info.state == ClusterState.UP
+    assert [e.url for e in info.endpoints] == ["http://127.0.0.1:9000", "http://127.0.0.1:9001"]
+    boxes[1].status = "exited"
+    assert backend.status("box").state == ClusterState.FAILED
+    assert backend.status("other").state == ClusterState.GONE

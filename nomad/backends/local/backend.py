@@ -92,6 +92,8 @@ class LocalBackend(Backend):
     def status(self, cluster_name: str) -> ClusterInfo:
         """UP while every recorded process lives; FAILED when some died; GONE when none recorded."""
         procs = self._read(cluster_name)
+        if not procs and self.cfg.mode != "command":
+            return self._docker_status(cluster_name)
         if not procs:
             return ClusterInfo(name=cluster_name, backend=self.name, state=ClusterState.GONE)
         dead = [p for p in procs if not _same_process(p)]
@@ -110,6 +112,27 @@ class LocalBackend(Backend):
             log = self._dir(cluster_name) / f"comfy-{dead[0].gpu}.log"
             info.detail = f"{len(dead)} of {len(procs)} ComfyUI processes exited; see {log}"
         return info
+
+    def _docker_status(self, cluster_name: str) -> ClusterInfo:
+        """Docker mode keeps no pids: the containers (labelled with cluster, gpu, port) are the record."""
+        rows = docker_engine.containers(cluster_name)
+        if not rows:
+            return ClusterInfo(name=cluster_name, backend=self.name, state=ClusterState.GONE)
+        stopped = [gpu for gpu, _port, running in rows if not running]
+        return ClusterInfo(
+            name=cluster_name,
+            backend=self.name,
+            state=ClusterState.FAILED if stopped else ClusterState.UP,
+            endpoints=[
+                Endpoint(url=f"http://{self.cfg.host}:{port}", gpu_index=gpu)
+                for gpu, port, _running in rows
+            ],
+            price_per_hour=self.cfg.price_per_hour,
+            detail=f"{len(stopped)} of {len(rows)} ComfyUI containers stopped "
+            f"(docker logs nomad-{cluster_name}-{stopped[0]})"
+            if stopped
+            else None,
+        )
 
     def teardown(self, cluster_name: str) -> None:
         """Stop every process of the cluster (group-wide) and forget it. Idempotent."""

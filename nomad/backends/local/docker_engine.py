@@ -60,7 +60,11 @@ def run(spec: LaunchSpec, ports: list[int]) -> list[str]:
                 device_requests=[
                     docker.types.DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])
                 ],
-                labels={"nomad.cluster": spec.cluster_name},
+                labels={
+                    "nomad.cluster": spec.cluster_name,
+                    "nomad.gpu": str(gpu),
+                    "nomad.port": str(port),
+                },
             )
         except Exception as exc:
             remove(spec.cluster_name)
@@ -70,6 +74,24 @@ def run(spec: LaunchSpec, ports: list[int]) -> list[str]:
             ) from exc
         ids.append(str(c.id))
     return ids
+
+
+def containers(cluster_name: str) -> list[tuple[int, int, bool]]:
+    """``(gpu, host port, running)`` per container of the cluster; [] with none or no engine."""
+    if not available():
+        return []
+    rows = []
+    found = _client().containers.list(all=True, filters={"label": f"nomad.cluster={cluster_name}"})
+    for c in found:
+        labels = c.labels or {}
+        rows.append(
+            (
+                int(labels.get("nomad.gpu", 0)),
+                int(labels.get("nomad.port", 0)),
+                c.status == "running",
+            )
+        )
+    return sorted(rows)
 
 
 def remove(cluster_name: str) -> None:
