@@ -7,6 +7,13 @@ If the socket drops mid-run the client reconnects and falls back to
 :class:`~nomad.errors.ComfyConnectionError` instead of hanging. Every wait is
 bounded.
 
+Giving up on a prompt never leaves it behind: if ``run`` is cancelled, its
+``on_event`` handler raises or its timeout expires, the client asks ComfyUI to
+drop the prompt (queue delete + ``/interrupt`` for that prompt id only; best
+effort, bounded by ``cleanup_timeout``) and then re-raises. Waits use
+``asyncio.timeout``, not ``asyncio.wait_for``: on Python 3.11 ``wait_for``
+swallows a cancel that arrives as the awaited operation completes.
+
 The HTTP client is injectable (``http=httpx.AsyncClient(transport=…)``) and so
 is the WebSocket connector (``ws_connect``); ``proxy`` (``socks5h://…``) routes
 both through SOCKS for the privacy feature.
@@ -53,10 +60,12 @@ class ComfyClient:
         run_timeout: float = 3600,
         poll_interval: float = 2.0,
         ws_connect: WsConnect | None = None,
+        cleanup_timeout: float = 5.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.proxy, self.timeout = proxy, timeout
         self.run_timeout, self.poll_interval = run_timeout, poll_interval
+        self.cleanup_timeout = cleanup_timeout
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(proxy=proxy, timeout=timeout, trust_env=False)
         self._ws_connect = ws_connect
@@ -218,6 +227,13 @@ class ComfyClient:
 
         ``inputs`` maps the file name a LoadImage node references to its bytes;
         the graph (a deep copy) is rewritten to the server-side names.
+
+        ``on_event`` (sync or async) gets every event of this prompt. If it
+        raises, the run stops: the prompt is interrupted (or dropped from the
+        queue) and the handler's exception propagates unchanged. The same
+        clean-up runs when the task is cancelled (``CancelledError`` is
+        re-raised; the clean-up is bounded by ``cleanup_timeout``) and when
+        ``timeout`` expires (:class:`ComfyTimeout`).
         """
         clock = time.monotonic
         deadline = clock() + (timeout or self.run_timeout)
@@ -234,6 +250,10 @@ class ComfyClient:
             await self.queue_prompt(graph, client_id, prompt_id)
             t_queued = clock()
             entry = await follower.follow(deadline)
+        except (Exception, asyncio.CancelledError) as exc:
+            if follower.handler_failed or _gives_up(exc):
+                await self._abandon(prompt_id)
+            raise
         finally:
             await follower.close()
         t_done = clock()
@@ -249,6 +269,15 @@ class ComfyClient:
             "total": t_end - t0,
         }
         return RunResult(prompt_id, outputs, timings, entry, follower.cached)
+
+    async def _abandon(self, prompt_id: str) -> None:
+        """Drop our prompt if still queued, interrupt it if running; best effort, bounded."""
+        try:
+            async with asyncio.timeout(self.cleanup_timeout):
+                await self.delete_from_queue([prompt_id])  # first: it may start meanwhile
+                await self.interrupt(prompt_id)  # a no-op unless ours is the running one
+        except Exception as exc:  # TimeoutError, ComfyError: the caller's error matters more
+            log.warning("could not stop prompt %s on %s: %s", prompt_id, self.base_url, exc)
 
     async def _download(self, entry: dict[str, Any]) -> list[Output]:
         result = []
@@ -283,6 +312,15 @@ def _rename_input(graph: dict[str, Any], name: str, server_name: str) -> None:
                 inputs[key] = server_name
 
 
+def _gives_up(exc: BaseException) -> bool:
+    """Whether ``run`` stopped waiting while its prompt may still be queued or running.
+
+    Cancellation, the run timeout and unexpected errors: yes. Other ComfyErrors
+    mean the server is gone, forgot the prompt or never accepted it.
+    """
+    return isinstance(exc, ComfyTimeout) or not isinstance(exc, ComfyError)
+
+
 def _raise_for_status(entry: dict[str, Any]) -> None:
     status = entry.get("status") or {}
     if status.get("status_str", "success") == "success":
@@ -314,6 +352,7 @@ class _Follower:
         self.started_at: float | None = None
         self.cached: list[str] = []
         self.finished = False
+        self.handler_failed = False
 
     @property
     def ws_url(self) -> str:
@@ -329,18 +368,16 @@ class _Follower:
 
             connect = ws_connect
         try:
-            self.ws = await asyncio.wait_for(
-                connect(
+            async with asyncio.timeout(self.client.timeout):
+                self.ws = await connect(
                     self.ws_url,
                     proxy=self.client.proxy,
                     max_size=None,
                     open_timeout=self.client.timeout,
                     ping_interval=20,
                     ping_timeout=20,
-                ),
-                self.client.timeout,
-            )
-        except (OSError, TimeoutError, Exception) as exc:  # any failure: fall back to /history
+                )
+        except Exception as exc:  # refused, timed out, bad handshake: fall back to /history
             log.debug("ws connect to %s failed: %s", self.client.base_url, exc)
             self.ws = None
             return False
@@ -350,7 +387,8 @@ class _Follower:
         if self.ws is not None:
             ws, self.ws = self.ws, None
             try:
-                await asyncio.wait_for(ws.close(), 5)
+                async with asyncio.timeout(self.client.cleanup_timeout):
+                    await ws.close()
             except Exception as exc:  # closing a dead socket is not worth an error
                 log.debug("ws close failed: %s", exc)
 
@@ -369,9 +407,8 @@ class _Follower:
                     return entry
                 continue
             try:
-                msg = await asyncio.wait_for(
-                    self.ws.recv(), min(self.client.poll_interval, remaining)
-                )
+                async with asyncio.timeout(min(self.client.poll_interval, remaining)):
+                    msg = await self.ws.recv()
             except TimeoutError:  # a quiet socket: ask /history (and /queue) directly
                 entry = await self._history_or_vanished()
                 if entry:
@@ -404,9 +441,14 @@ class _Follower:
         return {}
 
     async def _history_or_vanished(self) -> dict[str, Any]:
-        """The history entry, ``{}`` while still queued; an error if ComfyUI forgot the prompt."""
+        """The history entry, ``{}`` while still queued; an error if ComfyUI forgot the prompt.
+
+        Also after the finish frame: ComfyUI moves a prompt from running to the
+        history in one step, so one that is in neither was cleared or lost to a
+        restart and polling ``/history`` until the deadline would be a hang.
+        """
         entry = await self.client.history(self.prompt_id)
-        if entry or self.finished:
+        if entry:
             return entry
         queue = await self.client.queue()
         rows = [*queue.get("queue_running", []), *queue.get("queue_pending", [])]
@@ -455,6 +497,10 @@ class _Follower:
     async def _emit(self, event: ComfyEvent) -> None:
         if self.on_event is None:
             return
-        result = self.on_event(event)
-        if inspect.isawaitable(result):
-            await result
+        try:
+            result = self.on_event(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.handler_failed = True  # run() stops the prompt, then re-raises this
+            raise

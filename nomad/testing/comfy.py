@@ -17,7 +17,8 @@ Fault injection: ``fail_at_node`` (execution_error), ``die_at_node`` (the
 server closes every socket and stops listening), ``drop_ws_at_node`` (sockets
 are closed but the prompt completes in ``/history``), ``hold_at_step`` (the
 sampler waits there until :meth:`release` or an interrupt: deterministic
-interrupt tests without timing).
+interrupt tests without timing). ``interrupts`` and ``deleted`` record every
+``/interrupt`` and queue deletion it was asked for.
 """
 
 from __future__ import annotations
@@ -273,6 +274,8 @@ class FakeComfy:
         self.uploads: dict[str, bytes] = {}
         self.prompts: list[dict[str, Any]] = []  # every graph accepted by /prompt, in order
         self.history: dict[str, dict[str, Any]] = {}
+        self.interrupts: list[str | None] = []  # every POST /interrupt: its prompt_id or None
+        self.deleted: list[str] = []  # every prompt id a POST /queue asked to delete
         self.files: dict[tuple[str, str, str], bytes] = {}
         self.dead = False
         self._closing = False
@@ -553,12 +556,14 @@ class FakeComfy:
         if body.get("clear"):
             self._pending.clear()
         if isinstance(body.get("delete"), list):
+            self.deleted += [str(p) for p in body["delete"]]
             self._pending = [j for j in self._pending if j.prompt_id not in body["delete"]]
         return web.Response(status=200)
 
     async def _post_interrupt(self, request: web.Request) -> web.Response:
         body = await self._json_or_empty(request)
         target = body.get("prompt_id")
+        self.interrupts.append(target)
         if self._running is not None and (target is None or target == self._running.prompt_id):
             self._interrupt = True
             self.release()
