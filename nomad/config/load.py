@@ -47,9 +47,22 @@ def load_config(
         data, root = _read_yaml(cfg_path)
     _apply_env(data, environ)
     try:
-        return NomadConfig.model_validate(data)
+        cfg = NomadConfig.model_validate(data)
     except ValidationError as exc:
         raise _to_config_error(exc, cfg_path, root) from None
+    return _anchor_paths(cfg, cfg_path.resolve().parent if cfg_path else Path.cwd())
+
+
+def _anchor_paths(cfg: NomadConfig, base: Path) -> NomadConfig:
+    """Make folder paths absolute against the config file's folder, once, for every reader.
+
+    Without this each front door (run, serve, web, bot) resolved ``workflows.dirs``
+    against its own working directory and they disagreed.
+    """
+    dirs = [str(d if Path(d).is_absolute() else base / d) for d in cfg.workflows.dirs]
+    if dirs != cfg.workflows.dirs:
+        cfg.workflows.dirs = dirs
+    return cfg
 
 
 def load_text(text: str, name: str = DEFAULT_NAME) -> NomadConfig:

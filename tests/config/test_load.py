@@ -79,3 +79,14 @@ def test_reference_page_is_current() -> None:
     """docs/configuration.md matches the schema (regenerate with python -m nomad.config.reference)."""
     page = (REPO / "docs" / "configuration.md").read_text()
     assert page == render_reference()
+
+
+def test_workflow_dirs_anchor_to_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative workflows.dirs resolve against nomad.yaml's folder, whatever the working directory."""
+    sub = tmp_path / "deploy"
+    sub.mkdir()
+    p = sub / "nomad.yaml"
+    p.write_text("workflows:\n  dirs: [my-workflows, /abs/flows]\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(p, environ={})
+    assert cfg.workflows.dirs == [str(sub / "my-workflows"), "/abs/flows"]
