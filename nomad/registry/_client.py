@@ -112,6 +112,11 @@ class RegistryClient:
             else self.base_url + path_or_url
         )
 
+    def _same_origin(self, url: str) -> bool:
+        """True when ``url`` points at the registry itself (upload Locations may not)."""
+        a, b = httpx.URL(url), httpx.URL(self.base_url)
+        return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
     def _basic(self) -> str | None:
         if self.username is None:
             return None
@@ -124,8 +129,10 @@ class RegistryClient:
         """Send one request with auth; on 401 authenticate and retry once."""
         headers = dict(kw.pop("headers", None) or {})
         auth = self._tokens.get(repo) or self._basic()
-        if auth:
+        if auth and self._same_origin(self._url(path)):  # never hand credentials to another host
             headers["Authorization"] = auth
+        else:
+            headers.pop("Authorization", None)
         try:
             resp = self.http.request(method, self._url(path), headers=headers, **kw)
         except httpx.TransportError as exc:

@@ -137,3 +137,20 @@ def test_references() -> None:
         "v9",
     )
     assert target_for(None, "http://h:5", "proj", "t") == ("http://h:5", "proj", "t")
+
+
+def test_credentials_never_sent_to_another_host() -> None:
+    """A request to an absolute URL on another host (e.g. an upload Location) carries no Authorization."""
+    seen: dict[str, str | None] = {}
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen[req.url.host] = req.headers.get("authorization")
+        return httpx.Response(200)
+
+    c = RegistryClient(
+        "https://reg.test", username="u", password="p", transport=httpx.MockTransport(handler)
+    )
+    c.request("GET", "/v2/", repo="r", what="ping")
+    c.request("PUT", "https://uploads.elsewhere.test/blob?x=1", repo="r", what="upload")
+    assert seen["reg.test"] is not None and seen["reg.test"].startswith("Basic ")
+    assert seen["uploads.elsewhere.test"] is None
