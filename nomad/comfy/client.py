@@ -393,7 +393,12 @@ class _Follower:
                 log.debug("ws close failed: %s", exc)
 
     async def follow(self, deadline: float) -> dict[str, Any]:
-        """Return the prompt's history entry once it has finished (bounded by ``deadline``)."""
+        """Return the prompt's history entry once it has finished (bounded by ``deadline``).
+
+        Only frames about our prompt count as news: ``status`` broadcasts from a
+        busy server don't postpone the ``/history`` check past ``poll_interval``.
+        """
+        check_at = time.monotonic() + self.client.poll_interval
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -407,9 +412,10 @@ class _Follower:
                     return entry
                 continue
             try:
-                async with asyncio.timeout(min(self.client.poll_interval, remaining)):
+                async with asyncio.timeout(max(0.0, min(check_at - time.monotonic(), remaining))):
                     msg = await self.ws.recv()
-            except TimeoutError:  # a quiet socket: ask /history (and /queue) directly
+            except TimeoutError:  # no news of our prompt: ask /history (and /queue) directly
+                check_at = time.monotonic() + self.client.poll_interval
                 entry = await self._history_or_vanished()
                 if entry:
                     return entry
@@ -418,7 +424,8 @@ class _Follower:
                 log.info("ComfyUI socket dropped mid-run (%s); using /history", exc)
                 self.ws = None
                 continue
-            await self._handle(msg)
+            if await self._handle(msg):
+                check_at = time.monotonic() + self.client.poll_interval
 
     async def _history_or_reconnect(self, remaining: float) -> dict[str, Any]:
         try:
@@ -463,20 +470,22 @@ class _Follower:
             hint="it was deleted from the queue or ComfyUI restarted; submit it again",
         )
 
-    async def _handle(self, msg: str | bytes) -> None:
+    async def _handle(self, msg: str | bytes) -> bool:
+        """Emit the event a frame carries; True if it was news of our prompt."""
         if isinstance(msg, bytes):
             if len(msg) >= 8 and struct.unpack(">I", msg[:4])[0] == 1:
                 await self._emit(ComfyEvent("preview", self.prompt_id, image=msg[8:]))
-            return
+                return True
+            return False
         try:
             frame = json.loads(msg)
         except json.JSONDecodeError:
-            return
+            return False
         kind, data = frame.get("type"), frame.get("data") or {}
         if not isinstance(data, dict) or data.get("prompt_id", self.prompt_id) != self.prompt_id:
-            return
+            return False
         if kind == "status":
-            return
+            return False
         if kind == "execution_start":
             self.started_at = time.monotonic()
         elif kind == "execution_cached":
@@ -493,6 +502,7 @@ class _Follower:
                 str(kind), self.prompt_id, node, cls, data.get("value"), data.get("max"), data=data
             )
         )
+        return True
 
     async def _emit(self, event: ComfyEvent) -> None:
         if self.on_event is None:

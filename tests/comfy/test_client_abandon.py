@@ -193,3 +193,41 @@ async def test_cancel_is_bounded_when_the_server_hangs() -> None:
     finally:
         never.set()
         await http.aclose()
+
+
+class ChattySocketDouble:
+    """A /ws protocol double: a ``status`` broadcast on every recv, never news of our prompt."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def recv(self) -> str:
+        await asyncio.sleep(0.01)  # a busy server: other clients keep queueing
+        return json.dumps({"type": "status", "data": {"status": {"exec_info": {}}}})
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.timeout(120)  # the old behaviour waited out the hour-long run timeout
+async def test_broadcasts_do_not_postpone_the_vanished_check() -> None:
+    """Status frames from a busy server don't hide that our prompt was deleted from the queue."""
+    sock = ChattySocketDouble()
+
+    async def connect(*args: Any, **kwargs: Any) -> ChattySocketDouble:
+        return sock
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/prompt":
+            return httpx.Response(200, json={"prompt_id": json.loads(request.content)["prompt_id"]})
+        if request.url.path == "/queue":  # deleted by someone else: not queued, not running
+            return httpx.Response(200, json={"queue_running": [], "queue_pending": []})
+        return httpx.Response(200, json={})  # /history/{id}: unknown
+
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http,
+        ComfyClient("http://comfy.invalid", http=http, ws_connect=connect, poll_interval=0.05) as c,
+    ):
+        with pytest.raises(ComfyError, match="neither queued nor in the history"):
+            await c.run(t2i_graph(), timeout=3600)
+    assert sock.closed
