@@ -109,7 +109,10 @@ def submit(
     params = svc.parse_sets(sets)
     with _queue(obj) as queue:
         inputs = svc.upload_inputs(_store(obj), input_files) if input_files else None
-        job = svc.submit(queue, workflow, params, inputs=inputs, client_key=client_key, user=user)
+        job = svc.submit(
+            queue, workflow, params, inputs=inputs, client_key=client_key, user=user,
+            workflow_dirs=obj.config.workflows.dirs,
+        )  # fmt: skip
         position = queue.position(job.id)
     if as_json:
         emit_json(svc.describe(job, position))

@@ -158,7 +158,7 @@ async def bot_door(
         config=cfg.bot,
         queue=queue,
         storage=storage,
-        load_workflow=workflow_loader(),
+        load_workflow=workflow_loader(cfg.workflows.dirs),
         admin=LaunchAdmin(cfg, data_dir),
     )
     proxy = cfg.privacy.proxy if cfg.privacy.enabled else None

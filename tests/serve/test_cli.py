@@ -73,3 +73,16 @@ def test_queue_summary_for_status(tmp_path: Path) -> None:
     summary = queue_summary(cfg, tmp_path)
     assert summary is not None and summary["waiting"] == 1 and summary["serve_running"] is False
     assert summary["counts"][JobStatus.QUEUED.value] == 1
+
+
+def test_submit_refuses_unknown_workflow_and_bad_values(run) -> None:  # type: ignore[no-untyped-def]
+    """An unknown workflow or an out-of-range --set is refused before anything is queued."""
+    from nomad.errors import WorkflowError
+
+    with pytest.raises(WorkflowError, match="unknown workflow 'nope'"):
+        run("submit", "nope", "--set", "prompt=x")
+    with pytest.raises(WorkflowError, match="out of range"):
+        run("submit", "flux_schnell", "--set", "prompt=x", "--set", "steps=999")
+    assert json.loads(run("jobs", "--json")[1]) == []
+    code, out = run("submit", "flux_schnell", "--set", "prompt=an astronaut", "--json")
+    assert code == 0 and json.loads(out)["workflow"] == "flux_schnell"
