@@ -87,6 +87,7 @@ class BotApiStub:
         self._files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, data)
         self._faults: dict[str, list[_Fault]] = {}
         self._cond: asyncio.Condition | None = None
+        self._stopping = False
         self.webhook: dict[str, Any] | None = None  # what setWebhook registered
         self._runner: Any = None
         self.port = 0
@@ -97,6 +98,7 @@ class BotApiStub:
         from aiohttp import web
 
         self._cond = asyncio.Condition()
+        self._stopping = False
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
         app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
@@ -107,6 +109,11 @@ class BotApiStub:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        """Answer pending long polls at once (empty), then close: no wait for abandoned polls."""
+        self._stopping = True
+        if self._cond is not None:
+            async with self._cond:
+                self._cond.notify_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -345,7 +352,7 @@ class BotApiStub:
             if not self._updates and timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self._cond.wait_for(lambda: bool(self._updates)), timeout
+                        self._cond.wait_for(lambda: bool(self._updates) or self._stopping), timeout
                     )
             limit = int(p.get("limit") or 100)
             return [u for u in self._updates if u["update_id"] >= offset][:limit]
