@@ -6,7 +6,7 @@ privacy is one switch (``privacy.enabled`` or ``$NOMAD_PROXY``).
 
 Two facts from the field notes shape the API:
 - httpx does not apply its timeout to the SOCKS handshake; an offline proxy
-  hangs ~120 s. :func:`bounded` wraps connects in ``asyncio.wait_for``.
+  hangs ~120 s. :func:`bounded` wraps connects in ``asyncio.timeout`` (``wait_for`` on 3.11 can swallow a cancel).
 - websockets reads proxy env vars when not told otherwise, so when privacy is
   off we pass ``proxy=None`` explicitly (:func:`websockets_kwargs`).
 """
@@ -52,7 +52,8 @@ def websockets_kwargs(proxy: str | None) -> dict[str, Any]:
 async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
     """Await with a hard deadline; a hung SOCKS handshake becomes a PrivacyError/timeout."""
     try:
-        return await asyncio.wait_for(aw, timeout=seconds)
+        async with asyncio.timeout(seconds):
+            return await aw
     except TimeoutError:
         raise PrivacyError(
             f"{what}: no answer within {seconds:g} s",

@@ -256,7 +256,8 @@ class Autoscaler:
                 await asyncio.to_thread(self.queue.wait_for_work, interval)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+            async with asyncio.timeout(interval):
+                await stop.wait()
 
     async def step(self) -> list[Action]:
         """One tick: retry orphans, check cluster health, ask the policy, act."""

@@ -215,7 +215,8 @@ async def batch_door(
     finally:
         halt.set()
         try:  # let a round in progress finish; past the bound it is cancelled (each step is
-            await asyncio.wait_for(task, DOOR_STOP_SECONDS)  # idempotent, so that is safe)
+            async with asyncio.timeout(DOOR_STOP_SECONDS):  # idempotent, so that is safe)
+                await task
         except TimeoutError:
             event("batch.abandoned", level=logging.WARNING)
 
@@ -235,7 +236,8 @@ async def batch_loop(
     while not halt.is_set():
         await batch_round(queue, jobs, storage, now())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(halt.wait(), interval)
+            async with asyncio.timeout(interval):
+                await halt.wait()
 
 
 async def batch_round(

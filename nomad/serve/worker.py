@@ -124,16 +124,19 @@ class WorkerPool:
         if pending:
             event("workers.draining", running=len(pending), grace_s=grace_seconds)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*pending), timeout=grace_seconds)
+                async with asyncio.timeout(grace_seconds):
+                    await asyncio.gather(*pending)
         left = list(self._running.values())
         for r in left:  # past the grace period: stop ComfyUI too, the job goes back to the queue
             r.shutdown = True
             r.task.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.runner.interrupt(r.endpoint), timeout=10)
+                async with asyncio.timeout(10):
+                    await self.runner.interrupt(r.endpoint)
         if left:  # wait (bounded) for the cancelled jobs to be handed back
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(r.ended.wait() for r in left)), 30)
+                async with asyncio.timeout(30):
+                    await asyncio.gather(*(r.ended.wait() for r in left))
         for name in list(self._clusters):
             await self.stop_cluster(name)
         if self._watcher is not None:
@@ -156,7 +159,8 @@ class WorkerPool:
             if job is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.idle_poll_seconds)
+                    async with asyncio.timeout(self.config.idle_poll_seconds):
+                        await self._wake.wait()
                 continue
             await self._process(rt, endpoint, name, job)
 
@@ -209,7 +213,8 @@ class WorkerPool:
             run.task.cancel()
             if run.cancelled:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.runner.interrupt(endpoint), timeout=15)
+                    async with asyncio.timeout(15):
+                        await self.runner.interrupt(endpoint)
             return
 
     async def _attempts(self, rt: ClusterRuntime, endpoint: str, name: str, run: _Running) -> None:
