@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -65,3 +66,20 @@ def storage(stack: StackInfo) -> Storage:
     store = Storage(stack.s3_settings(f"t-{uuid.uuid4().hex[:12]}"))
     store.ensure_bucket()
     return store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A queue URL per backend (SQLite file, fresh PostgreSQL DB): the same tests run on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/q.db"
+        return
+    dsn = request.getfixturevalue("pg_dsn")
+    yield dsn
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "DO $$ BEGIN IF to_regclass('jobs') IS NOT NULL THEN "
+            "TRUNCATE jobs, state; END IF; END $$"
+        )

@@ -31,23 +31,6 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A queue URL per backend; PostgreSQL gets its tables emptied between tests."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/q.db"
-        return
-    dsn = request.getfixturevalue("pg_dsn")
-    yield dsn
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "DO $$ BEGIN IF to_regclass('jobs') IS NOT NULL THEN "
-            "TRUNCATE jobs, state; END IF; END $$"
-        )
-
-
 @pytest.fixture
 def make_queue(queue_url: str, tmp_path: Path, clock: Clock) -> Iterator[Callable[..., SqlQueue]]:
     """Factory opening queues on the backend under test (closed afterwards)."""

@@ -5,28 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A queue URL on each backend; the PostgreSQL tables are emptied afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/serve-q.db"
-        return
-    dsn = request.getfixturevalue("pg_dsn")
-    yield dsn
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "DO $$ BEGIN IF to_regclass('jobs') IS NOT NULL THEN "
-            "TRUNCATE jobs, state; END IF; END $$"
-        )
+@pytest.fixture
+def any_queue_url(queue_url: str) -> str:
+    """A queue URL on each backend (tests/conftest.py's ``queue_url``)."""
+    return queue_url
 
 
 @pytest.fixture
