@@ -19,6 +19,7 @@ from nomad.errors import (
     ComfyValidationError,
 )
 from nomad.testing.comfy import FakeComfy, png_text
+from nomad.testing.wait import eventually_async
 
 from .conftest import edit_graph, t2i_graph, video_graph
 
@@ -195,10 +196,7 @@ async def test_queue_inspect_and_clear(t2i: dict[str, Any]) -> None:
         await client.clear_queue()
         after = await client.queue()
         fc.release()
-        for _ in range(200):  # bounded: the held job finishes once released
-            if await client.history(first):
-                break
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: client.history(first), timeout=10, what="the released job's history")
     assert [row[1] for row in queue["queue_pending"]] == [second]
     assert after["queue_pending"] == []
     assert fc.history[first]["status"]["status_str"] == "success"
@@ -300,12 +298,12 @@ async def test_prompt_deleted_from_queue_is_an_error_not_a_hang(t2i: dict[str, A
         first = await client.queue_prompt(t2i, "other-client")
         run = asyncio.create_task(client.run(t2i_graph(seed=5), timeout=30))
         ours: list[str] = []
-        for _ in range(500):  # bounded: wait until our prompt is pending behind the held one
+
+        async def ours_pending() -> list[str]:
             pending = (await client.queue())["queue_pending"]
-            ours = [row[1] for row in pending if row[1] != first]
-            if ours:
-                break
-            await asyncio.sleep(0.01)
+            return [row[1] for row in pending if row[1] != first]
+
+        ours = await eventually_async(ours_pending, timeout=10, what="our prompt pending behind the held one")
         await client.delete_from_queue(ours)
         with pytest.raises(ComfyError, match="neither queued nor in the history"):
             await run

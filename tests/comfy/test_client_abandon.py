@@ -17,6 +17,7 @@ import pytest
 from nomad.comfy import ComfyClient, ComfyEvent, ComfyTimeout
 from nomad.errors import ComfyError
 from nomad.testing.comfy import FakeComfy
+from nomad.testing.wait import eventually_async
 
 from .conftest import t2i_graph
 
@@ -36,11 +37,7 @@ def _interrupted_at_sampler(fc: FakeComfy, prompt_id: str) -> bool:
 
 async def _wait_for(predicate: Any, tries: int = 500) -> None:
     """Bounded wait for a condition on the double's state."""
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
+    await eventually_async(predicate, timeout=tries * 0.01, interval=0.01, what="the double's state")
 
 
 async def test_cancel_raises_while_held_and_interrupts_the_prompt() -> None:

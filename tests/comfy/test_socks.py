@@ -5,13 +5,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from nomad.comfy import ComfyClient, ComfyEvent
 from nomad.testing.comfy import FakeComfy
+from nomad.testing.wait import eventually
 
 from .conftest import t2i_graph
 
@@ -29,11 +29,11 @@ def socks_port() -> Iterator[tuple[int, subprocess.Popen[str]]]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    for _ in range(100):  # bounded wait for the listener
+    def listening() -> bool:
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.02)
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    eventually(listening, timeout=5, interval=0.02, what="microsocks to listen")
     yield port, proc
     proc.terminate()
     proc.wait(timeout=5)

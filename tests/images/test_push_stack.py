@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from nomad.registry import (
     RegistryUnreachable,
     push_image,
 )
+from nomad.testing.wait import eventually
 
 from .conftest import DESTS
 
@@ -257,15 +257,16 @@ def auth_registry(stack: Any, tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):  # bounded: at most ~10 s
-            try:
-                if httpx.get(url + "/v2/").status_code == 401:
-                    break
-            except httpx.TransportError:
-                pass
+
+        def asks_for_auth() -> bool:
             if proc.poll() is not None:
                 pytest.fail((tmp_path / "reg.log").read_text())
-            time.sleep(0.1)
+            try:
+                return httpx.get(url + "/v2/").status_code == 401
+            except httpx.TransportError:
+                return False
+
+        eventually(asks_for_auth, timeout=10, interval=0.1, what="the htpasswd registry")
         yield url
     finally:
         proc.terminate()

@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from nomad.config.schema import HiddenService, PrivacyConfig
 from nomad.errors import PrivacyError
 from nomad.privacy import bounded, httpx_kwargs, onion, proxy_url, websockets_kwargs
 from nomad.privacy.client import render_config, verify_config
+from nomad.testing.wait import eventually
 
 KEY = bytes(range(32))
 BIND_IP = "127.0.0.5"  # microsocks binds its outgoing connections here: proof of routing
@@ -97,16 +97,17 @@ def _free_port() -> int:
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     """Bounded wait (≤ 5 s) until the proxy accepts connections."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         if proc.poll() is not None:
             pytest.fail("microsocks exited at start")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
+            return True
         except OSError:
-            time.sleep(0.02)
-    pytest.fail("microsocks did not listen within 5 s")
+            return False
+
+    eventually(listening, timeout=5, interval=0.02, what="microsocks to listen")
 
 
 @pytest.fixture()

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from nomad.queue import JobStatus, open_queue
 from nomad.storage import S3Settings, Storage
+from nomad.testing.wait import eventually
 
 PROC = Path(__file__).with_name("worker_proc.py")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -77,11 +77,11 @@ def test_sigkilled_worker_job_is_retried_and_completes_once(
     log, marker = tmp_path / "completions.log", tmp_path / "holding"
     victim = spawn(any_queue_url, tmp_path, log, s3_env, "--hold", str(marker), "--lease", "1.5")
     try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert time.monotonic() < deadline, "the victim never started the job"
+        def started() -> bool:
             assert victim.poll() is None, victim.stderr.read().decode() if victim.stderr else ""
-            time.sleep(0.05)
+            return marker.exists()
+
+        eventually(started, timeout=60, what="the victim to start the job")
         assert queue.get(job.id).status is JobStatus.RUNNING
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from nomad.queue import JobStatus, open_queue
 from nomad.storage import Storage
+from nomad.testing.wait import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NOMAD = [str(Path(sys.executable).with_name("nomad"))]
@@ -48,13 +48,7 @@ def free_port_pair() -> int:
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
     """Poll ``check`` (bounded) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return eventually(check, timeout=timeout, interval=0.2, what=what)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from nomad.config.schema import BatchJob, NomadConfig
 from nomad.queue import JobStatus, open_queue
 from nomad.queue.base import Job, JobQueue
 from nomad.testing.botapi import BotApiStub
+from nomad.testing.wait import eventually_async
 from tests.serve.test_serve_e2e import GRAPH, free_port_pair
 
 ALICE = 1001
@@ -42,12 +43,7 @@ async def botapi() -> AsyncIterator[BotApiStub]:
 
 async def until(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
     """Poll ``check`` (bounded) without blocking the loop the stub runs on."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if value := check():
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return await eventually_async(check, timeout=timeout, interval=0.2, what=what)
 
 
 def batch_jobs(queue: JobQueue) -> list[Job]:

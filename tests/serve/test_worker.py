@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from nomad.queue._sql import SqlQueue
 from nomad.serve.runner import ComfyRunner
 from nomad.serve.worker import ClusterRuntime, PoolConfig, WorkerPool
 from nomad.testing.comfy import FakeComfy
+from nomad.testing.wait import eventually_async
 
 GRAPH = {
     "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m.safetensors"}},
@@ -58,13 +58,7 @@ class MemoryOutputs:
 
 async def until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
     """Bounded wait for a condition, yielding to the event loop between looks."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return await eventually_async(lambda: asyncio.to_thread(check), timeout=timeout, interval=0.02, what=what)
 
 
 @pytest.fixture
