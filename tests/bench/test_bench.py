@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from nomad.bench import (
     BenchResult,
@@ -19,21 +18,14 @@ from nomad.bench import (
     run_bench,
     speedup_pct,
 )
-from nomad.cli.errors import run_cli
-from nomad.cli.main import cli
 from nomad.errors import UsageError
+from nomad.testing.cli import run_nomad
 from nomad.testing.comfy import FakeComfy
 
 
 def _nomad(tmp_path: Path, *args: str) -> tuple[int, str, str]:
-    runner = CliRunner(mix_stderr=False)
-    code = 0
-    with runner.isolation() as (out, err):
-        try:
-            run_cli(cli, ["--data-dir", str(tmp_path / "data"), *args])
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        return code, out.getvalue().decode(), (err.getvalue() if err else b"").decode()
+    """Run the real entry point (errors → exit codes) in-process; returns (code, out, err)."""
+    return run_nomad(tmp_path / "data", *args)
 
 
 def test_speedup_matches_published_table() -> None:

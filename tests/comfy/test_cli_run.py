@@ -7,10 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from nomad.cli.errors import run_cli
-from nomad.cli.main import cli
+from nomad.testing.cli import run_nomad
 from nomad.testing.comfy import FakeComfy
 
 
@@ -23,14 +21,7 @@ def fake() -> Iterator[FakeComfy]:
 
 def _nomad(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     """Run the real entry point (errors → exit codes) in-process; returns (code, out, err)."""
-    runner = CliRunner(mix_stderr=False)
-    code = 0
-    with runner.isolation() as (out, err):
-        try:
-            run_cli(cli, ["--data-dir", str(tmp_path / "data"), *args])
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        return code, out.getvalue().decode(), (err.getvalue() if err else b"").decode()
+    return run_nomad(tmp_path / "data", *args)
 
 
 def test_run_saves_outputs_and_prints_json(fake: FakeComfy, tmp_path: Path) -> None:
