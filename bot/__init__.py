@@ -2,7 +2,8 @@
 
 It enqueues jobs on nomad's queue and reports on them; it never talks to
 ComfyUI or a cloud. Public API: :func:`build_application`, :class:`BotDeps`.
-Both are imported lazily so ``import bot`` does not load telegram.
+Both are imported lazily so ``import nomad_bot`` does not load telegram.
+Installed as ``nomad_bot`` (see setup.py): a top-level ``bot`` would collide.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "build_application": "bot.app",
-    "BotRuntime": "bot.app",
-    "BotDeps": "bot.deps",
-    "run_bot": "bot.run",
+    "build_application": "nomad_bot.app",
+    "BotRuntime": "nomad_bot.app",
+    "BotDeps": "nomad_bot.deps",
+    "run_bot": "nomad_bot.run",
 }
 
 __all__ = sorted(_EXPORTS)

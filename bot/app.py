@@ -23,10 +23,10 @@ from telegram.ext import (
     filters,
 )
 
-from bot.deps import BotDeps
-from bot.handlers import Handlers
-from bot.sessions import Sessions
-from bot.tracker import Tracker
+from nomad_bot.deps import BotDeps
+from nomad_bot.handlers import Handlers
+from nomad_bot.sessions import Sessions
+from nomad_bot.tracker import Tracker
 
 log = logging.getLogger("nomad.bot")
 

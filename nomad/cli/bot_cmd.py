@@ -44,7 +44,7 @@ def bot(ctx: Ctx, mode: str | None, check: bool) -> None:
         not_available(
             "`nomad bot`", "python-telegram-bot is not installed", hint="pip install 'nomad[bot]'"
         )
-    from bot.run import bot_token, build_deps, run_bot
+    from nomad_bot.run import bot_token, build_deps, run_bot
 
     cfg = ctx.config
     if check:

@@ -138,7 +138,7 @@ def check_front_doors(cfg: NomadConfig, opts: ServeOptions) -> None:
             "`nomad serve --with-bot` is not available: python-telegram-bot is not installed",
             hint="pip install 'nomad[bot]', or run serve without --with-bot",
         ) from None
-    from bot.run import bot_token
+    from nomad_bot.run import bot_token
 
     bot_token(cfg)  # ConfigError with the NOMAD_BOT_TOKEN hint when missing
 
@@ -148,9 +148,9 @@ async def bot_door(
     cfg: NomadConfig, data_dir: Path, queue: JobQueue, storage: Storage, *, poll_timeout: int = 30
 ) -> AsyncIterator[Any]:
     """Run the Telegram bot on this loop, sharing serve's queue; yields its runtime."""
-    from bot.app import build_application
-    from bot.deps import BotDeps
-    from bot.run import LaunchAdmin, bot_token, protect_token, running, workflow_loader
+    from nomad_bot.app import build_application
+    from nomad_bot.deps import BotDeps
+    from nomad_bot.run import LaunchAdmin, bot_token, protect_token, running, workflow_loader
 
     token = bot_token(cfg)
     protect_token(token)

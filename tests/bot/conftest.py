@@ -71,9 +71,9 @@ def make_bot(
 
     @contextlib.asynccontextmanager
     async def run(**overrides: Any) -> AsyncIterator[Any]:
-        from bot.app import build_application
-        from bot.deps import BotDeps
-        from bot.run import running
+        from nomad_bot.app import build_application
+        from nomad_bot.deps import BotDeps
+        from nomad_bot.run import running
 
         webhook = overrides.pop("webhook", None)
         deps = BotDeps(

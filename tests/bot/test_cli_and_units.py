@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bot import texts
-from bot.options import parse_message
+from nomad_bot import texts
+from nomad_bot.options import parse_message
 from nomad.cli.main import cli
 from nomad.errors import LimitExceeded, UsageError
 from nomad.queue.base import Job, JobStatus
@@ -53,7 +53,7 @@ def test_bot_loads_workflows_from_workflows_dirs(tmp_path: Any) -> None:
     """A command bound to a workflow in workflows.dirs (not a built-in) loads."""
     import shutil
 
-    from bot.run import workflow_loader
+    from nomad_bot.run import workflow_loader
     from nomad.workflows._library import builtin_dir
 
     src = builtin_dir()
@@ -67,7 +67,7 @@ async def test_token_never_logged(
     botapi: BotApiStub, make_bot: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With every logger at DEBUG, the token never appears in a log line (it is redacted)."""
-    from bot.run import protect_token
+    from nomad_bot.run import protect_token
 
     caplog.set_level(logging.DEBUG)
     protect_token(botapi.token)
@@ -85,7 +85,7 @@ def test_token_redacted_from_tracebacks() -> None:
     """A logged exception whose text holds the token (a request URL) is redacted in the traceback."""
     import io
 
-    from bot.run import RedactToken
+    from nomad_bot.run import RedactToken
 
     token = "123456:SECRET-token"
     out = io.StringIO()
