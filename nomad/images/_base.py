@@ -15,35 +15,27 @@ import os
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from nomad.errors import BuildError
-from nomad.images._oci import (
+from nomad.images._tar import Entry, file_entry, write_layer_file
+from nomad.registry import pull_image
+from nomad.registry._oci import (
     OCI_CONFIG,
     OCI_LAYER,
     OCI_MANIFEST,
-    TO_OCI,
+    BaseImage,
     Descriptor,
     OciLayout,
+    adopt_manifest,
     canonical_json,
+    pick_platform,
 )
-from nomad.images._tar import Entry, file_entry, write_layer_file
 
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "sleep", "sha256sum", "wget", "env", "mkdir", "true")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EPOCH = "1970-01-01T00:00:00Z"
-
-
-@dataclass
-class BaseImage:
-    """A base whose blobs are present in the output layout."""
-
-    config: dict[str, Any]
-    layers: list[Descriptor]
-    source: str
 
 
 def load_base(spec: str, layout: OciLayout, *, config_dir: Path) -> BaseImage:
@@ -58,8 +50,6 @@ def load_base(spec: str, layout: OciLayout, *, config_dir: Path) -> BaseImage:
         with tempfile.TemporaryDirectory(dir=layout.root) as tmp:
             _untar(path, Path(tmp))
             return _from_layout(OciLayout(Path(tmp)), tag, layout, spec)
-    from nomad.registry import pull_image
-
     return pull_image(spec, layout)
 
 
@@ -91,36 +81,6 @@ def _from_layout(src: OciLayout, tag: str | None, dst: OciLayout, spec: str) -> 
         desc = pick_platform(manifest, spec)
         manifest = src.read_json(desc.digest)
     return adopt_manifest(manifest, spec, dst, lambda d: _copy_blob(src, dst, d))
-
-
-def pick_platform(
-    index: dict[str, Any], spec: str, os_: str = "linux", arch: str = "amd64"
-) -> Descriptor:
-    """Choose the linux/amd64 manifest from an index / manifest list."""
-    for m in index.get("manifests", []):
-        plat = m.get("platform") or {}
-        if plat.get("os") == os_ and plat.get("architecture") == arch:
-            return Descriptor.from_json(m)
-    raise BuildError(f"base {spec}: no {os_}/{arch} image in its manifest list")
-
-
-def adopt_manifest(manifest: dict[str, Any], spec: str, dst: OciLayout, fetch: Any) -> BaseImage:
-    """Fetch config + layers with ``fetch(descriptor)`` into ``dst`` (OCI media types)."""
-    if "layers" not in manifest or "config" not in manifest:
-        raise BuildError(
-            f"base {spec}: manifest has no layers/config (schema 1 images are not supported)"
-        )
-    cfg_desc = Descriptor.from_json(manifest["config"])
-    fetch(cfg_desc)
-    config = dst.read_json(cfg_desc.digest)
-    layers = []
-    for raw in manifest["layers"]:
-        d = Descriptor.from_json(raw)
-        fetch(d)
-        layers.append(
-            Descriptor(TO_OCI.get(d.media_type, d.media_type), d.digest, d.size, d.annotations)
-        )
-    return BaseImage(config, layers, spec)
 
 
 def _copy_blob(src: OciLayout, dst: OciLayout, d: Descriptor) -> None:

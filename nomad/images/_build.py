@@ -18,7 +18,7 @@ from typing import Any
 
 from nomad.config.schema import NomadConfig
 from nomad.errors import BuildError
-from nomad.images._base import EPOCH, BaseImage, load_base
+from nomad.images._base import EPOCH, load_base
 from nomad.images._fetch import FetchedModel, ModelCache, ModelSpec, fetch_models, public_source
 from nomad.images._oci import (
     OCI_CONFIG,
@@ -29,6 +29,7 @@ from nomad.images._oci import (
     canonical_json,
 )
 from nomad.images._tar import Entry, clean_path, file_entry, write_layer_file
+from nomad.registry._oci import BaseImage
 
 LABEL_PREFIX = "io.nomad"
 SKIP_NAMES = ("__pycache__", ".git", ".DS_Store")

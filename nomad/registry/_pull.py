@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
 
 from nomad.errors import BuildError
-from nomad.images._oci import DOCKER_LIST, OCI_INDEX, Descriptor, OciLayout
 from nomad.registry._client import RegistryClient
+from nomad.registry._oci import (
+    DOCKER_LIST,
+    OCI_INDEX,
+    BaseImage,
+    Descriptor,
+    OciLayout,
+    adopt_manifest,
+    pick_platform,
+)
 from nomad.registry._ref import parse_reference
-
-if TYPE_CHECKING:
-    from nomad.images._base import BaseImage
 
 LOOPBACK = ("127.", "localhost", "[::1]")
 
@@ -24,8 +28,6 @@ def base_url_for(host: str, insecure: bool = False) -> str:
 
 def pull_image(spec: str, layout: OciLayout, *, client: RegistryClient | None = None) -> BaseImage:
     """Resolve ``spec`` (manifest lists -> linux/amd64) and copy config + layers into ``layout``."""
-    from nomad.images._base import adopt_manifest, pick_platform
-
     ref = parse_reference(spec)
     own = client is None
     reg = client or RegistryClient(base_url_for(ref.host))

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from nomad.errors import BuildError, StorageError
-from nomad.images._oci import Descriptor, OciLayout
 from nomad.registry._client import BlobUploadError, RegistryClient
 from nomad.registry._mounts import MountIndex
+from nomad.registry._oci import Descriptor, OciLayout
 from nomad.registry._ref import check_repository, check_tag
 from nomad.registry.s3_direct import S3BlobWriter
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 
-from nomad.images import record_push
 from nomad.registry._client import RegistryClient
 from nomad.registry._mounts import MountIndex
 from nomad.registry._pull import base_url_for
 from nomad.registry._push import PushResult, push_layout
 from nomad.registry._ref import parse_reference
+from nomad.registry._state import record_push
 
 
 def target_for(ref: str | None, url: str, repository: str, tag: str) -> tuple[str, str, str]:
