@@ -47,18 +47,16 @@ def push(
     """Push the built image. REF is [REGISTRY/]REPO[:TAG]; default: the configured registry."""
     from nomad import images
     from nomad.dev.defaults import resolve_registry
-    from nomad.errors import UsageError
     from nomad.images._progress import byte_progress
     from nomad.registry import push_image, target_for
+    from nomad.registry._service import direct_s3_for
 
     cfg = ctx.config
     reg = resolve_registry(cfg, ctx.data_dir)
-    # default: straight into S3 whenever nomad holds the registry bucket's keys (the embedded
-    # stack, or registry.direct_s3 with storage keys): measured ~1.8x the registry API path
-    use_direct = (reg.s3 is not None) if direct is None else direct
-    if use_direct and reg.s3 is None:
-        raise UsageError("--direct-s3 needs the registry bucket's keys (storage.* in nomad.yaml)")
     url, repo, out_tag = target_for(ref, reg.url, reg.repository, tag or cfg.image.tag)
+    # default: straight into S3 whenever nomad holds the target registry's bucket keys
+    # (the embedded stack, or registry.direct_s3 with storage keys): ~1.7x the API path
+    s3 = direct_s3_for(direct, url, reg.url, reg.s3)
     with byte_progress("push", enabled=not as_json) as tick:
         result = push_image(
             url=url,
@@ -71,7 +69,7 @@ def push(
             insecure=reg.insecure,
             parallel=parallel or cfg.registry.parallel_blobs,
             source_tag=tag or cfg.image.tag,
-            direct_s3=reg.s3 if use_direct and not ref else None,
+            direct_s3=s3,
             progress=lambda d, n, s: tick(d[7:19], n, s),
         )
     if as_json:
@@ -80,6 +78,6 @@ def push(
     counts = ", ".join(f"{result.count(a)} {a}" for a in ("uploaded", "mounted", "exists"))
     click.echo(
         f"blobs: {counts}; sent {result.bytes_sent / 1e6:.1f} MB "
-        f"of {result.size_bytes / 1e6:.1f} MB"
+        f"of {result.size_bytes / 1e6:.1f} MB via {result.path_text()}"
     )
     click.echo(result.ref)

@@ -37,6 +37,7 @@ class BlobOutcome:
     action: str
     bytes_sent: int = 0
     source_repo: str | None = None
+    via: str = ""  # for uploads: "direct-s3" or "api"
 
 
 @dataclass
@@ -49,6 +50,7 @@ class PushResult:
     digest: str
     size_bytes: int
     blobs: list[BlobOutcome] = field(default_factory=list)
+    path: str = "api"  # what was asked for: "direct-s3" (API as fallback) or "api"
 
     @property
     def ref(self) -> str:
@@ -61,8 +63,21 @@ class PushResult:
     def count(self, action: str) -> int:
         return sum(1 for b in self.blobs if b.action == action)
 
+    def path_text(self) -> str:
+        """Which way the bytes went, for humans: the path asked for and any API fallbacks."""
+        if self.path != "direct-s3":
+            return "the registry API"
+        fell = sum(1 for b in self.blobs if b.via == "api")
+        return "direct S3 writes" + (
+            f" ({fell} blob(s) fell back to the registry API)" if fell else ""
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "path": self.path,
+            "uploaded_via": {
+                v: sum(1 for b in self.blobs if b.via == v) for v in ("direct-s3", "api")
+            },
             "ref": self.ref,
             "registry": self.registry,
             "repository": self.repository,
@@ -116,6 +131,7 @@ def push_layout(
         digest=man_desc.digest,
         size_bytes=sum(b.size for b in blobs) + len(body),
         blobs=outcomes,
+        path="direct-s3" if direct is not None else "api",
     )
 
 
@@ -193,7 +209,7 @@ class _BlobPusher:
         if sent != d.size:
             raise BlobUploadError(f"blob {d.digest}: sent {sent} of {d.size} bytes")
         self.mounts.record(reg, d.digest, self.repo)
-        return BlobOutcome(d.digest, d.size, "uploaded", bytes_sent=sent)
+        return BlobOutcome(d.digest, d.size, "uploaded", bytes_sent=sent, via="api")
 
     def _direct(self, d: Descriptor) -> BlobOutcome | None:
         """Write through S3; None means 'use the API instead' (storage refused or registry blind)."""
@@ -211,4 +227,4 @@ class _BlobPusher:
         self.mounts.record(self.client.host, d.digest, self.repo)
         if sent == 0:  # the bucket already held the bytes: only the repository link was written
             return BlobOutcome(d.digest, d.size, "mounted", source_repo="(s3 layout)")
-        return BlobOutcome(d.digest, d.size, "uploaded", bytes_sent=sent)
+        return BlobOutcome(d.digest, d.size, "uploaded", bytes_sent=sent, via="direct-s3")

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from nomad.errors import UsageError
 from nomad.registry._client import RegistryClient
 from nomad.registry._mounts import MountIndex
 from nomad.registry._pull import base_url_for
@@ -27,6 +28,40 @@ def target_for(ref: str | None, url: str, repository: str, tag: str) -> tuple[st
         return base, parsed.repository, parsed.tag or tag
     name, _, t = ref.partition(":")
     return url, name, t or tag
+
+
+def direct_s3_for(requested: bool | None, target_url: str, configured_url: str, s3: Any) -> Any:
+    """The S3 settings to write blobs with, or None for the registry API.
+
+    nomad holds the keys of *one* bucket: the configured registry's. Direct writes
+    are possible only when the push goes to that registry (a REF may still change
+    the repository and tag). ``requested`` None means "when possible"; True is a
+    promise the user asked for, so an impossible one is a usage error, never a
+    silent switch to the API.
+    """
+    if requested is False:
+        return None
+    same = _origin(target_url) == _origin(configured_url)
+    if requested is None:
+        return s3 if same else None
+    if s3 is None:
+        raise UsageError(
+            "--direct-s3 needs the registry bucket's keys",
+            hint="set storage.* keys and registry.direct_s3: true in nomad.yaml, or use --api",
+        )
+    if not same:
+        raise UsageError(
+            f"--direct-s3: {_origin(target_url)} is not the configured registry "
+            f"{_origin(configured_url)}, whose bucket nomad holds the keys of",
+            hint="drop the registry host from REF (REPO[:TAG] pushes to the configured one), "
+            "or use --api",
+        )
+    return s3
+
+
+def _origin(url: str) -> str:
+    u = httpx.URL(url)
+    return f"{u.host}:{u.port or (443 if u.scheme == 'https' else 80)}"
 
 
 def push_image(

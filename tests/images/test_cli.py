@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from nomad.cli.main import cli
 from nomad.paths import repo_root
+from nomad.testing.cli import run_nomad
 
 EXAMPLE = repo_root() / "examples" / "embedded"
 
@@ -83,3 +84,23 @@ def test_registry_check_against_the_stack(stack: Any, tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     report = json.loads(out.output)
     assert report["registry"].startswith("ok") and report["bucket"].startswith("ok registry")
+
+
+def test_push_with_ref_honours_direct_s3_and_says_which_path(stack: Any, tmp_path: Path) -> None:
+    """`push REPO:TAG --direct-s3` writes through S3 and says so; --api says the API; a foreign
+    registry with --direct-s3 is refused (exit 2) before anything moves."""
+    demo = _demo(tmp_path)
+    base = ["-c", str(demo / "nomad.yaml"), "--data-dir", str(stack.data_dir)]
+    env = {"NOMAD_CACHE_DIR": str(tmp_path / "cache")}
+    assert CliRunner().invoke(cli, [*base, "build", "--json"], env=env).exit_code == 0
+    direct = CliRunner().invoke(cli, [*base, "push", "ref/direct:t9", "--direct-s3"], env=env)
+    assert direct.exit_code == 0, direct.output
+    assert "via direct S3 writes" in direct.output and "/ref/direct@sha256:" in direct.output
+    doc = json.loads(
+        CliRunner().invoke(cli, [*base, "push", "ref/api:t9", "--api", "--json"], env=env).output
+    )
+    assert doc["path"] == "api" and doc["uploaded_via"]["direct-s3"] == 0
+    code, _, err = run_nomad(
+        stack.data_dir, "-c", str(demo / "nomad.yaml"), "push", "127.0.0.1:9/o/x:t", "--direct-s3"
+    )
+    assert code == 2 and "not the configured registry" in err

@@ -154,3 +154,19 @@ def test_credentials_never_sent_to_another_host() -> None:
     c.request("PUT", "https://uploads.elsewhere.test/blob?x=1", repo="r", what="upload")
     assert seen["reg.test"] is not None and seen["reg.test"].startswith("Basic ")
     assert seen["uploads.elsewhere.test"] is None
+
+
+def test_direct_s3_choice_is_honoured_or_refused() -> None:
+    """--direct-s3 with a REF on the configured registry writes to S3; elsewhere it is a usage error."""
+    from nomad.registry._service import direct_s3_for
+
+    s3 = object()
+    own = "http://127.0.0.1:5000"
+    assert direct_s3_for(True, "http://127.0.0.1:5000", own, s3) is s3
+    assert direct_s3_for(None, own, own, s3) is s3
+    assert direct_s3_for(None, "https://ghcr.io", own, s3) is None
+    assert direct_s3_for(False, own, own, s3) is None
+    with pytest.raises(UsageError, match="ghcr.io:443 is not the configured registry"):
+        direct_s3_for(True, "https://ghcr.io", own, s3)
+    with pytest.raises(UsageError, match="bucket's keys"):
+        direct_s3_for(True, own, own, None)
