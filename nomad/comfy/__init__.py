@@ -6,7 +6,15 @@ double for tests is :class:`nomad.testing.comfy.FakeComfy`.
 """
 
 from nomad.comfy._errors import ComfyTimeout, MissingModelError
-from nomad.comfy._types import ComfyEvent, Output, RunResult, SystemStats, output_kind
+from nomad.comfy._types import (
+    ComfyEvent,
+    Output,
+    Preview,
+    RunResult,
+    SystemStats,
+    media_type,
+    output_kind,
+)
 from nomad.comfy.client import ComfyClient
 
 __all__ = [
@@ -15,7 +23,9 @@ __all__ = [
     "ComfyTimeout",
     "MissingModelError",
     "Output",
+    "Preview",
     "RunResult",
     "SystemStats",
+    "media_type",
     "output_kind",
 ]

@@ -36,7 +36,15 @@ from typing import Any
 import httpx
 
 from nomad.comfy._errors import ComfyTimeout, execution_error, validation_error
-from nomad.comfy._types import ComfyEvent, Output, RunResult, SystemStats, output_kind
+from nomad.comfy._types import (
+    ComfyEvent,
+    Output,
+    Preview,
+    RunResult,
+    SystemStats,
+    media_type,
+    output_kind,
+)
 from nomad.errors import ComfyConnectionError, ComfyError, ComfyInterrupted
 
 log = logging.getLogger(__name__)
@@ -258,7 +266,7 @@ class ComfyClient:
             await follower.close()
         t_done = clock()
         _raise_for_status(entry)
-        outputs = await self._download(entry)
+        outputs, previews = await self._download(entry)
         t_end = clock()
         started = follower.started_at or t_queued
         timings = {
@@ -268,7 +276,7 @@ class ComfyClient:
             "download": t_end - t_done,
             "total": t_end - t0,
         }
-        return RunResult(prompt_id, outputs, timings, entry, follower.cached)
+        return RunResult(prompt_id, outputs, timings, entry, follower.cached, previews)
 
     async def _abandon(self, prompt_id: str) -> None:
         """Drop our prompt if still queued, interrupt it if running; best effort, bounded."""
@@ -279,29 +287,47 @@ class ComfyClient:
         except Exception as exc:  # TimeoutError, ComfyError: the caller's error matters more
             log.warning("could not stop prompt %s on %s: %s", prompt_id, self.base_url, exc)
 
-    async def _download(self, entry: dict[str, Any]) -> list[Output]:
-        result = []
-        for node, out in (entry.get("outputs") or {}).items():
-            animated = any(bool(a) for a in out.get("animated", []) or [])
-            for key, items in out.items():
-                if key == "animated" or not isinstance(items, list):
-                    continue
-                for item in items:
-                    if not isinstance(item, dict) or "filename" not in item:
-                        continue
-                    sub, typ = str(item.get("subfolder", "")), str(item.get("type", "output"))
-                    data = await self.view(item["filename"], sub, typ)
-                    result.append(
-                        Output(
-                            str(node),
-                            item["filename"],
-                            sub,
-                            typ,
-                            output_kind(item["filename"], animated),
-                            data,
-                        )
-                    )
-        return result
+    async def _download(self, entry: dict[str, Any]) -> tuple[list[Output], list[Preview]]:
+        """Download the results (``type: output``); list the temp previews without fetching them.
+
+        Real ComfyUI reports PreviewImage items as ``type: temp`` next to the
+        SaveImage ones: keeping them would hand users copies of their results.
+        """
+        results: list[Output] = []
+        previews: list[Preview] = []
+        for node, item, animated in history_items(entry):
+            sub, typ, name = str(item.get("subfolder", "")), str(item["type"]), item["filename"]
+            if typ != "output":
+                previews.append(Preview(node, name, sub, typ))
+                continue
+            fmt = item.get("format") if isinstance(item.get("format"), str) else None
+            data = await self.view(name, sub, typ)
+            kind = output_kind(name, animated, fmt)
+            results.append(Output(node, name, sub, typ, kind, data, media_type(name, fmt)))
+        return results, previews
+
+
+def history_items(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
+    """Every file item of a history entry as (node, item, animated), in node order.
+
+    Nodes report files under several keys: ``images`` (SaveImage,
+    PreviewImage, SaveVideo, SaveAnimatedWEBP with ``animated: [true]``),
+    ``gifs`` (VideoHelperSuite's VHS_VideoCombine, with a ``format``),
+    ``video``/``audio`` (other custom nodes). An item without ``type`` is an
+    output, as ComfyUI's own frontend assumes.
+    """
+    found = []
+    for node, out in (entry.get("outputs") or {}).items():
+        if not isinstance(out, dict):
+            continue
+        animated = any(bool(a) for a in out.get("animated", []) or [])
+        for key, items in out.items():
+            if key == "animated" or not isinstance(items, list):
+                continue
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                    found.append((str(node), {"type": "output", **item}, animated))
+    return found
 
 
 def _rename_input(graph: dict[str, Any], name: str, server_name: str) -> None:

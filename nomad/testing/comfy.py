@@ -142,6 +142,11 @@ _OTHER = {
     "PreviewImage": NodeSpec(("images",), output="temp"),
     "SaveVideo": NodeSpec(("video", "filename_prefix", "format", "codec"), output="video"),
     "SaveAnimatedWEBP": NodeSpec(("images", "filename_prefix", "fps"), output="webp"),
+    # ComfyUI-VideoHelperSuite (custom node): reports files under "gifs" with a "format"
+    "VHS_VideoCombine": NodeSpec(
+        ("images", "frame_rate", "loop_count", "filename_prefix", "format", "pingpong", "save_output"),
+        output="gifs",
+    ),
 }
 NODE_SPECS: dict[str, NodeSpec] = {**_LOADERS, **_SAMPLING, **_OTHER}
 
@@ -899,7 +904,7 @@ class FakeComfy:
             await asyncio.sleep(self.delay)
         spec = NODE_SPECS[node["class_type"]]
         if spec.output:
-            outputs[nid] = self._make_outputs(job.graph, nid, spec.output, memo[nid])
+            outputs[nid] = self._make_outputs(job, nid, spec.output, memo[nid])
             self._cache[memo[nid]] = outputs[nid]
             await emit(
                 "executed",
@@ -983,28 +988,46 @@ class FakeComfy:
                         await self._release.wait()
                 self._release.clear()
 
-    def _make_outputs(self, graph: dict[str, Any], nid: str, kind: str, sig: str) -> dict[str, Any]:
+    def _make_outputs(self, job: _Job, nid: str, kind: str, sig: str) -> dict[str, Any]:
+        """Files as the real node reports them: ``type`` output or temp, under its real key.
+
+        Like ComfyUI, PNGs carry the API graph in a ``prompt`` tEXt chunk and
+        the UI workflow (``extra_data.extra_pnginfo.workflow``) in ``workflow``.
+        """
+        graph = job.graph
         inputs = graph[nid].get("inputs") or {}
         prefix = str(inputs.get("filename_prefix", "ComfyUI"))
         subfolder, _, stem = prefix.rpartition("/")
-        folder = "temp" if kind == "temp" else "output"
+        temp = kind == "temp" or (kind == "gifs" and inputs.get("save_output") is False)
+        folder = "temp" if temp else "output"
         if kind == "temp":
             subfolder, stem = "", f"ComfyUI_temp_{sig[:5]}"
         meta = self._provenance(graph, nid, sig)
         results = []
-        ext = {"video": "mp4", "webp": "webp"}.get(kind, "png")
-        count = 1 if kind in ("video", "webp") else self._batch(graph, nid)
+        ext = {"video": "mp4", "webp": "webp", "gifs": "mp4"}.get(kind, "png")
+        count = 1 if kind in ("video", "webp", "gifs") else self._batch(graph, nid)
+        pnginfo = (job.extra.get("extra_pnginfo") or {}) if isinstance(job.extra, dict) else {}
         for index in range(count):
             counter = self._counters.get(prefix, 0) + 1
             self._counters[prefix] = counter
             filename = f"{stem}_{counter:05}_.{ext}"
             text = {**meta, "index": str(index)}
             if ext == "png":
-                data = png_bytes(f"{sig}:{index}".encode(), text={"fakecomfy": json.dumps(text)})
+                chunks = {"prompt": json.dumps(graph)}
+                if isinstance(pnginfo, dict) and "workflow" in pnginfo:
+                    chunks["workflow"] = json.dumps(pnginfo["workflow"])
+                chunks["fakecomfy"] = json.dumps(text)
+                data = png_bytes(f"{sig}:{index}".encode(), text=chunks)
             else:
                 data = _video_bytes(json.dumps(text).encode(), ext)
             self.files[(folder, subfolder, filename)] = data
-            results.append({"filename": filename, "subfolder": subfolder, "type": folder})
+            item: dict[str, Any] = {"filename": filename, "subfolder": subfolder, "type": folder}
+            if kind == "gifs":
+                rate = inputs.get("frame_rate", 8)
+                item |= {"format": str(inputs.get("format", "video/h264-mp4")), "frame_rate": rate}
+            results.append(item)
+        if kind == "gifs":
+            return {"gifs": results}
         return {"images": results, "animated": [True]} if ext != "png" else {"images": results}
 
     def _provenance(self, graph: dict[str, Any], nid: str, sig: str) -> dict[str, str]:

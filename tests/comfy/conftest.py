@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,6 +111,42 @@ def video_graph(seed: int = 3) -> dict[str, Any]:
             },
         },
     }
+
+
+def preview_graph(batch: int = 2) -> dict[str, Any]:
+    """EmptyImage(batch) → SaveImage and PreviewImage: what UI exports usually look like."""
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": batch, "color": 0},
+        },
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": "nomad"},
+        },
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+
+
+PREVIEW_BINDING = """name: preview_and_save
+title: EmptyImage batch 2 saved and previewed
+output: image
+params:
+  batch: {type: int, node: "1", input: batch_size, default: 2, min: 1, max: 4}
+  seed: {type: int, node: "1", input: color, default: 0, min: 0, max: 16777215}
+  prompt: {type: str, node: "4", input: value, default: "", help: "unused: front doors send one"}
+"""
+
+
+def write_preview_workflow(folder: Path, name: str = "preview_and_save") -> Path:
+    """A binding + graph pair for :func:`preview_graph` in ``folder``; returns the binding path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    graph = preview_graph()
+    graph["4"] = {"class_type": "PrimitiveStringMultiline", "inputs": {"value": ""}}  # not run
+    (folder / f"{name}.json").write_text(json.dumps(graph))
+    binding = folder / f"{name}.yaml"
+    binding.write_text(PREVIEW_BINDING.replace("name: preview_and_save", f"name: {name}"))
+    return binding
 
 
 @pytest.fixture
