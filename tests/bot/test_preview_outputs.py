@@ -25,7 +25,7 @@ async def test_preview_and_save_job_sends_two_photos(
     botapi: BotApiStub, make_bot: Any, queue: Any, storage: Any, tmp_path: Path
 ) -> None:
     """/p on a graph with PreviewImage + SaveImage (batch 2) → 2 sendPhoto calls, then done."""
-    from bot.run import workflow_loader
+    from nomad_bot.run import workflow_loader
     from nomad.backends.base import LaunchSpec
     from nomad.config.schema import BotConfig, NomadConfig
     from nomad.serve.autoscaler import BackendOps
