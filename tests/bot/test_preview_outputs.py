@@ -26,6 +26,7 @@ async def test_preview_and_save_job_sends_two_photos(
 ) -> None:
     """/p on a graph with PreviewImage + SaveImage (batch 2) → 2 sendPhoto calls, then done."""
     from nomad_bot.run import workflow_loader
+
     from nomad.backends.base import LaunchSpec
     from nomad.config.schema import BotConfig, NomadConfig
     from nomad.serve.autoscaler import BackendOps
