@@ -65,8 +65,10 @@ class _Bar:
             self.progress.update(self.task, description=f"{len(ev.data['nodes'])} node(s) cached")
 
 
-def _n(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else str(v)
+def _n(v: int | float) -> str:
+    if isinstance(v, int):
+        return str(v)  # exact: float() would turn 2**64-1 into 2**64
+    return str(int(v)) if v.is_integer() else str(v)
 
 
 @click.command("run")

@@ -29,6 +29,10 @@ class ParamSpec(_Strict):
     pairs set to the same value (e.g. one prompt feeding two text encoders).
     An ``aspect`` parameter sets the parameters named in ``sets`` (width, height)
     from a ratio such as ``16:9`` at the default pixel count.
+
+    Values keep their JSON type end to end: an ``int`` parameter and its
+    bounds are Python ints (arbitrary precision), never floats, so the seed
+    range 0..18446744073709551615 is checked exactly.
     """
 
     type: ParamType
@@ -36,8 +40,9 @@ class ParamSpec(_Strict):
     input: str | None = None
     also: list[tuple[str, str]] = Field(default_factory=list)
     default: Any = None
-    min: float | None = None
-    max: float | None = None
+    # int first: YAML ints stay Python ints (a seed max of 2**64-1 must not become 2**64)
+    min: int | float | None = None
+    max: int | float | None = None
     choices: list[Any] | None = None
     sets: list[str] = Field(default_factory=list)
     help: str = ""
@@ -65,12 +70,10 @@ class ParamSpec(_Strict):
             raise WorkflowError(
                 f"{workflow}: {name}={raw!r} is not allowed (choose one of: {allowed})"
             )
-        low = -float("inf") if self.min is None else self.min
-        high = float("inf") if self.max is None else self.max
         if (
             isinstance(value, int | float)
             and not isinstance(value, bool)
-            and not low <= value <= high
+            and not _within(value, self.min, self.max)
         ):
             raise WorkflowError(
                 f"{workflow}: {name}={raw} is out of range (allowed {_num(self.min)}..{_num(self.max)})",
@@ -83,6 +86,8 @@ class ParamSpec(_Strict):
             if self.type == "int":
                 if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                     raise ValueError
+                if isinstance(raw, float) and abs(raw) >= 2**53:
+                    raise ValueError  # a float this big has lost digits: ask for the exact int
                 return int(raw) if not isinstance(raw, str) else int(raw.strip(), 10)
             if self.type == "float":
                 if isinstance(raw, bool):
@@ -106,10 +111,17 @@ def _bool(raw: Any) -> bool:
     raise ValueError(text)
 
 
-def _num(v: float | None) -> str:
+def _within(value: int | float, low: int | float | None, high: int | float | None) -> bool:
+    """Exact comparison (int vs int never goes through a float)."""
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _num(v: int | float | None) -> str:
     if v is None:
         return "∞"
-    return str(int(v)) if float(v).is_integer() else str(v)
+    if isinstance(v, int):
+        return str(v)
+    return str(int(v)) if v.is_integer() else str(v)
 
 
 class ModelReq(_Strict):
