@@ -146,6 +146,12 @@ class JobQueue(abc.ABC):
         """Record a failure; requeue if retry and attempts remain, else FAILED."""
 
     @abc.abstractmethod
+    def release(self, job_id: str, lease_token: str, reason: str = "") -> bool:
+        """Give a running job back unharmed: queued again, its attempt refunded; fenced by the
+        token (False when stale). For failures that are not the job's fault: shutdown, a crashed
+        or lost ComfyUI, storage or the queue down for too long."""
+
+    @abc.abstractmethod
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job (the worker sees it at its next heartbeat)."""
 

@@ -3,7 +3,8 @@
 Workers only know the :class:`Runner` protocol; :class:`ComfyRunner` is the
 real one (inputs from S3 → ``nomad.workflows`` binding → ``ComfyClient.run``).
 Tests of queue mechanics plug in their own runner without a ComfyUI.
-Which failures are worth retrying is decided here, once (:func:`is_transient`).
+Whose fault a failure is, and so whether it may spend one of the job's
+attempts, is decided here, once (:func:`failure_kind`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from nomad.errors import (
-    ComfyConnectionError,
+    ComfyError,
+    ComfyExecutionError,
     ComfyValidationError,
     NomadError,
+    QueueError,
     StorageError,
     UsageError,
     WorkflowError,
@@ -55,11 +58,34 @@ class Runner(Protocol):
     async def interrupt(self, endpoint: str) -> None: ...
 
 
+FailureKind = Literal["job", "endpoint", "infra"]
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """Whose fault a failed run is; only ``job`` may spend one of the job's attempts.
+
+    - ``job``: the job itself is wrong or its graph failed (bad workflow or
+      parameters, ComfyUI validation, a node raising). Running it again gives
+      the same answer, so it fails now.
+    - ``endpoint``: the ComfyUI server did not answer, dropped the connection,
+      crashed or timed out. Another try (there or on another GPU) may work;
+      the job is handed back without losing an attempt.
+    - ``infra``: object storage or the queue is unreachable. The job waits
+      with backoff, keeping its lease, and loses nothing.
+    Anything unexpected counts as ``job``: a bug must not loop a job forever.
+    """
+    if isinstance(exc, WorkflowError | UsageError | ComfyValidationError | ComfyExecutionError):
+        return "job"
+    if isinstance(exc, StorageError | QueueError):
+        return "infra"
+    if isinstance(exc, ComfyError | TimeoutError | OSError):
+        return "endpoint"
+    return "job"
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Worth another try: connection drops, S3 hiccups, timeouts. Bad input never is."""
-    if isinstance(exc, WorkflowError | ComfyValidationError | UsageError):
-        return False
-    return isinstance(exc, ComfyConnectionError | StorageError | TimeoutError | OSError)
+    """Worth another try: anything that is not the job's own fault (see :func:`failure_kind`)."""
+    return failure_kind(exc) != "job"
 
 
 class ComfyRunner:
@@ -105,6 +131,17 @@ class ComfyRunner:
 
         async with ComfyClient(endpoint, proxy=self.proxy, timeout=10) as client:
             await client.interrupt()
+
+    async def healthy(self, endpoint: str) -> bool:
+        """Whether the endpoint answers ``/system_stats`` (a worker asks before leasing again)."""
+        from nomad.comfy import ComfyClient
+
+        try:
+            async with ComfyClient(endpoint, proxy=self.proxy, timeout=5) as client:
+                await client.health()
+        except (ComfyError, OSError, TimeoutError):
+            return False
+        return True
 
     def _get(self, key: str) -> bytes:
         if self.store is None:

@@ -6,12 +6,21 @@ hoards a backlog. Each job runs under a lease that a heartbeat extends; a
 lost lease (cancelled, or the job went to another worker) stops the run and
 interrupts ComfyUI. Outputs land under stable keys, then ``complete`` —
 fenced by the lease token — records them exactly once.
+
+Attempts belong to the job, not to the infrastructure (see
+:func:`nomad.serve.runner.failure_kind`): a job whose graph fails spends an
+attempt; storage or the queue being down makes the job wait with backoff
+under its lease, and an endpoint that crashed or stopped answering hands the
+job back without charging it. Stopping a cluster stops its workers' runs at
+once and gives their jobs back, so a stale run never reaches the next cluster
+that happens to use the same ports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,9 +32,13 @@ from nomad.queue.base import Job, JobQueue, JobStatus
 from nomad.serve.eta import EtaModel
 from nomad.serve.log import event
 from nomad.serve.outputs import DEFAULT_PREFIX, OutputStore, output_key
-from nomad.serve.runner import Runner, error_text, is_transient
+from nomad.serve.runner import Runner, RunReport, error_text, failure_kind
 
 Sleep = Callable[[float], Awaitable[None]]
+ABORT_SECONDS = 3.0  # stopping a run: how long to wait for it, and for ComfyUI's /interrupt
+SETTLE_TRIES = (
+    3  # fail/release calls tried this often (backoff between) before leaving it to the lease
+)
 
 
 @dataclass
@@ -43,10 +56,24 @@ class ClusterRuntime:
 class PoolConfig:
     lease_seconds: float = 300.0
     heartbeat_seconds: float = 10.0
-    retries: int = 2  # in-worker retries of transient failures before giving the job back
-    backoff_seconds: float = 2.0
+    retries: int = 2  # in-place retries of an endpoint failure before handing the job back
+    backoff_seconds: float = 2.0  # first wait after a failure; doubles up to max_backoff_seconds
+    max_backoff_seconds: float = 30.0
+    infra_wait_seconds: float = 900.0  # storage/queue down: keep the lease and retry this long
     idle_poll_seconds: float = 1.0
     prefix: str = DEFAULT_PREFIX
+
+    def backoff(self, tries: int) -> float:
+        """Seconds to wait before try number ``tries`` + 1 (exponential, capped)."""
+        return float(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(0, tries)))
+
+
+class _GiveBack(Exception):
+    """Stop this run and hand the job back to the queue without charging an attempt."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -57,6 +84,7 @@ class _Running:
     progress: float | None = None
     shutdown: bool = False
     cancelled: bool = False
+    sick: bool = False  # the endpoint failed this run: wait for it to answer before leasing again
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -99,7 +127,8 @@ class WorkerPool:
         event("workers.start", cluster=rt.name, endpoints=len(rt.endpoints), gpu=rt.gpu)
 
     async def stop_cluster(self, name: str) -> None:
-        """Stop a cluster's workers at once (its jobs are requeued by the caller or by lease expiry)."""
+        """Stop a cluster's workers at once: runs in flight are cancelled, ComfyUI is asked to
+        interrupt (bounded), and their jobs go back to the queue without losing an attempt."""
         tasks = self._clusters.pop(name, [])
         for t in tasks:
             t.cancel()
@@ -147,22 +176,44 @@ class WorkerPool:
 
     async def _loop(self, rt: ClusterRuntime, endpoint: str, index: int) -> None:
         name = f"{rt.name}#{index}"
+        failures, sick = 0, False
         while not self.stopping:
+            if sick:
+                await self._until_healthy(endpoint, name)
+                sick = False
+                continue
             try:
                 job = await asyncio.to_thread(
                     self.queue.lease, name, cluster=rt.name, lease_seconds=self.config.lease_seconds
                 )
-            except NomadError as exc:
+            except NomadError as exc:  # the queue is unreachable: back off, lose nothing
                 event("worker.lease_failed", level=logging.WARNING, worker=name, error=exc.message)
-                await self.sleep(self.config.backoff_seconds)
+                await self.sleep(self.config.backoff(failures))
+                failures += 1
                 continue
+            failures = 0
             if job is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.config.idle_poll_seconds):
                         await self._wake.wait()
                 continue
-            await self._process(rt, endpoint, name, job)
+            sick = await self._process(rt, endpoint, name, job)
+
+    async def _until_healthy(self, endpoint: str, name: str) -> None:
+        """After an endpoint failure, lease nothing until it answers again (backoff, capped).
+
+        Runners without a ``healthy`` probe (test doubles) just back off once.
+        """
+        probe: Callable[[str], Awaitable[bool]] | None = getattr(self.runner, "healthy", None)
+        tries = 0
+        while not self.stopping:
+            await self.sleep(self.config.backoff(tries))
+            if probe is None or await probe(endpoint):
+                return
+            if tries == 0:
+                event("worker.endpoint_down", level=logging.WARNING, worker=name, endpoint=endpoint)
+            tries += 1
 
     async def _watch(self) -> None:
         """One thread blocks on the queue's wake-up (NOTIFY or a bounded poll) for every idle worker."""
@@ -178,7 +229,8 @@ class WorkerPool:
                 self._wake.set()
                 await self.sleep(0.05)  # let idle workers lease before looking again
 
-    async def _process(self, rt: ClusterRuntime, endpoint: str, name: str, job: Job) -> None:
+    async def _process(self, rt: ClusterRuntime, endpoint: str, name: str, job: Job) -> bool:
+        """Run one leased job; True when the endpoint failed it (the worker then waits for health)."""
         run = _Running(job, asyncio.current_task(), endpoint)  # type: ignore[arg-type]
         inner = asyncio.create_task(self._attempts(rt, endpoint, name, run))
         run.task = inner
@@ -186,7 +238,11 @@ class WorkerPool:
         beat = asyncio.create_task(self._heartbeat(endpoint, run))
         event("job.start", job=job.id, worker=name, workflow=job.workflow, attempt=job.attempts)
         try:
-            await asyncio.wait({inner})
+            try:
+                await asyncio.wait({inner})
+            except asyncio.CancelledError:  # stop_cluster: this run must not outlive its cluster
+                await self._abort(run, "requeued: its cluster was stopped")
+                raise
             if run.shutdown:  # fenced: a job that completed meanwhile stays completed
                 await self._release(job, "requeued: nomad serve shut down")
         finally:
@@ -194,6 +250,19 @@ class WorkerPool:
             await asyncio.gather(beat, return_exceptions=True)
             self._running.pop(name, None)
             run.ended.set()
+        return run.sick
+
+    async def _abort(self, run: _Running, reason: str) -> None:
+        """Cancel a run, interrupt its ComfyUI (bounded: it may be gone) and give the job back."""
+        run.shutdown = True
+        run.task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ABORT_SECONDS):
+                await asyncio.gather(run.task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ABORT_SECONDS):
+                await self.runner.interrupt(run.endpoint)
+        await self._release(run.job, reason)
 
     async def _heartbeat(self, endpoint: str, run: _Running) -> None:
         job, token = run.job, run.job.lease_token or ""
@@ -223,53 +292,109 @@ class WorkerPool:
         def progress(value: float) -> None:
             run.progress = max(0.0, min(1.0, value))
 
-        for attempt in range(cfg.retries + 1):
-            try:
-                report = await self.runner.run(job, endpoint, progress)
-                keys = [
-                    output_key(job.id, i, o.ext, cfg.prefix) for i, o in enumerate(report.outputs)
-                ]
-                for key, out in zip(keys, report.outputs, strict=True):
-                    await asyncio.to_thread(self.store.put, key, out.data)
-                await self._complete(rt, name, job, keys, report.times)
+        try:
+            report = await self._run(endpoint, name, run, progress)
+            if report is None:
                 return
+            keys = [output_key(job.id, i, o.ext, cfg.prefix) for i, o in enumerate(report.outputs)]
+            for key, out in zip(keys, report.outputs, strict=True):
+                await self._infra_retry(
+                    run, "store an output", functools.partial(self.store.put, key, out.data)
+                )
+            await self._complete(rt, name, run, keys, report.times)
+        except _GiveBack as back:
+            await self._release(job, back.reason)
+
+    async def _run(
+        self, endpoint: str, name: str, run: _Running, progress: Callable[[float], None]
+    ) -> RunReport | None:
+        """Run the graph, retrying what is not the job's fault; None when the job was settled."""
+        job, cfg = run.job, self.config
+        endpoint_tries, infra_tries, infra_since = 0, 0, None
+        while True:
+            try:
+                return await self.runner.run(job, endpoint, progress)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if run.shutdown or run.cancelled:
-                    return  # the interrupt we asked for; the job is requeued or cancelled
-                transient = is_transient(exc)
+                    return None  # the interrupt we asked for; the job is requeued or cancelled
+                kind = failure_kind(exc)
                 event(
                     "job.error",
                     level=logging.WARNING,
                     job=job.id,
                     worker=name,
-                    transient=transient,
+                    kind=kind,
                     error=error_text(exc),
                 )
-                if transient and attempt < cfg.retries:
-                    await self.sleep(cfg.backoff_seconds * 2**attempt)
+                if kind == "job":
+                    await self._fail(job, error_text(exc))
+                    return None
+                if kind == "endpoint":
+                    if endpoint_tries >= cfg.retries:
+                        run.sick = True
+                        raise _GiveBack(f"requeued: ComfyUI failed ({error_text(exc)})") from exc
+                    await self.sleep(cfg.backoff(endpoint_tries))
+                    endpoint_tries += 1
                     continue
-                await self._fail(job, error_text(exc), retry=transient)
-                return
+                infra_since = infra_since if infra_since is not None else self.clock()
+                self._infra_give_up(infra_since, exc)
+                await self.sleep(cfg.backoff(infra_tries))
+                infra_tries += 1
+
+    def _infra_give_up(self, since: float, exc: Exception) -> None:
+        """Past ``infra_wait_seconds`` of storage/queue trouble, hand the job back (no attempt)."""
+        waited = self.clock() - since
+        if waited >= self.config.infra_wait_seconds:
+            raise _GiveBack(f"requeued: {error_text(exc)} (waited {waited:.0f}s)") from exc
+
+    async def _infra_retry(self, run: _Running, what: str, fn: Callable[[], Any]) -> Any:
+        """Call blocking ``fn`` in a thread; on storage/queue trouble wait with backoff and retry."""
+        since, tries = self.clock(), 0
+        while True:
+            try:
+                return await asyncio.to_thread(fn)
+            except Exception as exc:
+                if failure_kind(exc) != "infra":
+                    raise
+                event(
+                    "job.waiting",
+                    level=logging.WARNING,
+                    job=run.job.id,
+                    action=what,
+                    error=error_text(exc),
+                )
+                self._infra_give_up(since, exc)
+                await self.sleep(self.config.backoff(tries))
+                tries += 1
 
     async def _complete(
-        self, rt: ClusterRuntime, name: str, job: Job, keys: list[str], times: dict[str, float]
+        self,
+        rt: ClusterRuntime,
+        name: str,
+        run: _Running,
+        keys: list[str],
+        times: dict[str, float],
     ) -> None:
+        job = run.job
         now = self.clock()
         started = job.times.get("started_at", now)
         cost = rt.price_per_hour * max(0.0, now - started) / 3600.0
         if "cluster_requested_at" in job.times:
             cost += rt.cold_share
         stamps = {**times, "finished_at": now}
-        ok = await asyncio.to_thread(
-            self.queue.complete,
-            job.id,
-            job.lease_token or "",
-            outputs=keys,
-            gpu=rt.gpu,
-            cost=round(cost, 6),
-            times=stamps,
+        ok = await self._infra_retry(
+            run,
+            "record the result",
+            lambda: self.queue.complete(
+                job.id,
+                job.lease_token or "",
+                outputs=keys,
+                gpu=rt.gpu,
+                cost=round(cost, 6),
+                times=stamps,
+            ),
         )
         if ok:
             self.eta.add_run(job.workflow, rt.gpu, now - started)
@@ -282,22 +407,29 @@ class WorkerPool:
             cost=cost,
         )
 
-    async def _fail(self, job: Job, error: str, *, retry: bool) -> None:
-        try:
-            after = await asyncio.to_thread(
-                self.queue.fail, job.id, job.lease_token or "", error, retry=retry
-            )
-            event("job.failed", job=job.id, status=after.status.value, error=error)
-        except NomadError as exc:
-            event("job.fail_unrecorded", level=logging.WARNING, job=job.id, error=exc.message)
+    async def _fail(self, job: Job, error: str) -> None:
+        """The job's own fault: spend the attempt and record why (no retry: it would fail again)."""
+        for tries in range(SETTLE_TRIES):
+            try:
+                after = await asyncio.to_thread(
+                    self.queue.fail, job.id, job.lease_token or "", error, retry=False
+                )
+                event("job.failed", job=job.id, status=after.status.value, error=error)
+                return
+            except NomadError as exc:
+                event("job.fail_unrecorded", level=logging.WARNING, job=job.id, error=exc.message)
+                await self.sleep(self.config.backoff(tries))
 
     async def _release(self, job: Job, reason: str) -> None:
-        release: Any = getattr(self.queue, "release", None)
-        try:
-            if release is not None:
-                await asyncio.to_thread(release, job.id, job.lease_token or "", reason)
-            else:
-                await asyncio.to_thread(self.queue.fail, job.id, job.lease_token or "", reason)
-            event("job.released", job=job.id)
-        except NomadError as exc:
-            event("job.release_failed", level=logging.WARNING, job=job.id, error=exc.message)
+        """Hand a job back unharmed (its attempt refunded); fenced, so a finished job stays finished.
+
+        If the queue cannot be reached, the lease simply expires later.
+        """
+        for tries in range(SETTLE_TRIES):
+            try:
+                await asyncio.to_thread(self.queue.release, job.id, job.lease_token or "", reason)
+                event("job.released", job=job.id, reason=reason)
+                return
+            except NomadError as exc:
+                event("job.release_failed", level=logging.WARNING, job=job.id, error=exc.message)
+                await self.sleep(self.config.backoff(tries))

@@ -75,11 +75,20 @@ def graph_file(tmp_path: Path) -> str:
     return str(path)
 
 
+def fast_config(**kw: Any) -> PoolConfig:
+    """Pool settings for tests: quick beats, polls and backoffs."""
+    base: dict[str, Any] = {
+        "lease_seconds": 30,
+        "heartbeat_seconds": 0.05,
+        "idle_poll_seconds": 0.05,
+        "backoff_seconds": 0.01,
+        "max_backoff_seconds": 0.05,
+    }
+    return PoolConfig(**{**base, **kw})
+
+
 def pool_for(queue: SqlQueue, store: MemoryOutputs) -> WorkerPool:
-    cfg = PoolConfig(
-        lease_seconds=30, heartbeat_seconds=0.05, idle_poll_seconds=0.05, backoff_seconds=0.01
-    )
-    return WorkerPool(queue, ComfyRunner(store), store, config=cfg)
+    return WorkerPool(queue, ComfyRunner(store), store, config=fast_config())
 
 
 async def test_job_runs_on_comfy_with_timings_cost_and_output(
@@ -154,9 +163,11 @@ async def test_bad_graph_fails_without_retry(queue: SqlQueue, tmp_path: Path) ->
     assert failed.attempts == 1 and failed.error
 
 
-async def test_transient_failure_is_retried_with_backoff(queue: SqlQueue, graph_file: str) -> None:
-    """A dead endpoint (connection refused) is retried inside the worker (1 + 2 tries, one lease), then
-    the failure is recorded with the reason."""
+async def test_dead_endpoint_is_retried_then_job_handed_back_without_attempt(
+    queue: SqlQueue, graph_file: str
+) -> None:
+    """A dead endpoint (connection refused) is retried in place (1 + 2 tries), then the job goes
+    back to the queue with its attempt refunded: a crashed ComfyUI is not the job's fault."""
     store = MemoryOutputs()
     calls: list[str] = []
 
@@ -165,20 +176,13 @@ async def test_transient_failure_is_retried_with_backoff(queue: SqlQueue, graph_
             calls.append(endpoint)
             return await super().run(job, endpoint, progress)
 
-    cfg = PoolConfig(
-        lease_seconds=30,
-        heartbeat_seconds=0.05,
-        idle_poll_seconds=0.05,
-        backoff_seconds=0.01,
-        retries=2,
-    )
-    pool = WorkerPool(queue, CountingRunner(store), store, config=cfg)
+    pool = WorkerPool(queue, CountingRunner(store), store, config=fast_config(retries=2))
     job = queue.enqueue(graph_file, {}, max_attempts=1)
     pool.start_cluster(ClusterRuntime("c", ["http://127.0.0.1:9"]))
-    await until("job failure", lambda: queue.get(job.id).status is JobStatus.FAILED)
+    await until("job handed back", lambda: "ComfyUI failed" in (queue.get(job.id).detail or ""))
     await pool.shutdown(0.0)
     got = queue.get(job.id)
-    assert got.attempts == 1 and len(calls) == 3 and got.error
+    assert got.status is JobStatus.QUEUED and got.attempts == 0 and len(calls) == 3
 
 
 async def test_named_workflow_is_bound_and_run(queue: SqlQueue) -> None:
