@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bot": ("nomad.cli.bot_cmd", "bot", "Run the Telegram bot front door."),
     "batch": ("nomad.cli.batch_cmd", "batch", "Cron-triggered batch jobs (e.g. a daily wallpaper)."),
     "web": ("nomad.cli.web_cmd", "web", "The web front door: one-button page + JSON API."),
+    "simulate": ("nomad.cli.simulate_cmd", "simulate", "Replay a request trace: what scale-to-zero saves, what users wait."),
 }
 
 

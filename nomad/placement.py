@@ -1,0 +1,189 @@
+"""Money decisions as pure functions: expected $ per job, and stop vs down.
+
+Why a module of its own: ``plan``, ``up``, the autoscaler and the simulator
+must agree on what "cheapest" means. Ranking offers by $/hour (what plain
+``sky launch`` does) picks a 4090 over a 5090 that is 2.7x faster; what the
+person paying the bill cares about is dollars per finished job, including the
+wake it needed. Nothing here does I/O or reads a clock, so every rule is
+checked by hand in the tests.
+
+The model, per offer with ``n`` GPUs (one ComfyUI per GPU, so ``n`` jobs run at
+once) at ``p`` $/hour, a job mix whose mean run is ``s`` seconds on that GPU, a
+cold start of ``c`` seconds and an idle tail of ``t`` seconds per wake that
+serves ``k`` jobs::
+
+    $/job = p/3600 · (s/n + (c + t)/k)
+
+With ``k`` unknown (no history, nothing configured) the wake is left out and
+the result is plain $/image — said so in :attr:`Ranked.basis`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+HOUR = 3600.0
+MONTH = 30.0 * 86400.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One place a cluster could run: a cloud offer, an SSH host or a local box."""
+
+    name: str
+    gpu: str
+    price_per_hour: float
+    gpus: int = 1
+    seconds: Mapping[str, float] = field(default_factory=dict)  # workflow -> s/run on one GPU
+    source: str = "cloud"  # cloud | ssh | local
+
+
+@dataclass(frozen=True)
+class WakeModel:
+    """What one wake costs besides the jobs: cold start and idle tail, and jobs it serves."""
+
+    cold_start_seconds: float = 0.0
+    idle_tail_seconds: float = 0.0
+    jobs_per_wake: float | None = None  # None: unknown, rank by $/image
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A candidate with its expected cost and the sentence that explains it."""
+
+    candidate: Candidate
+    usd_per_job: float | None  # None: no timings for this GPU
+    seconds_per_job: float | None
+    basis: str
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.candidate
+        return {
+            "name": c.name,
+            "gpu": c.gpu,
+            "gpus": c.gpus,
+            "source": c.source,
+            "price_per_hour": c.price_per_hour,
+            "usd_per_job": None if self.usd_per_job is None else round(self.usd_per_job, 6),
+            "seconds_per_job": self.seconds_per_job,
+            "basis": self.basis,
+        }
+
+
+def mix_seconds(seconds: Mapping[str, float], mix: Mapping[str, float]) -> float | None:
+    """Mean seconds per job over the workflow ``mix`` (weights), or None if a weighted workflow has no timing."""
+    weights = {w: x for w, x in mix.items() if x > 0}
+    if not weights:
+        return None
+    if any(w not in seconds for w in weights):
+        return None
+    total = sum(weights.values())
+    return sum(seconds[w] * x for w, x in weights.items()) / total
+
+
+def usd_per_job(c: Candidate, run_seconds: float, wake: WakeModel) -> float:
+    """Expected $ per job on ``c`` (see the module docstring for the formula)."""
+    rate = c.price_per_hour / HOUR
+    per_job = run_seconds / max(1, c.gpus)
+    if wake.jobs_per_wake:
+        per_job += (wake.cold_start_seconds + wake.idle_tail_seconds) / wake.jobs_per_wake
+    return rate * per_job
+
+
+def rank(
+    candidates: Iterable[Candidate], mix: Mapping[str, float], wake: WakeModel | None = None
+) -> list[Ranked]:
+    """Candidates cheapest-per-job first; ones without timings last, by $/hour.
+
+    Ties keep the input order (the backend's own order, e.g. SkyPilot's).
+    """
+    wake = wake or WakeModel()
+    known: list[Ranked] = []
+    unknown: list[Ranked] = []
+    for c in candidates:
+        secs = mix_seconds(c.seconds, mix)
+        if secs is None:
+            unknown.append(Ranked(c, None, None, f"no benchmark for {c.gpu}: ranked by $/hour"))
+            continue
+        cost = usd_per_job(c, secs, wake)
+        known.append(Ranked(c, cost, secs, _basis(c, secs, wake)))
+    known.sort(key=lambda r: r.usd_per_job if r.usd_per_job is not None else 0.0)
+    unknown.sort(key=lambda r: r.candidate.price_per_hour)
+    return known + unknown
+
+
+def _basis(c: Candidate, secs: float, wake: WakeModel) -> str:
+    gpus = f" ÷ {c.gpus} GPUs" if c.gpus > 1 else ""
+    text = f"${c.price_per_hour:.2f}/h × {secs:.2f} s/job{gpus}"
+    if wake.jobs_per_wake:
+        text += (
+            f" + wake ({wake.cold_start_seconds:.0f} s start + {wake.idle_tail_seconds:.0f} s idle)"
+            f" ÷ {wake.jobs_per_wake:g} jobs/wake"
+        )
+    else:
+        text += " (no wake history: $/image only)"
+    return text
+
+
+def explain(ranked: Sequence[Ranked]) -> str:
+    """One line saying why the first candidate was chosen over the runner-up."""
+    if not ranked:
+        return "no candidates"
+    first = ranked[0]
+    if first.usd_per_job is None:
+        return f"{first.candidate.name}: cheapest $/hour (no benchmark results)"
+    line = f"{first.candidate.name}: ${first.usd_per_job:.6f}/job ({first.basis})"
+    if len(ranked) > 1 and ranked[1].usd_per_job is not None:
+        line += f"; next {ranked[1].candidate.name} ${ranked[1].usd_per_job:.6f}/job"
+    return line
+
+
+# -- stop vs down ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopOrDown:
+    """The decision and the two costs it compared (USD)."""
+
+    action: str  # "stop" | "down"
+    keep_cost: float  # storage of the stopped disk over the expected idle gap
+    repull_cost: float  # GPU time paid to pull + load again, plus the users' wait if valued
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "keep_cost": round(self.keep_cost, 6),
+            "repull_cost": round(self.repull_cost, 6),
+            "reason": self.reason,
+        }
+
+
+def stop_or_down(
+    *,
+    disk_gb: float,
+    storage_usd_per_gb_month: float,
+    idle_gap_seconds: float,
+    repull_seconds: float,
+    price_per_hour: float,
+    wait_usd_per_hour: float = 0.0,
+    force: str | None = None,
+) -> StopOrDown:
+    """Keep the disk (stop) when storing it over the gap is cheaper than pulling it again.
+
+    ``repull_seconds`` is the part of a cold start a stopped disk saves (image
+    pull + extract, weights fetch); it is paid at the GPU's price while it
+    happens, plus ``wait_usd_per_hour`` if users' waiting is given a value.
+    At exactly equal costs the answer is ``down``: nothing kept, nothing to forget.
+    """
+    keep = disk_gb * storage_usd_per_gb_month * max(0.0, idle_gap_seconds) / MONTH
+    repull = (price_per_hour + wait_usd_per_hour) * max(0.0, repull_seconds) / HOUR
+    if force in ("stop", "down"):
+        return StopOrDown(force, keep, repull, f"forced by config (infra.on_idle: {force})")
+    if keep < repull - 1e-9 * max(1.0, repull):  # equal within float noise counts as equal
+        why = f"keeping {disk_gb:g} GB for {idle_gap_seconds / HOUR:.1f} h costs ${keep:.4f} < re-pull ${repull:.4f}"
+        return StopOrDown("stop", keep, repull, why)
+    why = f"re-pull ${repull:.4f} ≤ keeping {disk_gb:g} GB for {idle_gap_seconds / HOUR:.1f} h ${keep:.4f}"
+    return StopOrDown("down", keep, repull, why)
