@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "jobs": ("nomad.cli.serve_cmd", "jobs", "List, inspect and cancel jobs."),
     "bot": ("nomad.cli.bot_cmd", "bot", "Run the Telegram bot front door."),
     "batch": ("nomad.cli.batch_cmd", "batch", "Cron-triggered batch jobs (e.g. a daily wallpaper)."),
+    "node": ("nomad.cli.node_cmd", "node", "GPU node side of a wake: fetch weights into a digest cache."),
     "web": ("nomad.cli.web_cmd", "web", "The web front door: one-button page + JSON API."),
     "simulate": ("nomad.cli.simulate_cmd", "simulate", "Replay a request trace: what scale-to-zero saves, what users wait."),
 }

@@ -149,6 +149,19 @@ class RegistryClient:
             )
         return resp
 
+    def auth_headers(self, repo: str) -> dict[str, str]:
+        """The Authorization header a request for ``repo`` would carry (after it authenticated).
+
+        For byte paths that do not go through httpx (the node's ranged fetch,
+        :mod:`nomad.node`). Only ever send it to this registry (:meth:`is_registry_url`).
+        """
+        auth = self._tokens.get(repo) or self._basic()
+        return {"Authorization": auth} if auth else {}
+
+    def is_registry_url(self, url: str) -> bool:
+        """True when ``url`` points at this registry (credentials may go there, nowhere else)."""
+        return self._same_origin(self._url(url))
+
     def _transport_error(self, exc: httpx.TransportError, what: str) -> RegistryError:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             return RegistryUnreachable(

@@ -1,0 +1,49 @@
+"""Node side of a wake: weights onto a GPU node at the speed of its disk and network.
+
+Public API::
+
+    pull_weights(client, ref, cache, source=, parallel=, streams=)  -> PullResult
+    NodeCache(root, max_bytes)        digest-keyed weight cache, LRU eviction
+    RegistrySource(client, repo)      blobs through the registry (and its S3 redirect)
+    S3Source(storage)                 blobs straight from the registry's bucket
+    MountPlan                         -v SRC:DST:ro per weight, or a symlink tree
+    PhaseRecorder, PHASES             cold-start phases as structured events
+    weights_mode_for(cloud)           "baked" or "fetched" per backend/cloud
+
+See docs/cold-start.md.
+"""
+
+from __future__ import annotations
+
+from nomad.node._cache import CacheEntry, NodeCache
+from nomad.node._fetch import BlobFetch, CorruptBlobError
+from nomad.node._image import ImagePlan, WeightLayer, resolve, split_layers
+from nomad.node._modes import BAKED, FETCHED, POD_CLOUDS, weights_mode_for
+from nomad.node._pull import LayerResult, Mount, MountPlan, PullResult, pull_weights
+from nomad.node._source import RegistrySource, S3Source, Target
+from nomad.node.phases import PHASES, PhaseRecorder
+
+__all__ = [
+    "BAKED",
+    "FETCHED",
+    "PHASES",
+    "POD_CLOUDS",
+    "BlobFetch",
+    "CacheEntry",
+    "CorruptBlobError",
+    "ImagePlan",
+    "LayerResult",
+    "Mount",
+    "MountPlan",
+    "NodeCache",
+    "PhaseRecorder",
+    "PullResult",
+    "RegistrySource",
+    "S3Source",
+    "Target",
+    "WeightLayer",
+    "pull_weights",
+    "resolve",
+    "split_layers",
+    "weights_mode_for",
+]

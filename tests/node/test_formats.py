@@ -1,0 +1,90 @@
+"""Layer formats the node fetch reads: tar header variants, gzip'd layers written by skopeo."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nomad.node import NodeCache, pull_weights
+from nomad.node._tarhead import NotAWeightLayer, check_tail, first_file
+from nomad.registry import RegistryClient, parse_reference
+
+from .conftest import MiB, Pushed
+
+
+def _tar(name: str, data: bytes, fmt: int, dirs: tuple[str, ...] = ()) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            tf.addfile(info)
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_first_file_finds_data_offset_for_each_tar_format(fmt: int) -> None:
+    """PAX, GNU long-name and ustar headers: the span points exactly at the file's bytes."""
+    long = (
+        "opt/ComfyUI/models/" + "deep/" * 12 + "w.safetensors"
+        if fmt != tarfile.USTAR_FORMAT
+        else "a/w.bin"
+    )
+    data = bytes(range(256)) * 40
+    raw = _tar(long, data, fmt, dirs=("opt", "opt/ComfyUI"))
+    span = first_file(raw)
+    assert span is not None and span.path == long and span.size == len(data)
+    assert raw[span.offset : span.offset + span.size] == data
+    check_tail(raw[span.offset + span.size :])
+    assert first_file(raw[:512]) is None  # too short to tell yet: ask for more bytes
+
+
+def test_two_files_or_no_file_is_not_a_weight_layer() -> None:
+    """A second file after the first, or an empty archive, is refused by name."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for n in ("a", "b"):
+            info = tarfile.TarInfo(n)
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"xyz"))
+    raw = buf.getvalue()
+    span = first_file(raw)
+    assert span is not None
+    with pytest.raises(NotAWeightLayer, match="more than one"):
+        check_tail(raw[span.offset + span.size :])
+    with pytest.raises(NotAWeightLayer, match="no regular file"):
+        first_file(b"\0" * 1024)
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo not installed")
+def test_gzip_layers_written_by_skopeo_are_inflated_on_the_fly(
+    stack: Any, push_weights: Callable[..., Pushed], tmp_path: Path
+) -> None:
+    """skopeo's copy gzips every layer; node pull inflates while streaming and checks the digest."""
+    pushed = push_weights({"checkpoints/g.safetensors": 2 * MiB + 9}, seed="gz")
+    host = stack.registry_url.split("://", 1)[1]
+    src, dst = f"docker://{host}/{pushed.repo}:t1", f"docker://{host}/{pushed.repo}-gz:t1"
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", src, dst],
+        check=True,
+        capture_output=True,
+    )
+    ref = parse_reference(f"{host}/{pushed.repo}-gz:t1")
+    with RegistryClient(stack.registry_url) as client:
+        raw, _ = client.get_manifest(ref.repository, "t1")
+        media = {layer["mediaType"] for layer in json.loads(raw)["layers"]}
+        assert all("gzip" in m for m in media)
+        res = pull_weights(client, ref, NodeCache(tmp_path / "c"))
+    (m,) = res.mounts.mounts
+    assert m.source.read_bytes() == pushed.files["checkpoints/g.safetensors"]

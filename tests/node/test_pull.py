@@ -1,0 +1,192 @@
+"""`nomad node pull` against the real embedded stack (distribution registry + SeaweedFS)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nomad.errors import ModelFetchError
+from nomad.node import CorruptBlobError, NodeCache, S3Source, pull_weights
+from nomad.registry import RegistryClient, parse_reference
+from nomad.storage import Storage
+from nomad.testing.cli import run_nomad
+from nomad.testing.wait import eventually
+
+from .conftest import Gate, MiB, Pushed
+
+Push = Callable[..., Pushed]
+TWO = {"diffusion_models/unet.safetensors": 5 * MiB + 17, "vae/vae.safetensors": 300 * 1024 + 5}
+
+
+def _pull(stack: Any, pushed: Pushed, cache: NodeCache, url: str | None = None, **kw: Any) -> Any:
+    ref = parse_reference(pushed.ref)
+    with RegistryClient(url or stack.registry_url) as client:
+        return pull_weights(client, ref, cache, chunk=1 * MiB, streams=3, **kw)
+
+
+def _check_files(result: Any, pushed: Pushed) -> None:
+    got = {m.target.split("/models/", 1)[1]: m.source.read_bytes() for m in result.mounts.mounts}
+    assert got == pushed.files
+
+
+def test_pull_writes_each_weight_to_its_file_and_plans_read_only_mounts(
+    stack: Any, push_weights: Push, tmp_path: Path
+) -> None:
+    """Every weight layer lands as its bare file (tar stripped), byte-identical, mounted :ro at its dest."""
+    pushed = push_weights(TWO)
+    res = _pull(stack, pushed, NodeCache(tmp_path / "c"))
+    _check_files(res, pushed)
+    assert sorted(r.outcome for r in res.layers) == ["fetched", "fetched"]
+    assert res.base_layers >= 1  # busybox base stays with the container engine
+    args = res.mounts.docker_args()
+    assert (
+        args[0] == "-v" and args[1].endswith(":/opt/ComfyUI/models/vae/vae.safetensors:ro")
+    ) or (args[3].endswith(":/opt/ComfyUI/models/vae/vae.safetensors:ro"))
+    links = res.mounts.link_tree(tmp_path / "models")
+    assert (tmp_path / "models/vae/vae.safetensors").read_bytes() == pushed.files[
+        "vae/vae.safetensors"
+    ]
+    assert all(p.is_symlink() for p in links)
+    left = [p for p in (tmp_path / "c" / "partial").iterdir() if p.suffix != ".lock"]
+    assert not left  # no partial file or state left (per-digest lock files stay)
+
+
+def test_second_wake_moves_zero_weight_bytes(
+    stack: Any, push_weights: Push, gate: Callable[..., Gate], tmp_path: Path
+) -> None:
+    """With a warm cache the second pull sends no blob GET: only manifest and config cross the wire."""
+    pushed = push_weights(TWO)
+    cache = NodeCache(tmp_path / "c")
+    first = gate()
+    _pull(stack, pushed, cache, url=first.url)
+    assert first.down_bytes > sum(TWO.values())
+    second = gate()
+    res = _pull(stack, pushed, cache, url=second.url)
+    assert [r.outcome for r in res.layers] == ["cached", "cached"] and res.bytes_moved == 0
+    assert second.down_bytes < 32 * 1024  # manifest + config + headers, no weight bytes
+    _check_files(res, pushed)
+
+
+def _nomad_argv(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from nomad.cli.main import main; main()", *args]
+
+
+def test_killed_pull_resumes_and_is_byte_identical(
+    stack: Any, push_weights: Push, gate: Callable[..., Gate], tmp_path: Path
+) -> None:
+    """SIGKILL a real `nomad node pull` mid-blob; the rerun fetches only the missing chunks."""
+    big = {"diffusion_models/big.safetensors": 8 * MiB + 3}
+    pushed = push_weights(big)
+    g = gate(budget=4 * MiB)  # lets ~4 MiB through, then holds every connection
+    host_ref = pushed.ref.replace(stack.registry_url.split("://")[1], g.url.split("://")[1])
+    cache_dir = tmp_path / "c"
+    argv = _nomad_argv("--data-dir", str(tmp_path / "d"), "node", "pull", host_ref,
+                       "--cache-dir", str(cache_dir), "--streams", "2", "--chunk-mib", "1", "--json")  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        states = cache_dir / "partial"
+
+        def some_chunks_done() -> bool:
+            for st in states.glob("*.state"):
+                if json.loads(st.read_text() or "{}").get("done") and g.stalled:
+                    return True
+            return False
+
+        eventually(some_chunks_done, timeout=60, what="chunks written and the gate holding")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    state = json.loads(next(states.glob("*.state")).read_text())
+    done_before = len(state["done"])
+    assert 0 < done_before < 9  # 8 MiB + 3 in 1 MiB chunks: killed part-way
+    cache = NodeCache(cache_dir)
+    res = _pull(stack, pushed, cache)  # straight to the registry now
+    (layer,) = res.layers
+    assert layer.outcome == "resumed"
+    assert layer.bytes_moved < layer.size  # only what was missing (+ retried partial chunks)
+    _check_files(res, pushed)
+    assert not list(states.iterdir()) or all(p.suffix == ".lock" for p in states.iterdir())
+
+
+def _flip_byte(stack: Any, digest: str, at: int) -> None:
+    store = Storage(stack.s3_settings(stack.registry_bucket))
+    hexd = digest.split(":", 1)[1]
+    key = f"docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}/data"
+    data = bytearray(store.get_bytes(key))
+    data[at] ^= 0x01
+    store.put_bytes(key, bytes(data))
+
+
+def test_corrupt_blob_in_storage_is_named_and_nothing_is_kept(
+    stack: Any, push_weights: Push, tmp_path: Path
+) -> None:
+    """A flipped byte in SeaweedFS fails the on-the-fly sha256: error names blob and source; no file kept."""
+    pushed = push_weights({"loras/bad.safetensors": 3 * MiB + 1}, seed="corrupt")
+    layer = pushed.layers[-1]["digest"]
+    _flip_byte(stack, layer, 2 * MiB)
+    cache = NodeCache(tmp_path / "c")
+    with pytest.raises(CorruptBlobError) as err:
+        _pull(stack, pushed, cache)
+    assert layer in err.value.message and pushed.repo in err.value.message
+    assert "corrupt" in err.value.message
+    assert (
+        not cache.has(layer) and not cache.part(layer).exists() and not cache.state(layer).exists()
+    )
+    code, _out, stderr = run_nomad(
+        tmp_path / "d", "node", "pull", pushed.ref, "--cache-dir", str(tmp_path / "c2")
+    )
+    assert code == 4 and layer in stderr and "corrupt" in stderr
+
+
+def test_fetch_straight_from_the_bucket_with_keys(
+    stack: Any, push_weights: Push, tmp_path: Path
+) -> None:
+    """--from s3: blobs come from the registry's bucket via presigned GETs; same files."""
+    pushed = push_weights(TWO, seed="s3")
+    source = S3Source(Storage(stack.s3_settings(stack.registry_bucket), stack.registry_bucket))
+    res = _pull(stack, pushed, NodeCache(tmp_path / "c"), source=source)
+    assert {r.via for r in res.layers} == {"s3"}
+    _check_files(res, pushed)
+
+
+def test_cache_limit_evicts_least_recently_used_and_keeps_shared_weights(
+    stack: Any, push_weights: Push, tmp_path: Path
+) -> None:
+    """Over the limit, the LRU weight the new image does not need goes; a shared weight stays."""
+    shared = {"vae/shared.safetensors": 1 * MiB}
+    a = push_weights({**shared, "loras/a.safetensors": 2 * MiB}, seed="lru")
+    b = push_weights({**shared, "loras/b.safetensors": 2 * MiB}, seed="lru")
+    clock = iter(range(100, 1000))
+    cache = NodeCache(tmp_path / "c", max_bytes=int(4.5 * MiB), clock=lambda: float(next(clock)))
+    _pull(stack, a, cache)
+    res = _pull(stack, b, cache)
+    gone = {e.path for e in res.evicted}
+    assert gone == {"loras/a.safetensors"}
+    assert [r.outcome for r in res.layers if r.dest == "vae/shared.safetensors"] == ["cached"]
+    assert {e.path for e in cache.entries()} == {"vae/shared.safetensors", "loras/b.safetensors"}
+    tiny = NodeCache(tmp_path / "c", max_bytes=2 * MiB)
+    with pytest.raises(ModelFetchError, match="limit"):
+        _pull(stack, a, tiny)
+    assert {e.path for e in cache.entries()} == {"vae/shared.safetensors", "loras/b.safetensors"}
+
+
+def test_weight_file_digest_matches_label(stack: Any, push_weights: Push, tmp_path: Path) -> None:
+    """The cached file's sha256 is the file sha256 nomad build recorded in io.nomad.models."""
+    pushed = push_weights({"vae/x.safetensors": 777_777}, seed="label")
+    res = _pull(stack, pushed, NodeCache(tmp_path / "c"))
+    (m,) = res.mounts.mounts
+    assert (
+        hashlib.sha256(m.source.read_bytes()).hexdigest()
+        == hashlib.sha256(pushed.files["vae/x.safetensors"]).hexdigest()
+    )
+    assert os.stat(m.source).st_mode & 0o222 == 0  # cached weights are read-only
