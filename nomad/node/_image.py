@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nomad.errors import ModelFetchError
-from nomad.images._oci import DOCKER_LIST, OCI_INDEX, Descriptor
 from nomad.registry import Reference, RegistryClient
+from nomad.registry._oci import DOCKER_LIST, OCI_INDEX, Descriptor, pick_platform
 
 MODEL_PREFIX = "nomad: model "
 MODELS_LABEL = "io.nomad.models"
@@ -62,8 +62,6 @@ def resolve(client: RegistryClient, ref: Reference) -> ImagePlan:
     raw, media = client.get_manifest(ref.repository, ref.target)
     doc = json.loads(raw)
     if media in (OCI_INDEX, DOCKER_LIST) or "manifests" in doc:
-        from nomad.images._base import pick_platform
-
         chosen = pick_platform(doc, str(ref))
         raw, media = client.get_manifest(ref.repository, chosen.digest)
         doc = json.loads(raw)
