@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +154,7 @@ def run(
 @click.group("workflows", invoke_without_command=True)
 @click.pass_context
 def workflows(click_ctx: click.Context) -> None:
-    """List, show and validate workflows (graph + binding)."""
+    """List, show, validate and import workflows (graph + binding)."""
     if click_ctx.invoked_subcommand is None:
         click_ctx.invoke(list_cmd)
 
@@ -230,19 +231,43 @@ def show_cmd(ctx: Ctx, name: str, as_json: bool) -> None:
 
 @workflows.command("validate")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--endpoint", help="Also check against this ComfyUI's /object_info (URL).")
+@click.option(
+    "--object-info",
+    "object_info_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also check against a saved GET /object_info (JSON file).",
+)
+@click.option(
+    "--no-models", is_flag=True, help="With a server: don't require the model files to be on it."
+)
 @click.option("--json", "as_json", is_flag=True)
-def validate_cmd(path: Path, as_json: bool) -> None:
-    """Check a binding file (or every binding in a folder) against its graph."""
-    from nomad.errors import WorkflowError
-    from nomad.workflows import load_workflow_file
+@click.pass_obj
+def validate_cmd(
+    ctx: Ctx,
+    path: Path,
+    endpoint: str | None,
+    object_info_file: Path | None,
+    no_models: bool,
+    as_json: bool,
+) -> None:
+    """Check bindings (a file or a folder) against their graphs, and against a server's schema.
 
-    files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
-    report = {}
-    for f in files:
-        try:
-            report[str(f)] = load_workflow_file(f).problems()
-        except WorkflowError as exc:
-            report[str(f)] = [exc.message]
+    With --endpoint or --object-info every node class, input name, choice
+    (model files included) and range is checked as ComfyUI's /prompt would,
+    before anything is queued. PATH may also be an API-format graph (.json).
+    """
+    from nomad.errors import WorkflowError
+    from nomad.workflows._server import load_object_info
+
+    info = None
+    if endpoint or object_info_file:
+        url = _url(endpoint) if endpoint else None
+        info = load_object_info(endpoint=url, path=object_info_file, proxy=_proxy(ctx))
+    files = (
+        sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+    )
+    report = {str(f): _problems(f, info, not no_models) for f in files}
     if as_json:
         emit_json(report)
     else:
@@ -256,4 +281,97 @@ def validate_cmd(path: Path, as_json: bool) -> None:
             f"{len(bad)} of {len(files)} workflow(s) invalid"
             if files
             else f"no binding files (*.yaml) in {path}"
+        )
+
+
+def _url(endpoint: str) -> str:
+    if not endpoint.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{endpoint!r} is not an http(s):// URL", param_hint="--endpoint")
+    return endpoint.rstrip("/")
+
+
+def _problems(path: Path, info: dict[str, Any] | None, check_models: bool) -> list[str]:
+    """One line per problem of a binding file (or an API graph when ``info`` is given)."""
+    from nomad.errors import WorkflowError
+    from nomad.workflows import load_workflow_file
+    from nomad.workflows._server import graph_problems, server_problems
+
+    try:
+        if path.suffix == ".json":
+            if info is None:
+                return ["an API graph needs --endpoint or --object-info to be checked"]
+            graph = json.loads(path.read_text(encoding="utf-8"))
+            return [str(p) for p in graph_problems(graph, info, check_models=check_models)]
+        wf = load_workflow_file(path)
+        problems = wf.problems()
+        if info is not None:
+            problems += server_problems(wf, info, check_models=check_models)
+        return problems
+    except WorkflowError as exc:
+        return [exc.message]
+    except ValueError as exc:
+        return [f"not JSON: {exc}"]
+
+
+@workflows.command("import")
+@click.argument("ui_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--endpoint", help="Map widgets with this ComfyUI's /object_info (URL).")
+@click.option(
+    "--object-info",
+    "object_info_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Map widgets with a saved GET /object_info (JSON file).",
+)
+@click.option("--name", help="Workflow name (default: from the file name).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("workflows"),
+    show_default=True,
+    help="Folder for NAME.json + NAME.yaml (add it to workflows.dirs).",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def import_cmd(
+    ctx: Ctx,
+    ui_file: Path,
+    endpoint: str | None,
+    object_info_file: Path | None,
+    name: str | None,
+    out_dir: Path,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Convert a saved UI workflow (subgraphs too) to API format + a binding skeleton."""
+    from nomad.errors import WorkflowError
+    from nomad.workflows._import import import_ui_workflow
+    from nomad.workflows._server import load_object_info
+
+    url = _url(endpoint) if endpoint else None
+    info = load_object_info(endpoint=url, path=object_info_file, proxy=_proxy(ctx))
+    result = import_ui_workflow(ui_file, info, out_dir, name=name, overwrite=force)
+    if as_json:
+        emit_json(
+            {
+                "name": result.name,
+                "graph": str(result.graph_path),
+                "binding": str(result.binding_path),
+                "params": result.params,
+                "models": result.models,
+                "problems": result.problems,
+            }
+        )
+    else:
+        click.echo(f"wrote {result.graph_path} and {result.binding_path}")
+        click.echo(f"  params: {', '.join(result.params) or 'none found'}")
+        for model in result.models:
+            click.echo(f"  model {model}")
+        for problem in result.problems:
+            click.echo(f"  problem: {problem}")
+    if result.problems:
+        raise WorkflowError(
+            f"{result.name}: imported with {len(result.problems)} problem(s)",
+            hint=f"edit {result.binding_path}, then `nomad workflows validate` it",
         )

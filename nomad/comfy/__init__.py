@@ -6,6 +6,7 @@ double for tests is :class:`nomad.testing.comfy.FakeComfy`.
 """
 
 from nomad.comfy._errors import ComfyTimeout, MissingModelError
+from nomad.comfy._object_info import GraphProblem, check_graph
 from nomad.comfy._types import (
     ComfyEvent,
     Output,
@@ -21,11 +22,13 @@ __all__ = [
     "ComfyClient",
     "ComfyEvent",
     "ComfyTimeout",
+    "GraphProblem",
     "MissingModelError",
     "Output",
     "Preview",
     "RunResult",
     "SystemStats",
+    "check_graph",
     "media_type",
     "output_kind",
 ]

@@ -145,6 +145,13 @@ class ComfyClient:
             raw=raw,
         )
 
+    async def object_info(self) -> dict[str, Any]:
+        """``/object_info``: every node class with its inputs, ranges and choices (~660 KB)."""
+        info = await self._json("GET", "/object_info")
+        if not isinstance(info, dict):
+            raise ComfyError(f"ComfyUI at {self.base_url} sent a non-object /object_info")
+        return info
+
     async def upload_image(
         self, name: str, data: bytes, *, subfolder: str = "", overwrite: bool = True
     ) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,12 @@ from nomad.queue.base import Job
 from nomad.serve.outputs import OutputStore
 
 Progress = Callable[[float], None]
+log = logging.getLogger(__name__)
+# what POST /prompt refuses; unknown inputs are ignored by ComfyUI, so they don't fail a job
+_FATAL = {
+    "no_prompt", "bad_node", "unknown_class", "missing_input", "missing_model", "not_in_list",
+    "out_of_range", "bad_link", "type_mismatch", "no_outputs",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,12 @@ class ComfyRunner:
         self.proxy = proxy
         self.run_timeout = run_timeout
         self.workflow_dirs = workflow_dirs
+        self._schemas: dict[str, dict[str, Any] | None] = {}  # endpoint -> its /object_info
+
+    def forget_endpoints(self, endpoints: list[str]) -> None:
+        """A (re)woken cluster: fetch its ``/object_info`` again on first use (once per wake)."""
+        for endpoint in endpoints:
+            self._schemas.pop(endpoint, None)
 
     async def run(self, job: Job, endpoint: str, progress: Progress) -> RunReport:
         """Fetch inputs, bind the workflow, run it, and stamp the phases on the wall clock."""
@@ -117,6 +130,7 @@ class ComfyRunner:
 
         t0 = time.time()
         async with ComfyClient(endpoint, proxy=self.proxy, run_timeout=self.run_timeout) as client:
+            await self._check(client, endpoint, graph)
             result = await client.run(graph, inputs=inputs, on_event=on_event)
         tm = result.timings
         uploaded = t0 + tm.get("upload", 0.0)
@@ -124,6 +138,34 @@ class ComfyRunner:
         executed = executing + tm.get("execution", 0.0)
         times = {"uploaded_at": uploaded, "executing_at": executing, "executed_at": executed}
         return RunReport([RunOutput(o.extension, o.data) for o in result.outputs], times)
+
+    async def _check(self, client: Any, endpoint: str, graph: dict[str, Any]) -> None:
+        """Fail a job that can only fail (unknown class, missing model, value out of range…).
+
+        Checked against the endpoint's ``/object_info``, fetched once per wake;
+        a server that does not serve it is not checked (``/prompt`` still is).
+        """
+        from nomad.comfy._object_info import check_graph
+
+        if endpoint not in self._schemas:
+            try:
+                self._schemas[endpoint] = await client.object_info()
+            except ComfyConnectionError:
+                raise
+            except NomadError as exc:
+                log.warning("no /object_info from %s (%s): jobs go unchecked", endpoint, exc)
+                self._schemas[endpoint] = None
+        schema = self._schemas[endpoint]
+        if schema is None:
+            return
+        fatal = [p for p in check_graph(graph, schema) if p.kind in _FATAL]
+        if fatal:
+            lines = "; ".join(str(p) for p in fatal[:5])
+            more = f" (and {len(fatal) - 5} more)" if len(fatal) > 5 else ""
+            raise ComfyValidationError(
+                f"this ComfyUI would refuse the graph: {lines}{more}",
+                hint="`nomad workflows validate --endpoint URL` shows every problem",
+            )
 
     async def interrupt(self, endpoint: str) -> None:
         """Ask ComfyUI to stop the running prompt (best effort: the job is cancelled either way)."""

@@ -118,6 +118,9 @@ class WorkerPool:
         """One worker task per endpoint of a cluster that just became ready."""
         if rt.name in self._clusters:
             return
+        forget = getattr(self.runner, "forget_endpoints", None)
+        if forget is not None:  # a new wake: the runner re-reads each server's schema once
+            forget(list(rt.endpoints))
         self._clusters[rt.name] = [
             asyncio.create_task(self._loop(rt, url, i), name=f"worker {rt.name}#{i}")
             for i, url in enumerate(rt.endpoints)

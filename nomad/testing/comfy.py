@@ -266,6 +266,7 @@ class FakeComfy:
         drop_ws_at_node: str | None = None,
         hold_at_step: int | None = None,
         hold_timeout: float = 30.0,
+        object_info: Mapping[str, Any] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.gpu_name, self.vram_gb, self.delay = gpu_name, vram_gb, delay
@@ -276,6 +277,8 @@ class FakeComfy:
             hold_at_step,
             hold_timeout,
         )
+        self.object_info = None if object_info is None else dict(object_info)
+        self.object_info_requests = 0  # how often /object_info was fetched
         self.uploads: dict[str, bytes] = {}
         self.prompts: list[dict[str, Any]] = []  # every graph accepted by /prompt, in order
         self.history: dict[str, dict[str, Any]] = {}
@@ -321,6 +324,7 @@ class FakeComfy:
             app.router.add_get(prefix + "/history/{prompt_id}", self._get_history_one)
             app.router.add_post(prefix + "/history", self._post_history)
             app.router.add_get(prefix + "/view", self._view)
+            app.router.add_get(prefix + "/object_info", self._object_info)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -479,6 +483,16 @@ class FakeComfy:
                 ],
             }
         )
+
+    async def _object_info(self, request: web.Request) -> web.Response:
+        """The ``object_info`` it was given (e.g. one saved from a real ComfyUI); else 404.
+
+        The double's own NODE_SPECS are too thin to pass for ComfyUI's schema.
+        """
+        self.object_info_requests += 1
+        if self.object_info is None:
+            return web.Response(status=404)
+        return web.json_response(self.object_info)
 
     async def _upload(self, request: web.Request) -> web.Response:
         form = await request.post()
