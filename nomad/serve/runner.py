@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from nomad.errors import (
+    ComfyConnectionError,
     ComfyError,
     ComfyExecutionError,
     ComfyValidationError,
