@@ -56,12 +56,12 @@ def status(ctx: Ctx, as_json: bool) -> None:
     else:
         from rich.table import Table
 
-        table = Table("component", "state", "pid", "url", box=None)
+        table = Table("component", "state", "pid", "url", "why", box=None)
         for c in st.components:
             state = (
                 "[green]healthy" if c.healthy else ("[yellow]unhealthy" if c.alive else "[red]down")
             )
-            table.add_row(c.name, state, str(c.pid or "-"), c.url or "-")
+            table.add_row(c.name, state, str(c.pid or "-"), c.url or "-", c.detail or "")
         console().print(table)
     if not st.running:
         raise click.exceptions.Exit(1)

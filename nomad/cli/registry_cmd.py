@@ -85,3 +85,43 @@ def check(ctx: Ctx, create_bucket: bool, as_json: bool) -> None:
         return
     for name, status in report.items():
         click.echo(f"{name:10} {status}")
+
+
+@registry.command("purge-uploads")
+@click.option(
+    "--older-than",
+    "hours",
+    type=click.FloatRange(0),
+    default=168.0,
+    show_default=True,
+    help="Remove uploads started more than this many hours ago.",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def purge_uploads_cmd(ctx: Ctx, hours: float, dry_run: bool, as_json: bool) -> None:
+    """Remove abandoned blob uploads from the registry's bucket (needs its keys).
+
+    Replaces distribution's own upload purger, which crashes the registry on the
+    keys an interrupted upload leaves in some S3 stores (it is off in nomad's configs).
+    """
+    from nomad.dev.defaults import resolve_registry
+    from nomad.errors import UsageError
+    from nomad.registry._purge import purge_uploads
+    from nomad.storage import Storage
+
+    reg = resolve_registry(ctx.config, ctx.data_dir)
+    if reg.s3 is None:
+        raise UsageError(
+            "purge-uploads needs the registry bucket's keys",
+            hint="set storage.* in nomad.yaml (or use the embedded stack)",
+        )
+    store = Storage(reg.s3, reg.s3.registry_bucket)
+    report = purge_uploads(store, older_than=hours * 3600, dry_run=dry_run)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(report.removed)} upload(s), kept {report.kept} recent one(s)")
+    for d in report.removed:
+        click.echo(f"  {d}")

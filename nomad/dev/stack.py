@@ -99,6 +99,7 @@ class ComponentStatus:
     healthy: bool
     port: int | None
     url: str | None
+    detail: str | None = None  # why it is not healthy (a crash's last log line, a 503, ...)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ class Stack:
         else:
             say("SeaweedFS already running")
         self._ensure_buckets(info, say)
+        self._purge_uploads(info, say)
         self._write_registry_config(ports, creds)
         if not self._registry_alive():
             say("starting the registry")
@@ -233,19 +235,37 @@ class Stack:
         weed_alive = _procs.is_alive(weed_pid, str(self.root))
         reg_alive = _procs.is_alive(reg_pid, str(self.root))
         weed_ok = weed_alive and _answers(s3_url)
-        reg_ok = reg_alive and _answers(f"{reg_url}/v2/", ok={200})
+        reg_code = _status_code(f"{reg_url}/v2/") if reg_alive and reg_url else None
         s3 = ComponentStatus(
-            "s3", weed_pid if weed_alive else None, weed_alive, weed_ok, ports.get("s3"), s3_url
+            "s3",
+            weed_pid if weed_alive else None,
+            weed_alive,
+            weed_ok,
+            ports.get("s3"),
+            s3_url,
+            None if weed_ok else self._why("weed", weed_pid, weed_alive),
         )
         reg = ComponentStatus(
             "registry",
             reg_pid if reg_alive else None,
             reg_alive,
-            reg_ok,
+            reg_code == 200,
             ports.get("registry"),
             reg_url,
+            None if reg_code == 200 else self._why("registry", reg_pid, reg_alive, reg_code),
         )
         return StackStatus(data_dir=self.data_dir, components=(s3, reg))
+
+    def _why(self, name: str, pid: int | None, alive: bool, code: int | None = None) -> str:
+        """One line saying why a daemon is not healthy, for `nomad dev status`."""
+        if pid is None and not alive:
+            return "not started (run `nomad dev up`)"
+        if not alive:
+            crash = _last_matching(self._log_file(name), ("panic:", "fatal", "level=fatal"))
+            return f"exited{': ' + crash if crash else ''} (log: {self._log_file(name)})"
+        if code == 503:
+            return "answers 503: its storage health check fails (is S3 up?)"
+        return f"not answering{f' (HTTP {code})' if code else ''} (log: {self._log_file(name)})"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -351,8 +371,23 @@ class Stack:
                     time.sleep(0.25)
         say("buckets ready")
 
+    def _purge_uploads(self, info: StackInfo, say: Progress) -> None:
+        """Drop week-old abandoned uploads (distribution's own purger is off: it panics)."""
+        from nomad.registry._purge import purge_uploads
+        from nomad.storage import Storage
+
+        try:
+            report = purge_uploads(Storage(info.s3_settings(info.registry_bucket)))
+        except StorageError as exc:  # never keep the stack from starting over housekeeping
+            log.warning("registry upload purge skipped: %s", exc.message)
+            return
+        if report.removed:
+            say(f"removed {len(report.removed)} abandoned upload(s)")
+
     # -- registry ----------------------------------------------------------
     def _write_registry_config(self, p: dict[str, int], creds: dict[str, str]) -> None:
+        from nomad.registry._config import HEALTH, storage_section
+
         s3 = {
             "regionendpoint": f"http://{_ports.HOST}:{p['s3']}",
             "region": REGION,
@@ -361,7 +396,6 @@ class Stack:
             "secretkey": creds["secret_key"],
             "secure": False,
             "v4auth": True,
-            "chunksize": 10485760,
         }
         cfg = {
             "version": 0.1,
@@ -370,7 +404,8 @@ class Stack:
                 "addr": f"{_ports.HOST}:{p['registry']}",
                 "secret": creds["registry_http_secret"],
             },
-            "storage": {"s3": s3, "redirect": {"disable": True}, "delete": {"enabled": True}},
+            "storage": storage_section(s3),
+            "health": HEALTH,
         }
         # JSON is valid YAML; the registry reads it as its YAML config.
         _write_private(self.registry_config_path, json.dumps(cfg, indent=2))
@@ -451,6 +486,29 @@ def _answers(url: str | None, ok: set[int] | None = None) -> bool:
     except (OSError, ValueError):
         return False
     return status in ok if ok else status < 500
+
+
+def _status_code(url: str) -> int | None:
+    """The HTTP status ``url`` answers within 1 s, or None when it does not answer."""
+    try:
+        with _NO_PROXY.open(url, timeout=1.0) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
+
+
+def _last_matching(path: Path, needles: tuple[str, ...], tail_bytes: int = 65536) -> str | None:
+    """The last log line containing one of ``needles`` (e.g. a Go panic), trimmed."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - tail_bytes))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    hits = [ln.strip() for ln in lines if any(n in ln for n in needles)]
+    return hits[-1][:200] if hits else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

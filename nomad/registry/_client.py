@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -20,8 +21,10 @@ from typing import Any
 import httpx
 
 from nomad.errors import RegistryError
+from nomad.registry._upload import UploadSessions, chunk_size_for, parse_range
 
 CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 MANIFEST_ACCEPT = ", ".join(
     [
         "application/vnd.oci.image.index.v1+json",
@@ -265,35 +268,34 @@ class RegistryClient:
         path: Path,
         *,
         on_bytes: Callable[[int], None] | None = None,
+        chunk: int | None = None,
+        sessions: UploadSessions | None = None,
     ) -> int:
-        """Stream one blob (POST, one PATCH, PUT ?digest=); returns the bytes sent."""
+        """Upload one blob in PATCH chunks, resuming a remembered upload; returns bytes sent.
+
+        ``chunk``: bytes per PATCH (default :func:`chunk_size_for`). ``sessions``: where the
+        last acknowledged upload location is kept, so a cut push resumes mid-blob.
+        """
         what = f"upload of blob {digest} ({size} bytes) to {repo}"
-        start = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, what=what)
-        if start.status_code != 202 or "location" not in start.headers:
-            raise self._fail(start, what, BlobUploadError)
-        sent = [0]
-
-        def body() -> Iterator[bytes]:
-            with open(path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    sent[0] += len(chunk)
-                    if on_bytes:
-                        on_bytes(len(chunk))
-                    yield chunk
-
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        patch = self.request(
-            "PATCH",
-            self._location(start.headers["location"]),
-            repo=repo,
-            what=what,
-            retry_auth=False,
-            content=body(),
-            headers=headers,
-        )
-        if patch.status_code != 202:
-            raise self._fail(patch, what, BlobUploadError)
-        url = httpx.URL(self._location(patch.headers.get("location") or start.headers["location"]))
+        key = f"{self.host}/{repo}@{digest}"
+        chunk = chunk or chunk_size_for(size)
+        sessions = sessions or UploadSessions(None)
+        loc, offset = self._resume(repo, sessions.get(key), what)
+        if loc is None:
+            start = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, what=what)
+            if start.status_code != 202 or "location" not in start.headers:
+                raise self._fail(start, what, BlobUploadError)
+            loc, offset = self._location(start.headers["location"]), 0
+            sessions.put(key, loc, 0)
+        elif on_bytes and offset:
+            on_bytes(offset)  # progress bars start where the registry already is
+        sent = 0
+        while offset < size:
+            n = min(chunk, size - offset)
+            loc = self._patch(repo, loc, path, offset, n, what, on_bytes)
+            offset, sent = offset + n, sent + n
+            sessions.put(key, loc, offset)
+        url = httpx.URL(loc)
         done = self.request(
             "PUT",
             str(url.copy_merge_params({"digest": digest})),
@@ -302,13 +304,90 @@ class RegistryClient:
             headers={"Content-Length": "0"},
         )
         if done.status_code != 201:
+            if done.status_code in (400, 404):  # bad digest / upload gone: start clean next time
+                sessions.drop(key)
             raise self._fail(done, what, BlobUploadError)
+        sessions.drop(key)
         got = done.headers.get("docker-content-digest")
         if got and got != digest:
             raise BlobUploadError(
                 f"registry {self.host}: {what}: registry stored {got}, expected {digest}"
             )
-        return sent[0]
+        return sent
+
+    def _resume(
+        self, repo: str, saved: tuple[str, int] | None, what: str
+    ) -> tuple[str | None, int]:
+        """Ask the registry how much of a remembered upload it holds (GET the location)."""
+        if saved is None:
+            return None, 0
+        loc, offset = saved
+        resp = self.request("GET", loc, repo=repo, what=f"status of {what}")
+        held = parse_range(resp.headers.get("range"))
+        if resp.status_code != 204 or held is None or held != offset:
+            log.info(
+                "cannot resume %s (HTTP %s, holds %s of %s)", what, resp.status_code, held, offset
+            )
+            if resp.status_code == 204:
+                self._cancel(repo, resp)
+            return None, 0
+        return self._location(resp.headers.get("location") or loc), offset
+
+    def _patch(
+        self,
+        repo: str,
+        loc: str,
+        path: Path,
+        offset: int,
+        n: int,
+        what: str,
+        on_bytes: Callable[[int], None] | None,
+    ) -> str:
+        """Send bytes [offset, offset+n) of the file; return the next upload location."""
+
+        def body() -> Iterator[bytes]:
+            left = n
+            with open(path, "rb") as f:
+                f.seek(offset)
+                while left:
+                    data = f.read(min(CHUNK, left))
+                    if not data:
+                        raise OSError(f"{path} shrank during the upload")
+                    left -= len(data)
+                    if on_bytes:
+                        on_bytes(len(data))
+                    yield data
+
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(n),
+            "Content-Range": f"{offset}-{offset + n - 1}",
+        }
+        try:
+            patch = self.request(
+                "PATCH",
+                loc,
+                repo=repo,
+                what=what,
+                retry_auth=False,
+                content=body(),
+                headers=headers,
+            )
+        except BlobUploadError as exc:
+            raise BlobUploadError(
+                f"{exc.message} (at byte {offset} of the blob)",
+                hint="run the same command again: finished blobs are skipped and this one "
+                f"resumes at byte {offset}",
+            ) from exc
+        if patch.status_code != 202:
+            raise self._fail(patch, what, BlobUploadError)
+        held = parse_range(patch.headers.get("range"))
+        if held is not None and held != offset + n:
+            raise BlobUploadError(
+                f"registry {self.host}: {what}: registry holds {held} bytes, expected {offset + n}",
+                hint="run the same command again (the upload restarts)",
+            )
+        return self._location(patch.headers.get("location") or loc)
 
     def put_manifest(
         self, repo: str, reference: str, body: bytes, media_type: str, digest: str

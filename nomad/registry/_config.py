@@ -31,7 +31,6 @@ def distribution_config(
     listen: str = "127.0.0.1:5000",
     access_key: str | None = None,
     secret_key: str | None = None,
-    chunk_mib: int = 16,
 ) -> dict[str, Any]:
     """A working distribution config: S3 driver, redirects off."""
     if not bucket:
@@ -40,7 +39,6 @@ def distribution_config(
         "bucket": bucket,
         "region": region,
         "v4auth": True,
-        "chunksize": chunk_mib * 1024 * 1024,
         "secure": not (endpoint or "https").startswith("http://"),
     }
     if endpoint:
@@ -53,7 +51,38 @@ def distribution_config(
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": True}},
         "http": {"addr": listen},
-        "storage": {"s3": s3, "redirect": {"disable": True}, "delete": {"enabled": True}},
+        "storage": storage_section(s3),
+        "health": HEALTH,
+    }
+
+
+# distribution's S3 driver, tuned for multi-GB blobs (see docs/images.md "Large blobs"):
+# - chunksize 16 MiB: the PATCH size nomad sends (a cut PATCH leaves no S3 part behind, so
+#   uploads resume mid-blob) and 16 MiB x 10,000 parts = 156 GiB per blob;
+# - the commit of an upload is a server-side multipart copy: distribution's default of 100
+#   concurrent 32 MiB part copies timed out inside SeaweedFS for a 6 GiB blob; 4 x 128 MiB
+#   copies finish (and 128 MiB x 10,000 parts covers 1.2 TiB).
+S3_TUNING: dict[str, Any] = {
+    "chunksize": 16 * 1024 * 1024,
+    "multipartcopythresholdsize": 128 * 1024 * 1024,
+    "multipartcopychunksize": 128 * 1024 * 1024,
+    "multipartcopymaxconcurrency": 4,
+}
+# The built-in upload purger panics (index out of range in purgeuploads.go) when an
+# interrupted upload left S3 keys ending in '/' (SeaweedFS lists those): it is off, and
+# `nomad registry purge-uploads` (run by `nomad dev up`) removes stale uploads safely.
+MAINTENANCE: dict[str, Any] = {"uploadpurging": {"enabled": False}}
+# /v2/ answers 503 when the registry cannot reach its storage, so health checks see S3 too.
+HEALTH: dict[str, Any] = {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}}
+
+
+def storage_section(s3: dict[str, Any]) -> dict[str, Any]:
+    """The ``storage:`` block: S3 (tuned), redirects off, deletes on, purger off."""
+    return {
+        "s3": {**s3, **S3_TUNING},
+        "redirect": {"disable": True},
+        "delete": {"enabled": True},
+        "maintenance": MAINTENANCE,
     }
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from nomad.errors import BuildError, StorageError
-from nomad.registry._client import BlobUploadError, RegistryClient
+from nomad.registry._client import RegistryClient
 from nomad.registry._mounts import MountIndex
 from nomad.registry._oci import Descriptor, OciLayout
 from nomad.registry._ref import check_repository, check_tag
+from nomad.registry._upload import UploadSessions
 from nomad.registry.s3_direct import S3BlobWriter
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ def push_layout(
     mounts: MountIndex | None = None,
     progress: BlobProgress | None = None,
     direct: S3BlobWriter | None = None,
+    sessions: UploadSessions | None = None,
+    chunk: int | None = None,
 ) -> PushResult:
     """Push the image tagged ``source_tag`` in ``layout_dir`` to ``repository:tag``.
 
@@ -119,6 +122,7 @@ def push_layout(
         _check_local(layout, b)
     mounts = mounts or MountIndex(None)
     pusher = _BlobPusher(client, layout, repository, mounts, progress, direct)
+    pusher.sessions, pusher.chunk = sessions, chunk
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         outcomes = list(pool.map(pusher.push, _unique(blobs)))
     body = layout.blob_path(man_desc.digest).read_bytes()
@@ -175,6 +179,8 @@ class _BlobPusher:
         self.mounts = mounts
         self.progress = progress
         self._lock = threading.Lock()
+        self.sessions: UploadSessions | None = None
+        self.chunk: int | None = None
 
     def _tick(self, d: Descriptor, n: int) -> None:
         if self.progress:
@@ -205,9 +211,9 @@ class _BlobPusher:
             d.size,
             self.layout.blob_path(d.digest),
             on_bytes=lambda n: self._tick(d, n),
+            chunk=self.chunk,
+            sessions=self.sessions,
         )
-        if sent != d.size:
-            raise BlobUploadError(f"blob {d.digest}: sent {sent} of {d.size} bytes")
         self.mounts.record(reg, d.digest, self.repo)
         return BlobOutcome(d.digest, d.size, "uploaded", bytes_sent=sent, via="api")
 

@@ -15,6 +15,7 @@ from nomad.registry._pull import base_url_for
 from nomad.registry._push import PushResult, push_layout
 from nomad.registry._ref import parse_reference
 from nomad.registry._state import record_push
+from nomad.registry._upload import UploadSessions
 
 
 def target_for(ref: str | None, url: str, repository: str, tag: str) -> tuple[str, str, str]:
@@ -79,6 +80,7 @@ def push_image(
     progress: Callable[[str, int, int], None] | None = None,
     transport: httpx.BaseTransport | None = None,
     direct_s3: Any = None,
+    chunk: int | None = None,
 ) -> PushResult:
     """Push and record the result for `nomad up` (data_dir/images/last_push.json).
 
@@ -100,6 +102,8 @@ def push_image(
             mounts=mounts,
             progress=progress,
             direct=S3BlobWriter(direct_s3) if direct_s3 is not None else None,
+            sessions=UploadSessions(Path(data_dir) / "registry" / "uploads.json"),
+            chunk=chunk,
         )
     record_push(data_dir, result.to_json())
     return result
