@@ -73,6 +73,9 @@ def submit(
         path = Path(workflow)
         if not path.is_file():
             raise UsageError(f"workflow graph {workflow} not found")
+        from nomad.workflows import read_graph
+
+        read_graph(path)  # not JSON, a list, UI format…: refused here, not on a woken GPU
         workflow = str(path.resolve())
     elif workflow_dirs is not None:
         check_bindable(workflow, params, inputs or {}, workflow_dirs)

@@ -16,6 +16,7 @@ from nomad.workflows._library import (
     list_workflows,
     load_workflow,
     load_workflow_file,
+    read_graph,
     required_models,
 )
 from nomad.workflows._spec import BindingFile, ModelReq, ParamSpec
@@ -33,5 +34,6 @@ __all__ = [
     "list_workflows",
     "load_workflow",
     "load_workflow_file",
+    "read_graph",
     "required_models",
 ]

@@ -292,23 +292,43 @@ def load_workflow_file(path: str | Path) -> Workflow:
     )
 
 
-def _read_graph(path: Path) -> dict[str, Any]:
+def read_graph(path: str | Path) -> dict[str, Any]:
+    """Read an API-format graph file, refusing anything ``/prompt`` could only reject.
+
+    Not JSON, a JSON list or scalar, an empty object, a UI-format workflow
+    (``nodes``/``links``), nodes without ``class_type``: each is one
+    WorkflowError naming the file, before a job is queued or a GPU woken.
+    """
+    path = Path(path)
     try:
         graph = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise WorkflowError(f"cannot read workflow graph {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise WorkflowError(f"{path}: not a JSON graph (binary data)") from None
     except json.JSONDecodeError as exc:
         raise WorkflowError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
-    if not isinstance(graph, dict) or "nodes" in graph:
+    if isinstance(graph, dict) and "nodes" in graph:
         raise WorkflowError(
-            f"{path}: not an API-format graph",
-            hint="export with 'Export (API)' in ComfyUI, or convert with "
-            "`python -m nomad.workflows.convert`",
+            f"{path}: a UI-format workflow, not an API-format graph",
+            hint="convert it with `nomad workflows import FILE --endpoint URL`, "
+            "or export with 'Export (API)' in ComfyUI",
         )
+    if not isinstance(graph, dict):
+        raise WorkflowError(
+            f"{path}: a JSON {type(graph).__name__}, not an API-format graph "
+            "(an object: node id -> {class_type, inputs})",
+            hint="export with 'Export (API)' in ComfyUI",
+        )
+    if not graph:
+        raise WorkflowError(f"{path}: the graph has no nodes")
     bad = [k for k, v in graph.items() if not isinstance(v, dict) or "class_type" not in v]
     if bad:
         raise WorkflowError(f"{path}: node(s) {', '.join(bad[:5])} have no class_type")
     return graph
+
+
+_read_graph = read_graph
 
 
 def _binding_files(extra_dirs: Iterable[str | Path]) -> dict[str, Path]:

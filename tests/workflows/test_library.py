@@ -194,7 +194,7 @@ def test_ui_format_graph_is_refused(tmp_path: Path) -> None:
     (tmp_path / "u.yaml").write_text("name: u\n")
     with pytest.raises(WorkflowError, match="not an API-format graph") as info:
         load_workflow_file(tmp_path / "u.yaml")
-    assert "nomad.workflows.convert" in (info.value.hint or "")
+    assert "nomad workflows import" in (info.value.hint or "")
 
 
 def test_required_models_deduplicates() -> None:
