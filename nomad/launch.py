@@ -1,11 +1,14 @@
-"""The launch service: plan → launch → wait until healthy → record; down; status.
+"""The launch service: plan → ledger row → launch → wait until healthy; down; status.
 
-The CLI (``nomad plan/up/down/status``) and the autoscaler call these
-functions with any :class:`~nomad.backends.base.Backend`, so the same code
-path runs against SkyPilot, the local box, an SSH pool, or ``FakeBackend``.
-Local state (one JSON per cluster, :mod:`nomad.backends.state`) is written
-only once every ComfyUI endpoint answers ``/system_stats``, so a half-started
-cluster is never recorded as usable.
+The CLI (``nomad plan/up/down/status``), the autoscaler and the bot's admin
+commands call these functions with any :class:`~nomad.backends.base.Backend`,
+so the same code path runs against SkyPilot, the local box, an SSH pool, or
+``FakeBackend``. Every launch try goes through :func:`launch_recorded`: the
+cluster ledger (:mod:`nomad.queue.ledger`) gets its row before the backend is
+called, and a try that fails is torn down and confirmed gone before anything
+else happens (docs/lifecycle.md). The per-cluster JSON files
+(:mod:`nomad.backends.state`) are only a cache of the endpoints of clusters
+that serve, for ``nomad run``; money and existence are the ledger's.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -22,16 +28,25 @@ from typing import Any
 import httpx
 
 from nomad.backends import state
-from nomad.backends.base import Backend, ClusterInfo, ClusterState, LaunchSpec, Offer
+from nomad.backends.base import Backend, ClusterInfo, ClusterState, Endpoint, LaunchSpec, Offer
 from nomad.config.schema import NomadConfig
 from nomad.errors import (
     BackendError,
     BudgetError,
     ClusterNotFoundError,
     NoCapacityError,
+    NoCloudAccessError,
     NomadError,
     QuotaError,
     UsageError,
+)
+from nomad.queue.ledger import (
+    ClusterLedger,
+    LedgerConflict,
+    LedgerRow,
+    LedgerState,
+    has_database,
+    open_ledger,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +84,8 @@ class ClusterReport:
             **state.info_to_json(self.info),
             "uptime_s": None if self.uptime_s is None else round(self.uptime_s, 1),
             "spend_usd": None if self.spend_usd is None else round(self.spend_usd, 4),
+            "requested_by": self.info.extra.get("requested_by"),
+            "ledger_state": self.info.extra.get("ledger_state"),
             **({"queue": self.queue} if self.queue is not None else {}),
         }
 
@@ -202,7 +219,14 @@ def with_price_per_image(offers: list[Offer], bench_paths: list[str]) -> list[Of
     return out
 
 
-# -- up --------------------------------------------------------------------------------
+# -- up ----------------------------------------------------------------------------------
+
+TEARDOWN_ATTEMPTS = 3
+TEARDOWN_BACKOFF_S = 2.0
+# launch errors after which another offer may still work (anything else is the same everywhere)
+NEXT_OFFER_ERRORS = (BackendError,)
+SAME_EVERYWHERE = (NoCloudAccessError, BudgetError, LedgerConflict)
+Sleep = Callable[[float], None]
 
 
 def up(
@@ -216,30 +240,72 @@ def up(
     events: Events | None = None,
     clock: Callable[[], float] = time.time,
     guard: Callable[[], None] | None = None,
+    ledger: ClusterLedger | None = None,
+    requested_by: str = "up",
+    sleep: Sleep = time.sleep,
 ) -> ClusterReport:
-    """Launch on the best offer, falling back to the next on capacity/quota/health failure.
+    """Launch on the best offer, falling back to the next when one fails; every try is in the ledger.
 
     ``guard`` runs before anything new is launched (not when the cluster is
-    already up) and refuses by raising, e.g. :func:`check_daily_budget`.
+    already up) and refuses by raising, e.g. :func:`check_daily_budget`. A try
+    that fails after the backend may have created something is torn down
+    (bounded, retried) before the next offer; if that teardown cannot be
+    confirmed nothing else is launched and the ledger row stays open.
     """
-    say = events or (lambda _msg: None)
-    existing = _reuse(backend, spec, data_dir, clock)
+    own = ledger is None
+    book = ledger or open_ledger(None, data_dir, clock=clock)
+    try:
+        return _up(
+            backend, spec, data_dir, book, max_attempts=max_attempts,
+            health_timeout_s=health_timeout_s, health_client=health_client,
+            say=events or (lambda _msg: None), clock=clock, guard=guard,
+            requested_by=requested_by, sleep=sleep,
+        )  # fmt: skip
+    finally:
+        if own:
+            book.close()
+
+
+def _up(
+    backend: Backend,
+    spec: LaunchSpec,
+    data_dir: Path,
+    book: ClusterLedger,
+    *,
+    max_attempts: int,
+    health_timeout_s: float,
+    health_client: httpx.Client | None,
+    say: Events,
+    clock: Callable[[], float],
+    guard: Callable[[], None] | None,
+    requested_by: str,
+    sleep: Sleep,
+) -> ClusterReport:
+    existing = _reuse(backend, spec, data_dir, book, clock, sleep)
     if existing is not None:
         say(f"{spec.cluster_name} is already up")
         return existing
     if guard is not None:
         guard()
     offers = _within_budget(backend.plan(spec), spec)
-    offers = _deprioritise(offers, state.load(data_dir, spec.cluster_name))
+    offers = _deprioritise(offers, book.last(spec.cluster_name))
     attempts: list[Attempt] = []
     candidates: list[Offer | None] = list(offers[:max_attempts]) or [None]
     for offer in candidates:
         say(f"launching {spec.cluster_name} on {_describe(offer)}")
         try:
-            info = _launch_one(backend, spec, offer, health_timeout_s, health_client, clock)
-        except (*RETRYABLE, UnhealthyError) as exc:
-            attempts.append(Attempt(offer, str(exc)))
-            say(f"  failed: {exc}; trying the next offer")
+            info = launch_recorded(
+                backend, spec, offer, book, requested_by=requested_by,
+                health_timeout_s=health_timeout_s, health_client=health_client,
+                clock=clock, sleep=sleep,
+            )  # fmt: skip
+        except SAME_EVERYWHERE:
+            raise
+        except TeardownUnconfirmed:
+            raise
+        except NEXT_OFFER_ERRORS as exc:
+            attempts.append(Attempt(offer, exc.message))
+            say(f"  failed: {exc.message}; torn down, trying the next offer")
             continue
         state.save(data_dir, info)
         return ClusterReport(info, uptime_s=0.0, spend_usd=0.0, attempts=attempts)
@@ -250,37 +316,152 @@ def up(
     )
 
 
-def _launch_one(
+class TeardownUnconfirmed(BackendError):
+    """A cluster nomad asked to tear down may still exist: its ledger row stays open."""
+
+
+def launch_recorded(
     backend: Backend,
     spec: LaunchSpec,
     offer: Offer | None,
-    timeout_s: float,
-    client: httpx.Client | None,
-    clock: Callable[[], float],
+    book: ClusterLedger,
+    *,
+    requested_by: str,
+    health_timeout_s: float | None = HEALTH_TIMEOUT_S,
+    health_client: httpx.Client | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Sleep = time.sleep,
 ) -> ClusterInfo:
-    info = backend.launch(spec, offer)
+    """One launch try, the way every path launches: ledger row first, then the backend call,
+    then health; any failure (or an interrupt) tears the cluster down and records it.
+
+    Raises the launch's own error once the teardown is confirmed (the row is
+    closed), or :class:`TeardownUnconfirmed` when it is not (the row stays open).
+    """
+    row = book.intend(spec.cluster_name, backend.name, requested_by, offer)
     try:
-        wait_healthy([e.url for e in info.endpoints], timeout_s=timeout_s, client=client)
-    except UnhealthyError:
-        backend.teardown(spec.cluster_name)  # never leave a paid, broken node behind
+        info = backend.launch(spec, offer)
+        urls = [e.url for e in info.endpoints]
+        book.provisioned(row.id, urls, info.price_per_hour or None)
+        if health_timeout_s is not None:
+            wait_healthy(urls, timeout_s=health_timeout_s, client=health_client)
+    except BaseException as exc:
+        why = f"launch failed: {_error_text(exc)}"
+        book.mark(row.id, LedgerState.FAILED, why)
+        try:
+            retire(backend, book, row.id, spec.cluster_name, why, sleep=sleep)
+        except TeardownUnconfirmed as lost:
+            raise TeardownUnconfirmed(f"{why}; then {lost.message}", hint=lost.hint) from exc
         raise
     info.state = ClusterState.UP
     info.offer = info.offer or offer
     info.started_at = info.started_at or clock()
     if offer is not None and not info.price_per_hour:
         info.price_per_hour = offer.price_per_hour
+    info.extra = {**info.extra, "ledger_id": row.id, "requested_by": requested_by}
+    book.mark_up(row.id, [e.url for e in info.endpoints], info.price_per_hour or None)
     return info
 
 
+def teardown_confirmed(
+    backend: Backend,
+    name: str,
+    *,
+    attempts: int = TEARDOWN_ATTEMPTS,
+    backoff_s: float = TEARDOWN_BACKOFF_S,
+    sleep: Sleep = time.sleep,
+) -> None:
+    """``teardown`` then ``status`` until the backend says GONE; bounded retries with backoff.
+
+    Raises :class:`TeardownUnconfirmed` (with the last error) when it never does.
+    """
+    last = "the backend still reports it"
+    for i in range(max(1, attempts)):
+        if i:
+            sleep(backoff_s * 2 ** (i - 1))
+        try:
+            backend.teardown(name)
+            if backend.status(name).state is ClusterState.GONE:
+                return
+        except NomadError as exc:
+            last = exc.message
+        except Exception as exc:  # a vendor error that escaped its seam: still retried
+            last = _error_text(exc)
+    raise TeardownUnconfirmed(
+        f"could not confirm {name} is gone after {max(1, attempts)} teardown tries ({last})",
+        hint=f"it may still be billing: run `nomad down {name}` (or check with the provider)",
+    )
+
+
+def retire(
+    backend: Backend,
+    book: ClusterLedger,
+    row_id: str,
+    name: str,
+    reason: str,
+    *,
+    sleep: Sleep = time.sleep,
+    attempts: int = TEARDOWN_ATTEMPTS,
+) -> None:
+    """Tear a ledger row's cluster down and close the row once the backend confirms it."""
+    try:
+        teardown_confirmed(backend, name, attempts=attempts, sleep=sleep)
+    except TeardownUnconfirmed as exc:
+        book.mark(
+            row_id,
+            LedgerState.FAILED if "launch failed" in reason else LedgerState.STOPPING,
+            f"{reason}; {exc.message}",
+        )
+        raise
+    book.confirm_gone(row_id, reason)
+
+
 def _reuse(
-    backend: Backend, spec: LaunchSpec, data_dir: Path, clock: Callable[[], float]
+    backend: Backend,
+    spec: LaunchSpec,
+    data_dir: Path,
+    book: ClusterLedger,
+    clock: Callable[[], float],
+    sleep: Sleep,
 ) -> ClusterReport | None:
-    rec = state.load(data_dir, spec.cluster_name)
-    if rec is None or rec.state != ClusterState.UP:
+    """The open cluster of that name if it serves; otherwise make sure it is gone first."""
+    row = book.find_open(spec.cluster_name)
+    if row is None:
         return None
-    if backend.status(spec.cluster_name).state != ClusterState.UP:
-        return None
-    return _report(rec, clock)
+    if row.state is LedgerState.LAUNCHING and in_flight(row, clock()):
+        raise LedgerConflict(
+            f"{spec.cluster_name} is being launched by {row.owner} (started "
+            f"{clock() - row.started_at:.0f} s ago)",
+            hint="wait for that launch, or `nomad status` to see it",
+        )
+    if row.state is LedgerState.UP and backend.status(spec.cluster_name).state is ClusterState.UP:
+        return _report(row_info(row), clock)
+    why = f"{row.detail}; replaced by a new launch" if row.detail else "replaced by a new launch"
+    retire(backend, book, row.id, spec.cluster_name, why, sleep=sleep)
+    state.remove(data_dir, spec.cluster_name)
+    return None
+
+
+def in_flight(row: LedgerRow, now: float, *, stale_after_s: float = HEALTH_TIMEOUT_S + 300) -> bool:
+    """Whether a ``launching`` row's launch may still be running (its process is alive here,
+    or, for another host, it was written recently)."""
+    if row.state is not LedgerState.LAUNCHING:
+        return False
+    host, _, rest = (row.owner or "").partition(":")
+    pid = rest.split(":", 1)[0]
+    if host == socket.gethostname() and pid.isdigit():
+        return int(pid) == os.getpid() or _pid_alive(int(pid))
+    return now - row.updated_at < stale_after_s
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def affordable_offers(backend: Backend, spec: LaunchSpec) -> list[Offer]:
@@ -297,31 +478,15 @@ def affordable_offers(backend: Backend, spec: LaunchSpec) -> list[Offer]:
 def spend_today(
     cfg: NomadConfig, data_dir: Path, *, clock: Callable[[], float] = time.time
 ) -> float:
-    """USD spent on GPUs since 00:00 UTC: clusters recorded as up (their time up today) plus
-    clusters the autoscaler already closed today (its ledger in the queue's state table)."""
-    now = clock()
-    midnight = now - now % 86400.0
-    live = sum(
-        rec.price_per_hour * max(0.0, now - max(rec.started_at, midnight)) / 3600.0
-        for rec in state.load_all(data_dir)
-        if rec.state == ClusterState.UP and rec.started_at is not None
-    )
-    return live + _closed_today(cfg, data_dir, now)
-
-
-def _closed_today(cfg: NomadConfig, data_dir: Path, now: float) -> float:
-    if cfg.queue.url is None and not (Path(data_dir) / "queue.db").exists():
-        return 0.0  # no queue, so no autoscaler has spent anything
-    from nomad.queue import open_queue
-
-    queue = open_queue(cfg, data_dir)
+    """USD spent on GPUs since 00:00 UTC, from the cluster ledger: every cluster of the
+    project, open or closed, whoever launched it (per started minute at its recorded price)."""
+    if not has_database(cfg, data_dir):
+        return 0.0  # nothing was ever launched from here
+    book = open_ledger(cfg, data_dir, clock=clock)
     try:
-        doc = queue.get_state("autoscaler", "history") or {}
+        return book.spend_today(clock())
     finally:
-        queue.close()
-    spent = doc.get("spent") if isinstance(doc, dict) else None
-    value = spent.get(str(int(now // 86400.0))) if isinstance(spent, dict) else None
-    return float(value) if isinstance(value, int | float) else 0.0
+        book.close()
 
 
 def check_daily_budget(
@@ -335,7 +500,7 @@ def check_daily_budget(
     if spent >= budget:
         raise BudgetError(
             f"daily budget ${budget:.2f} reached (${spent:.2f} spent today); it resets at 00:00 UTC",
-            hint="raise infra.daily_budget, or run `nomad status` if a recorded cluster is already gone",
+            hint="raise infra.daily_budget; `nomad status` shows what was spent on which cluster",
         )
 
 
@@ -357,15 +522,22 @@ def _within_budget(offers: list[Offer], spec: LaunchSpec) -> list[Offer]:
     return kept
 
 
-def _deprioritise(offers: list[Offer], previous: ClusterInfo | None) -> list[Offer]:
-    """After a preemption/failure, try that same offer last."""
-    if previous is None or previous.offer is None or previous.state == ClusterState.UP:
+def _deprioritise(offers: list[Offer], previous: LedgerRow | None) -> list[Offer]:
+    """After a loss or failed launch on an offer, try that same offer last."""
+    if (
+        previous is None
+        or previous.offer is None
+        or not (previous.detail or "").startswith(BAD_ENDINGS)
+    ):
         return offers
     bad = previous.offer
     key = (bad.cloud, bad.region, bad.instance_type, bad.gpu)
     return [o for o in offers if (o.cloud, o.region, o.instance_type, o.gpu) != key] + [
         o for o in offers if (o.cloud, o.region, o.instance_type, o.gpu) == key
     ]
+
+
+BAD_ENDINGS = ("lost", "launch failed")
 
 
 def wait_healthy(
@@ -422,14 +594,40 @@ def _probe(http: httpx.Client, urls: list[str], last_error: str) -> tuple[list[s
 
 
 def down(
-    backend: Backend, data_dir: Path, name: str, *, clock: Callable[[], float] = time.time
+    backend: Backend,
+    data_dir: Path,
+    name: str,
+    *,
+    clock: Callable[[], float] = time.time,
+    ledger: ClusterLedger | None = None,
+    sleep: Sleep = time.sleep,
 ) -> ClusterReport:
-    """Tear down (idempotent) and forget the record; report time up and money spent."""
-    rec = state.load(data_dir, name)
-    backend.teardown(name)
-    state.remove(data_dir, name)
-    info = rec or ClusterInfo(name=name, backend=backend.name, state=ClusterState.GONE)
-    report = _report(info, clock)
+    """Tear down (idempotent), confirm it is gone, close its ledger row; report time up and spend.
+
+    When the teardown cannot be confirmed the row stays open (the spend clock
+    keeps running) and :class:`TeardownUnconfirmed` says so.
+    """
+    own = ledger is None
+    book = ledger or open_ledger(None, data_dir, clock=clock)
+    try:
+        row = book.find_open(name)
+        if row is not None:
+            book.mark(row.id, LedgerState.STOPPING, "teardown requested")
+            retire(backend, book, row.id, name, "down", sleep=sleep)
+            row = book.get(row.id) or row
+        else:
+            teardown_confirmed(backend, name, sleep=sleep)
+        state.remove(data_dir, name)
+    finally:
+        if own:
+            book.close()
+    if row is None:
+        return ClusterReport(
+            ClusterInfo(name=name, backend=backend.name, state=ClusterState.GONE),
+            uptime_s=None,
+            spend_usd=None,
+        )
+    report = _report(row_info(row), clock)
     report.info.state = ClusterState.GONE
     return report
 
@@ -441,55 +639,121 @@ def status(
     *,
     clock: Callable[[], float] = time.time,
     config: NomadConfig | None = None,
+    ledger: ClusterLedger | None = None,
 ) -> list[ClusterReport]:
-    """Every recorded cluster (or ``name``), refreshed from its backend, with uptime and spend."""
-    recs = [r for r in [state.load(data_dir, name)] if r] if name else state.load_all(data_dir)
-    if name and not recs:
-        raise ClusterNotFoundError(
-            f"no cluster named {name!r} is recorded", hint="see `nomad status`"
-        )
-    reports = []
-    for rec in recs:
-        merged = _refresh(backend_for(rec.backend), rec)
-        if merged.state != rec.state or merged.detail != rec.detail:
-            state.save(data_dir, merged)
-        reports.append(_report(merged, clock))
+    """Every open cluster in the ledger (or ``name``), refreshed from its backend, with spend.
+
+    A cluster the backend no longer knows is closed here (its spend stops at
+    this check) and reported once as FAILED (or PREEMPTED for spot).
+    """
+    own = ledger is None
+    book = ledger or open_ledger(config, data_dir, clock=clock)
+    try:
+        rows = book.open_rows()
+        if name is not None:
+            rows = [r for r in rows if r.name == name]
+            if not rows:
+                raise ClusterNotFoundError(
+                    f"no open cluster named {name!r} in the ledger", hint="see `nomad status`"
+                )
+        reports = [
+            _report(refresh(backend_for(r.backend), book, r, data_dir, clock()), clock)
+            for r in rows
+        ]
+    finally:
+        if own:
+            book.close()
     queue = queue_summary(config, data_dir) if config is not None else None
     for r in reports:
         r.queue = queue
     return reports
 
 
-def _refresh(backend: Backend, rec: ClusterInfo) -> ClusterInfo:
-    """Merge the provider's view into the record; a vanished spot cluster was preempted."""
+def refresh(
+    backend: Backend, book: ClusterLedger, row: LedgerRow, data_dir: Path, now: float
+) -> ClusterInfo:
+    """Merge the provider's view into the ledger: lost ⇒ ``lost``; confirmed gone ⇒ closed."""
+    info = row_info(row)
     try:
-        live = backend.status(rec.name)
+        live = backend.status(row.name)
     except NomadError as exc:
-        return replace(rec, detail=f"could not refresh: {exc.message}")
-    if live.state == ClusterState.GONE and rec.state in (
-        ClusterState.UP,
-        ClusterState.PROVISIONING,
-    ):
-        spot = bool(rec.offer and rec.offer.spot)
-        return replace(
-            rec,
-            state=ClusterState.PREEMPTED if spot else ClusterState.FAILED,
-            detail="spot capacity reclaimed by the provider (the cluster is gone)"
+        info.detail = f"could not refresh: {exc.message}"
+        return info
+    if live.state is ClusterState.GONE:
+        if in_flight(row, now):  # the backend may not know a launch that is still starting
+            info.state = ClusterState.PROVISIONING
+            return info
+        spot = bool(row.offer and row.offer.spot)
+        detail = (
+            "lost: spot capacity reclaimed by the provider (the cluster is gone)"
             if spot
-            else "the cluster disappeared (stopped by autostop/watchdog or removed outside nomad)",
+            else "lost: the cluster disappeared (stopped by autostop/watchdog or removed outside nomad)"
         )
-    if live.state == ClusterState.GONE:
-        return rec
-    return replace(
-        rec, state=live.state, detail=live.detail, endpoints=live.endpoints or rec.endpoints
+        if row.state in (LedgerState.STOPPING, LedgerState.FAILED):
+            detail = f"gone: {row.detail or row.state.value}"
+        book.confirm_gone(row.id, detail)
+        state.remove(data_dir, row.name)
+        info.state = ClusterState.PREEMPTED if spot else ClusterState.FAILED
+        info.detail = detail
+        info.extra["ledger_state"] = LedgerState.GONE.value
+        return info
+    if live.state in (ClusterState.FAILED, ClusterState.PREEMPTED, ClusterState.STOPPED):
+        detail = f"lost: {live.detail or live.state.value}"
+        if row.state is LedgerState.UP:
+            book.mark(row.id, LedgerState.LOST, detail)
+            info.extra["ledger_state"] = LedgerState.LOST.value
+        state.remove(data_dir, row.name)  # `nomad run` must not send work there
+        info.state, info.detail = live.state, live.detail or detail
+        return info
+    if row.state is LedgerState.UP or live.state is not ClusterState.UP:
+        info.state = live.state
+    info.endpoints = live.endpoints or info.endpoints
+    return info
+
+
+def row_info(row: LedgerRow) -> ClusterInfo:
+    """A ledger row as the ClusterInfo ``status``/``down`` render."""
+    shown = {
+        LedgerState.LAUNCHING: ClusterState.PROVISIONING,
+        LedgerState.UP: ClusterState.UP,
+        LedgerState.FAILED: ClusterState.FAILED,
+        LedgerState.LOST: ClusterState.FAILED,
+        LedgerState.STOPPING: ClusterState.PROVISIONING,
+        LedgerState.GONE: ClusterState.GONE,
+    }[row.state]
+    return ClusterInfo(
+        name=row.name,
+        backend=row.backend,
+        state=shown,
+        endpoints=[Endpoint(url=u, gpu_index=i) for i, u in enumerate(row.endpoints)],
+        offer=row.offer,
+        started_at=row.started_at,
+        price_per_hour=row.price_per_hour,
+        detail=row.detail,
+        extra={
+            "ledger_id": row.id,
+            "ledger_state": row.state.value,
+            "requested_by": row.requested_by,
+            "owner": row.owner,
+            "ended_at": row.ended_at,
+        },
     )
 
 
 def _report(info: ClusterInfo, clock: Callable[[], float]) -> ClusterReport:
     if info.started_at is None:
         return ClusterReport(info, uptime_s=None, spend_usd=None)
-    uptime = max(0.0, clock() - info.started_at)
-    return ClusterReport(info, uptime_s=uptime, spend_usd=uptime / 3600.0 * info.price_per_hour)
+    end = info.extra.get("ended_at") or clock()
+    uptime = max(0.0, end - info.started_at)
+    spend = info.price_per_hour * math.ceil(uptime / 60.0 - 1e-9) / 60.0
+    return ClusterReport(info, uptime_s=uptime, spend_usd=spend)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, NomadError):
+        return exc.message
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 # >>> queue hook (serve area): nomad.serve.summary.queue_summary(config, data_dir) -> dict | None

@@ -81,5 +81,6 @@ def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "DO $$ BEGIN IF to_regclass('jobs') IS NOT NULL THEN "
-            "TRUNCATE jobs, state; END IF; END $$"
+            "TRUNCATE jobs, state; END IF; "
+            "IF to_regclass('clusters') IS NOT NULL THEN TRUNCATE clusters, leases; END IF; END $$"
         )

@@ -176,31 +176,27 @@ def up(
         click.echo(yaml.safe_dump(redacted(config), sort_keys=False))
         return
     backend = _backend(ctx, backend_name, catalog)
+    from nomad.queue.ledger import open_ledger
 
     def guard() -> None:
         launch.check_daily_budget(ctx.config, ctx.data_dir)
 
-    if as_json:
-        report = launch.up(
-            backend,
-            spec,
-            ctx.data_dir,
-            max_attempts=attempts,
-            health_timeout_s=timeout,
-            guard=guard,
-        )
-    else:
-        con = console()
-        with con.status("provisioning and waiting for ComfyUI to answer…", spinner="dots"):
+    book = open_ledger(ctx.config, ctx.data_dir)
+    try:
+        if as_json:
             report = launch.up(
-                backend,
-                spec,
-                ctx.data_dir,
-                max_attempts=attempts,
-                health_timeout_s=timeout,
-                events=con.log,
-                guard=guard,
-            )
+                backend, spec, ctx.data_dir, max_attempts=attempts, health_timeout_s=timeout,
+                guard=guard, ledger=book,
+            )  # fmt: skip
+        else:
+            con = console()
+            with con.status("provisioning and waiting for ComfyUI to answer…", spinner="dots"):
+                report = launch.up(
+                    backend, spec, ctx.data_dir, max_attempts=attempts, health_timeout_s=timeout,
+                    events=con.log, guard=guard, ledger=book,
+                )  # fmt: skip
+    finally:
+        book.close()
     if as_json:
         emit_json(report.to_json())
         return
@@ -210,25 +206,54 @@ def up(
 
 @click.command("down")
 @click.argument("name", required=False)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Ask the backend to tear NAME down even when the ledger holds nothing for it.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def down(ctx: Ctx, name: str | None, as_json: bool) -> None:
-    """Tear the cluster down (idempotent); report time up and money spent."""
-    from nomad import launch
-    from nomad.backends import state
+def down(ctx: Ctx, name: str | None, force: bool, as_json: bool) -> None:
+    """Tear down NAME, or every cluster the ledger holds for this project; report time and spend.
 
-    name = name or launch.cluster_name(ctx.config)
-    rec = state.load(ctx.data_dir, name)
-    report = launch.down(_backend(ctx, rec.backend if rec else None), ctx.data_dir, name)
-    if as_json:
-        emit_json(report.to_json())
-        return
-    if report.uptime_s is None:
-        click.echo(f"{name}: down (nothing recorded, nothing was running under nomad)")
+    With nothing recorded it returns at once and starts nothing (no backend,
+    no SkyPilot API server), unless --force names a cluster to ask about.
+    """
+    from nomad import launch
+    from nomad.queue.ledger import has_database, open_ledger
+
+    if force and not name:
+        raise UsageError("--force needs a cluster NAME", hint="e.g. nomad down nomad-demo --force")
+    rows = []
+    if has_database(ctx.config, ctx.data_dir):
+        book = open_ledger(ctx.config, ctx.data_dir)
+        try:
+            rows = [r for r in book.open_rows() if name is None or r.name == name]
+            reports = [
+                launch.down(_backend(ctx, r.backend), ctx.data_dir, r.name, ledger=book)
+                for r in rows
+            ]
+            if force and not rows:
+                reports = [launch.down(_backend(ctx, None), ctx.data_dir, name or "", ledger=book)]
+        finally:
+            book.close()
+    elif force:
+        reports = [launch.down(_backend(ctx, None), ctx.data_dir, name or "")]
     else:
-        click.echo(
-            f"{name}: down after {_dur(report.uptime_s)}, spent ${report.spend_usd or 0:.2f}"
-        )
+        reports = []
+    if as_json:
+        emit_json({"clusters": [r.to_json() for r in reports]})
+        return
+    if not reports:
+        what = name or f"project {ctx.config.project!r}"
+        click.echo(f"{what}: nothing to tear down (the ledger holds no open cluster)")
+    for r in reports:
+        if r.uptime_s is None:
+            click.echo(f"{r.info.name}: down (the ledger had no record of it)")
+        else:
+            click.echo(
+                f"{r.info.name}: down after {_dur(r.uptime_s)}, spent ${r.spend_usd or 0:.2f}"
+            )
 
 
 @click.command("status")
@@ -236,17 +261,31 @@ def down(ctx: Ctx, name: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def status(ctx: Ctx, name: str | None, as_json: bool) -> None:
-    """Cluster state, endpoints, uptime, spend so far (and queue, when serving)."""
+    """Every cluster the ledger holds (whoever launched it): state, spend; and today's total."""
     from nomad import launch
+    from nomad.queue.ledger import has_database
 
-    reports = launch.status(lambda b: _backend(ctx, b), ctx.data_dir, name, config=ctx.config)
+    if not has_database(ctx.config, ctx.data_dir) and name is None:
+        reports, spent = [], 0.0  # nothing was ever launched from here: do not create a database
+    else:
+        reports = launch.status(lambda b: _backend(ctx, b), ctx.data_dir, name, config=ctx.config)
+        spent = launch.spend_today(ctx.config, ctx.data_dir)
+    budget = ctx.config.infra.daily_budget
     if as_json:
-        emit_json({"clusters": [r.to_json() for r in reports]})
+        emit_json(
+            {
+                "clusters": [r.to_json() for r in reports],
+                "spend_today": round(spent, 4),
+                "daily_budget": budget,
+            }
+        )
         return
     if not reports:
-        click.echo("no clusters (start one with `nomad up`)")
+        click.echo("no clusters (start one with `nomad up`, or let `nomad serve` wake one)")
     for r in reports:
         _show(r)
+    of = f" of ${budget:.2f} daily budget" if budget is not None else ""
+    click.echo(f"spent today: ${spent:.2f}{of} (every cluster in the ledger, since 00:00 UTC)")
 
 
 def _show(r: ClusterReport) -> None:
@@ -255,7 +294,9 @@ def _show(r: ClusterReport) -> None:
     up_for = (
         f", up {_dur(r.uptime_s)}, spent ${r.spend_usd or 0:.2f}" if r.uptime_s is not None else ""
     )
-    click.echo(f"{i.name} [{i.backend}] {i.state.value.upper()} {price}{up_for}")
+    who = i.extra.get("requested_by")
+    by = f" (by {who})" if who else ""
+    click.echo(f"{i.name} [{i.backend}] {i.state.value.upper()} {price}{up_for}{by}")
     if i.offer:
         where = "/".join(p for p in (i.offer.cloud, i.offer.region) if p)
         click.echo(

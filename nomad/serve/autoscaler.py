@@ -20,8 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from nomad.backends.base import Backend, ClusterInfo, ClusterState, LaunchSpec
+from nomad.backends.base import Backend, ClusterInfo, ClusterState, Endpoint, LaunchSpec, Offer
+from nomad.errors import BackendError
 from nomad.queue.base import JobQueue, JobStatus
+from nomad.queue.ledger import ClusterLedger, LedgerState
 from nomad.serve.log import event
 from nomad.serve.policy import Action, Annotate, Down, Phase, Policy, Requeue, Up, View
 from nomad.serve.runner import error_text
@@ -59,7 +61,14 @@ class Hooks(Protocol):
 
 
 class BackendOps:
-    """ClusterOps over a launch Backend: launch, wait for ComfyUI health, record the cluster."""
+    """ClusterOps over a launch Backend, through the cluster ledger like every launch path.
+
+    ``up`` writes the ledger row before the launch call, tries the cheapest
+    offers in turn and tears down (bounded, confirmed) every try that failed;
+    ``down`` closes the row only once the backend confirms the cluster is gone.
+    Without a ledger (some unit tests) nothing is recorded; ``nomad serve``
+    always gives it one.
+    """
 
     def __init__(
         self,
@@ -70,45 +79,57 @@ class BackendOps:
         health_timeout_s: float | None = 900.0,
         clock: Callable[[], float] = time.time,
         max_attempts: int = 3,
+        ledger: ClusterLedger | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.backend, self.spec, self.data_dir = backend, spec, data_dir
         self.health_timeout_s, self.clock = health_timeout_s, clock
         self.max_attempts = max(1, max_attempts)
+        self.ledger, self.sleep = ledger, sleep
 
     def up(self, name: str) -> Launched:
-        """Launch; wait for every endpoint's /system_stats; on any failure tear down (never pay for a broken node)."""
+        """Launch (or reuse one already serving); every failed try is torn down before the next."""
         spec = replace(self.spec, cluster_name=name)
-        current = self.status(name)  # already up (left by an earlier run): reuse it
-        up = current.state is ClusterState.UP and bool(current.endpoints)
-        info = current if up else self._launch(spec)
-        provisioned = self.clock()
-        try:
-            if self.health_timeout_s is not None:
-                from nomad.launch import wait_healthy
-
-                wait_healthy([e.url for e in info.endpoints], timeout_s=self.health_timeout_s)
-        except BaseException:
-            self.backend.teardown(name)
-            raise
-        info.state = ClusterState.UP
-        if not info.price_per_hour and info.offer is not None:
-            info.price_per_hour = info.offer.price_per_hour
+        current = self._reusable(name)
+        if current is not None:
+            now = self.clock()
+            return Launched(current, now, now)
+        start = self.clock()
+        info = self._launch(spec)
         if self.data_dir is not None:
             from nomad.backends import state
 
             state.save(self.data_dir, info)
-        return Launched(info, provisioned, self.clock())
+        return Launched(info, start, self.clock())
+
+    def _reusable(self, name: str) -> ClusterInfo | None:
+        """A cluster of that name already serving (left by an earlier run), else None after
+        making sure a stale one is gone (its ledger row open in another state)."""
+        current = self.status(name)
+        if current.state is ClusterState.UP and current.endpoints:
+            return current
+        book = self.ledger
+        row = book.find_open(name) if book is not None else None
+        if row is not None and book is not None:
+            from nomad.launch import retire
+
+            retire(self.backend, book, row.id, name, "replaced", sleep=self.sleep)
+        return None
 
     def _launch(self, spec: LaunchSpec) -> ClusterInfo:
         """Launch on the cheapest offer within ``max_price_per_hour`` (never the backend's
-        unpriced choice), so the price cap holds and the spend the budget counts is real."""
-        from nomad.launch import RETRYABLE, affordable_offers
+        unpriced choice), so the price cap holds and the spend the budget counts is real.
+        A failed try is torn down (confirmed) and the next offer tried; a teardown that
+        cannot be confirmed stops here, so failures never pile up paid clusters."""
+        from nomad.launch import SAME_EVERYWHERE, TeardownUnconfirmed, affordable_offers
 
         offers = affordable_offers(self.backend, spec)[: self.max_attempts]
         for i, offer in enumerate(offers):
             try:
-                info = self.backend.launch(spec, offer)
-            except RETRYABLE:  # no capacity / quota there: the next cheapest offer
+                info = self._try(spec, offer)
+            except (*SAME_EVERYWHERE, TeardownUnconfirmed):
+                raise
+            except BackendError:  # torn down already: the next cheapest offer
                 if i == len(offers) - 1:
                     raise
                 continue
@@ -117,24 +138,58 @@ class BackendOps:
             return info
         raise AssertionError("unreachable: affordable_offers is never empty")
 
+    def _try(self, spec: LaunchSpec, offer: Offer) -> ClusterInfo:
+        from nomad.launch import launch_recorded, teardown_confirmed, wait_healthy
+
+        if self.ledger is not None:
+            return launch_recorded(
+                self.backend, spec, offer, self.ledger, requested_by="autoscaler",
+                health_timeout_s=self.health_timeout_s, clock=self.clock, sleep=self.sleep,
+            )  # fmt: skip
+        try:  # no ledger (unit tests): same teardown rule, nothing recorded
+            info = self.backend.launch(spec, offer)
+            if self.health_timeout_s is not None:
+                wait_healthy([e.url for e in info.endpoints], timeout_s=self.health_timeout_s)
+        except BaseException:
+            teardown_confirmed(self.backend, spec.cluster_name, sleep=self.sleep)
+            raise
+        info.state = ClusterState.UP
+        return info
+
     def down(self, name: str) -> None:
-        """Idempotent teardown, and forget the record."""
-        self.backend.teardown(name)
+        """Idempotent teardown, confirmed; the ledger row closes and the endpoint cache forgets it."""
+        from nomad.launch import retire, teardown_confirmed
+
+        row = self.ledger.find_open(name) if self.ledger is not None else None
+        if row is not None and self.ledger is not None:
+            self.ledger.mark(row.id, LedgerState.STOPPING, "teardown requested by the autoscaler")
+            retire(self.backend, self.ledger, row.id, name, "down", sleep=self.sleep)
+        else:
+            teardown_confirmed(self.backend, name, sleep=self.sleep)
         if self.data_dir is not None:
             from nomad.backends import state
 
             state.remove(self.data_dir, name)
 
     def status(self, name: str) -> ClusterInfo:
-        """The backend's view; price and offer filled from nomad's record (providers omit them)."""
+        """The backend's view; price and offer filled from the ledger (providers omit them)."""
         info = self.backend.status(name)
-        if self.data_dir is not None and info.state is ClusterState.UP and not info.price_per_hour:
-            from nomad.backends import state
+        if info.state is ClusterState.UP and not info.price_per_hour:
+            row = self.ledger.find_open(name) if self.ledger is not None else None
+            if row is not None:
+                info.price_per_hour = row.price_per_hour
+                info.offer = info.offer or row.offer
+                if not info.endpoints:
+                    info.endpoints = [
+                        Endpoint(url=u, gpu_index=i) for i, u in enumerate(row.endpoints)
+                    ]
+            elif self.data_dir is not None:
+                from nomad.backends import state
 
-            rec = state.load(self.data_dir, name)
-            if rec is not None:
-                info.price_per_hour = rec.price_per_hour
-                info.offer = info.offer or rec.offer
+                rec = state.load(self.data_dir, name)
+                if rec is not None:
+                    info.price_per_hour = rec.price_per_hour
+                    info.offer = info.offer or rec.offer
         return info
 
 

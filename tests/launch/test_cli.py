@@ -51,8 +51,10 @@ def test_up_status_down_json(fake: FakeBackend, tmp_path: Path) -> None:
     assert cluster["name"] == "nomad-demo" and cluster["endpoints"][0]["url"] == fake.endpoints[0]
     assert cluster["price_per_hour"] == 0.5 and cluster["spend_usd"] >= 0
     code, out = _run(tmp_path, "down", "--json")
-    assert code == 0 and json.loads(out)["state"] == "gone"
-    assert json.loads(_run(tmp_path, "status", "--json")[1]) == {"clusters": []}
+    (gone,) = json.loads(out)["clusters"]
+    assert code == 0 and gone["state"] == "gone" and gone["requested_by"] == "up"
+    after = json.loads(_run(tmp_path, "status", "--json")[1])
+    assert after["clusters"] == [] and after["spend_today"] > 0  # the spend stays in the ledger
 
 
 def test_up_without_a_push_says_what_to_do(fake: FakeBackend, tmp_path: Path) -> None:
@@ -103,7 +105,7 @@ def test_help_and_status_work_without_sky(tmp_path: Path) -> None:
         [*base, "status", "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert st.returncode == 0, st.stderr
-    assert json.loads(st.stdout) == {"clusters": []}
+    assert json.loads(st.stdout)["clusters"] == []
     planned = subprocess.run(
         [*base, "plan"], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
@@ -117,3 +119,48 @@ def test_up_and_status_for_people(fake: FakeBackend, tmp_path: Path) -> None:
     assert fake.endpoints[0] in out and "$0.50/h" in out and "nomad down nomad-demo" in out
     code, out = _run(tmp_path, "status")
     assert code == 0 and "nomad-demo [fake] UP" in out
+
+
+def test_down_with_nothing_recorded_returns_at_once_and_starts_nothing(tmp_path: Path) -> None:
+    """Nothing in the ledger ⇒ `down` exits 0 without building a backend, importing sky or creating a DB."""
+    (tmp_path / "nomad.yaml").write_text("project: demo\ninfra: {backend: skypilot}\n")
+    script = (
+        "import sys; sys.modules['sky'] = None\n"
+        "import nomad.backends as b\n"
+        "def refuse(*a, **k): raise SystemExit('a backend was built')\n"
+        "b.get_backend = refuse\n"
+        "from nomad.cli.main import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    base = [sys.executable, "-c", script, "-c", str(tmp_path / "nomad.yaml")]
+    for args in (["down"], ["down", "nomad-demo"], ["down", "--json"]):
+        res = subprocess.run(
+            [*base, "--data-dir", str(tmp_path / "d"), *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert "nothing to tear down" in res.stdout or json.loads(res.stdout) == {"clusters": []}
+    assert not (tmp_path / "d" / "queue.db").exists()
+
+
+def test_down_with_a_ledger_but_no_open_row_builds_no_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a cluster closed, `down` again reads the ledger and still asks no backend."""
+    comfy = FakeComfy.start_in_thread()
+    backend = FakeBackend(endpoints=[comfy.url], price_per_hour=0.5)
+    built: list[str | None] = []
+
+    def get_backend(name: str | None, *a: object, **k: object) -> FakeBackend:
+        built.append(name)
+        return backend
+
+    monkeypatch.setattr("nomad.backends.get_backend", get_backend)
+    try:
+        assert _run(tmp_path, "up", "--image", IMAGE)[0] == 0
+        assert _run(tmp_path, "down")[0] == 0
+        built.clear()
+        code, out = _run(tmp_path, "down")
+        assert code == 0 and "nothing to tear down" in out and built == []
+    finally:
+        comfy.stop()

@@ -106,7 +106,7 @@ def test_preempted_and_failed_clusters_are_reported(comfy: FakeComfy, tmp_path: 
     fake.set_state("nomad-test", ClusterState.PREEMPTED)
     (st,) = launch.status(lambda _b: fake, tmp_path)
     assert st.info.state == ClusterState.PREEMPTED and "reclaimed" in (st.info.detail or "")
-    assert state.load(tmp_path, "nomad-test").state == ClusterState.PREEMPTED  # type: ignore[union-attr]
+    assert st.to_json()["ledger_state"] == "lost" and state.load(tmp_path, "nomad-test") is None
 
     spot = FakeBackend(endpoints=[comfy.url], offers=[C])
     launch.up(spot, make_spec(cluster_name="spotty"), tmp_path, health_timeout_s=5)
@@ -223,32 +223,49 @@ def test_status_includes_queue_summary_when_serve_provides_it(
     assert st.queue == {"queued": 3, "running": 1} and st.to_json()["queue"]["queued"] == 3
 
 
-def test_daily_budget_refuses_a_new_launch_once_spent(comfy: FakeComfy, tmp_path: Path) -> None:
-    """Recorded clusters' time up today plus the autoscaler's closed spend count; at the budget, no launch."""
-    from nomad.backends.base import ClusterInfo
+def test_budget_up_at_1_per_hour_down_then_up_past_the_budget_is_refused(
+    comfy: FakeComfy, tmp_path: Path
+) -> None:
+    """Way 7: up at $1/h for an hour, down, up again with a $1 budget ⇒ refused, today's spend shown."""
     from nomad.config.schema import NomadConfig
-    from nomad.queue import open_queue
+    from nomad.queue.ledger import open_ledger
 
     cfg = NomadConfig.model_validate({"infra": {"daily_budget": 1.0}})
-    day = 20_000 * 86400.0
-    clock = Clock(day + 2 * 3600)  # 02:00 UTC
-    fake = _fake(comfy, clock=clock)
+    clock = Clock(20_000 * 86400.0 + 2 * 3600)  # 02:00 UTC
+    fake = FakeBackend(endpoints=[comfy.url], price_per_hour=1.0, clock=clock)
+    book = open_ledger(cfg, tmp_path, clock=clock)
 
     def guard() -> None:
         launch.check_daily_budget(cfg, tmp_path, clock=clock)
 
-    q = open_queue(None, tmp_path)
-    q.put_state("autoscaler", "history", {"spent": {"20000": 0.6, "19999": 50.0}})
-    q.close()
-    assert launch.spend_today(cfg, tmp_path, clock=clock) == pytest.approx(0.6)
-    state.save(  # up since yesterday at $0.25/h: two hours count today
-        tmp_path,
-        ClusterInfo("other", "fake", ClusterState.UP, price_per_hour=0.25, started_at=day - 3600),
-    )
-    assert launch.spend_today(cfg, tmp_path, clock=clock) == pytest.approx(1.1)
-    with pytest.raises(BudgetError, match="daily budget"):
-        launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard)
-    assert [c for c in fake.calls if c[0] == "launch"] == []
-    state.remove(tmp_path, "other")  # under budget again: the launch goes ahead
-    report = launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard)
-    assert report.info.state == ClusterState.UP
+    launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard, ledger=book)
+    clock.t += 3600
+    launch.down(fake, tmp_path, "nomad-test", clock=clock, ledger=book)
+    assert launch.spend_today(cfg, tmp_path, clock=clock) == pytest.approx(1.0)
+    with pytest.raises(BudgetError, match=r"daily budget \$1\.00 reached \(\$1\.00 spent today\)"):
+        launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard, ledger=book)
+    assert [c for c in fake.calls if c[0] == "launch"] == [("launch", "nomad-test")]
+    book.close()
+
+
+def test_spend_counts_autostopped_clusters_and_only_todays_part(
+    comfy: FakeComfy, tmp_path: Path
+) -> None:
+    """A cluster up since yesterday counts from 00:00; one that autostopped keeps its spend after status closes it."""
+    from nomad.config.schema import NomadConfig
+    from nomad.queue.ledger import open_ledger
+
+    cfg = NomadConfig()
+    day = 20_000 * 86400.0
+    clock = Clock(day - 3600)  # 23:00 UTC yesterday
+    fake = FakeBackend(endpoints=[comfy.url], price_per_hour=0.25, clock=clock)
+    book = open_ledger(cfg, tmp_path, clock=clock)
+    launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, ledger=book)
+    clock.t = day + 2 * 3600  # 02:00 today: two hours count today
+    assert launch.spend_today(cfg, tmp_path, clock=clock) == pytest.approx(0.5)
+    fake.clusters.clear()  # the node's watchdog + autostop took it down behind nomad's back
+    (st,) = launch.status(lambda _b: fake, tmp_path, clock=clock, ledger=book)
+    assert st.to_json()["ledger_state"] == "gone" and book.open_rows() == []
+    clock.t += 3600  # an hour later nothing more accrues, and nothing was forgotten
+    assert launch.spend_today(cfg, tmp_path, clock=clock) == pytest.approx(0.5)
+    book.close()
