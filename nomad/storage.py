@@ -110,6 +110,29 @@ class Storage:
             raise self._error(exc, "store", key) from exc
         return self.url(key)
 
+    def put_bytes_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """Store ``data`` unless ``key`` exists; False when it did (nothing written).
+
+        An S3 conditional write (``If-None-Match: *``: AWS, R2, MinIO, SeaweedFS
+        answer 412 when the key exists), so two writers racing on one key
+        store it once. An endpoint that rejects the header as unsupported gets
+        a HEAD-then-PUT instead (not atomic; callers hold their own claim).
+        """
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **extra)
+            return True
+        except Exception as exc:
+            code = _code(exc)
+            if code in {"PreconditionFailed", "412"}:
+                return False
+            if code not in {"NotImplemented", "501"}:
+                raise self._error(exc, "store", key) from exc
+        if self.exists(key):
+            return False
+        self.put_bytes(key, data, content_type)
+        return True
+
     def put_file(
         self,
         key: str,

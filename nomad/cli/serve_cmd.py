@@ -74,6 +74,7 @@ def serve(
         with_bot=with_bot,
         with_batch=with_batch,
         batch_interval=batch_interval,
+        config_path=obj.config_path,
     )
     asyncio.run(run(obj.config, obj.data_dir, options=opts))
 
@@ -175,6 +176,10 @@ def show(obj: Ctx, job_id: str, as_json: bool) -> None:
     with _queue(obj) as queue:
         job = queue.get(job_id)
         info = describe(job, queue.position(job_id))
+        if job.front_door == "batch":
+            from nomad.batch import job_view
+
+            info["batch"] = job_view(queue, job)
     if as_json:
         emit_json(info)
         return
@@ -214,6 +219,25 @@ def _print_job(info: dict[str, Any]) -> None:
             out.print(f"    {label:<28} {secs:>9.2f} s")
     if info["total_seconds"] is not None:
         out.print(f"    {'total':<28} {info['total_seconds']:>9.2f} s")
+    if info.get("batch"):
+        _print_batch(info["batch"])
+
+
+def _print_batch(b: dict[str, Any]) -> None:
+    """The batch side of a job: stored keys and ready state (never claimed before they exist)."""
+    out = console()
+    out.print(f"  batch: {b['batch']} slot {b['slot']} try {b['try']}/{b['max_tries']} seed {b['seed']}")
+    out.print(f"    state: {b['state']}" + ("  (ready)" if b["ready"] else ""))
+    for key in b["stored_keys"]:
+        out.print(f"    stored: {key}")
+    if b["manifest_key"]:
+        out.print(f"    manifest: {b['manifest_key']}")
+    for label in ("rejected", "next_try", "slot_failed", "collect_error"):
+        if b.get(label):
+            out.print(f"    {label.replace('_', ' ')}: {b[label]}")
+    cost = b.get("cost") or {}
+    if cost.get("total_usd") is not None:
+        out.print(f"    true cost: ${cost['total_usd']:.4f} ({cost.get('basis')})")
 
 
 def _short(text: str, n: int = 32) -> str:

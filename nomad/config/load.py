@@ -74,6 +74,19 @@ def load_text(text: str, name: str = DEFAULT_NAME) -> NomadConfig:
         raise _to_config_error(exc, Path(name), root) from None
 
 
+def locate(path: str | os.PathLike[str] | None, loc: tuple[int | str, ...]) -> str:
+    """``file:line`` of the key at ``loc`` (e.g. ``("batch", "jobs", 0, "workflow")``) in a config
+    file, for checks that run after loading (batch jobs, workflows); ``environment`` without a file."""
+    if path is None:
+        return "environment"
+    try:
+        _, root = _read_yaml(Path(path))
+    except ConfigError:
+        return str(path)
+    line = _line_of(root, loc)
+    return f"{path}:{line}" if line else str(path)
+
+
 def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
     try:
         text = path.read_text(encoding="utf-8")

@@ -247,14 +247,93 @@ class WebConfig(Strict):
     workflows: list[str] = Field(default_factory=list, description="offered workflows; empty = all enabled")
 
 
-class BatchJob(Strict):
-    """A cron-triggered job, e.g. a daily wallpaper stored to S3."""
+class BatchLimits(Strict):
+    """A batch job's own limits (the interactive per-user quotas never apply to batch jobs)."""
 
-    name: str
+    in_flight: int | None = Field(
+        1, ge=1, description="runs of this job waiting or running at once; a due slot waits for a free one"
+    )
+    per_day: int | None = Field(
+        None, ge=1, description="runs enqueued in any 24 hours (filter re-runs included); empty = no cap"
+    )
+
+
+class BlankCheck(Strict):
+    """Reject near-uniform images (a broken model's flat grey or black frame)."""
+
+    check: Literal["blank"]
+    min_stddev: float = Field(3.0, ge=0, description="luminance standard deviation (0-255) below which an image is blank")
+
+
+class SizeCheck(Strict):
+    """Reject images whose pixel size is not what was asked for."""
+
+    check: Literal["size"]
+    width: int | None = Field(None, ge=1, description="exact width in pixels")
+    height: int | None = Field(None, ge=1, description="exact height in pixels")
+    min_width: int | None = Field(None, ge=1)
+    min_height: int | None = Field(None, ge=1)
+
+
+class MinBytesCheck(Strict):
+    """Reject output files smaller than a floor (truncated or empty results)."""
+
+    check: Literal["min_bytes"]
+    bytes: int = Field(..., ge=1)
+
+
+class PythonCheck(Strict):
+    """A user hook: ``module:function`` called with the output's path, returns accept/reject."""
+
+    check: Literal["python"]
+    entry: str = Field(
+        ...,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function; the module may sit next to nomad.yaml",
+    )
+
+
+class CommandCheck(Strict):
+    """A user hook: a command given the output's path; exit 0 accepts, 1 rejects (stdout = reason)."""
+
+    check: Literal["command"]
+    argv: list[str] = Field(..., min_length=1, description="{path} is replaced by the output file")
+    timeout: float = Field(60, gt=0, le=3600)
+
+
+FilterCheck = Annotated[
+    BlankCheck | SizeCheck | MinBytesCheck | PythonCheck | CommandCheck,
+    Field(discriminator="check"),
+]
+_WINDOW = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$"
+
+
+class BatchJob(Strict):
+    """A cron-triggered job, e.g. a daily wallpaper stored to S3 (see docs/batch.md)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     schedule: str = Field(..., description="cron expression, UTC")
     workflow: str
     params: dict[str, Any] = Field(default_factory=dict)
-    output_key: str = Field("batch/{name}/{date}/{index}{ext}", description="S3 key template")
+    output_key: str = Field(
+        "batch/{name}/{date}/{time}/{index}{ext}",
+        description="S3 key template; must be unique per run ({time}+{date}, {slot} or {job})",
+    )
+    manifest_key: str | None = Field(
+        None, description="manifest key template; default: output_key with {index}=manifest, {ext}=.json"
+    )
+    latest_key: str = Field("batch/{name}/latest.json", description="the per-job `latest` pointer")
+    catch_up: Literal["latest", "none"] = Field(
+        "latest", description="after downtime: run the latest missed slot, or none"
+    )
+    filters: list[FilterCheck] = Field(default_factory=list, description="checks on each output before it is stored: blank, size, min_bytes, python, command (docs/batch.md)")
+    max_tries: int = Field(3, ge=1, le=20, description="runs per slot when filters reject (each with a new seed)")
+    limits: BatchLimits = Field(default_factory=BatchLimits)
+    window: str | None = Field(
+        None, pattern=_WINDOW, description="UTC hours the run may start in, e.g. 02:00-05:00"
+    )
+    spot: bool = Field(False, description="this job may run on spot (preemptible) offers")
+    max_price_per_hour: float | None = Field(None, gt=0, description="USD/hour cap for this job's runs")
 
     @field_validator("schedule")
     @classmethod

@@ -599,6 +599,33 @@ class SqlQueue(JobQueue):
                 (scope, key, self._json(value), self.clock()),
             )
 
+    def claim_state(
+        self, scope: str, key: str, value: dict[str, Any], *, stale_after: float
+    ) -> bool:
+        """Insert (scope, key) unless a document younger than ``stale_after`` seconds is there.
+
+        One atomic statement, so of several processes claiming at once exactly
+        one gets True (a claim older than ``stale_after`` may be taken over:
+        its holder is presumed dead). Used as a cross-process lock, e.g. by
+        batch collectors so every output key is written once.
+        """
+        now = self.clock()
+        with self._tx() as cur:
+            row = self._exec(
+                cur,
+                """INSERT INTO state (scope, key, value, updated_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,
+                updated_at = excluded.updated_at WHERE state.updated_at < ?
+                RETURNING key""",
+                (scope, key, self._json(value), now, now - stale_after),
+            ).fetchone()
+        return row is not None
+
+    def delete_state(self, scope: str, key: str) -> None:
+        """Remove (scope, key) (releases a claim); a missing document is not an error."""
+        with self._tx() as cur:
+            self._exec(cur, "DELETE FROM state WHERE scope = ? AND key = ?", (scope, key))
+
     # -- rows -------------------------------------------------------------------------------
 
     def _one(self, cur: Cursor, where: str, arg: Any) -> Job | None:

@@ -189,4 +189,14 @@ class JobQueue(abc.ABC):
         """Upsert a JSON document under (scope, key)."""
 
     @abc.abstractmethod
+    def claim_state(
+        self, scope: str, key: str, value: dict[str, Any], *, stale_after: float
+    ) -> bool:
+        """Atomically create (scope, key) unless a document younger than ``stale_after`` exists."""
+
+    @abc.abstractmethod
+    def delete_state(self, scope: str, key: str) -> None:
+        """Remove (scope, key); missing is fine."""
+
+    @abc.abstractmethod
     def close(self) -> None: ...

@@ -40,6 +40,7 @@ from nomad.serve.runner import ComfyRunner, Runner, error_text
 from nomad.serve.worker import PoolConfig, WorkerPool
 
 if TYPE_CHECKING:
+    from nomad.batch import BatchEnv
     from nomad.storage import Storage
 
 DOOR_STOP_SECONDS = 10.0  # a batch round in progress may finish this long on shutdown
@@ -58,6 +59,7 @@ class ServeOptions:
     with_batch: bool = False
     batch_interval: float = 30.0
     bot_poll_timeout: int = 30  # seconds one getUpdates long poll may wait
+    config_path: str | None = None  # nomad.yaml, for file:line in batch refusals and batch hooks
 
 
 async def serve(
@@ -129,6 +131,10 @@ async def serve(
 
 def check_front_doors(cfg: NomadConfig, opts: ServeOptions) -> None:
     """Refuse to start (nothing opened yet) when a requested front door cannot run."""
+    if opts.with_batch:
+        from nomad.batch import validate
+
+        validate(cfg.batch.jobs, _batch_env(cfg, opts))  # ConfigError with file:line for each problem
     if not opts.with_bot:
         return
     try:
@@ -204,12 +210,15 @@ async def batch_door(
     interval: float,
     *,
     clock: Any = None,
+    env: BatchEnv | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Tick the batch schedule in the background until the block exits (bounded stop)."""
     if not jobs:
         event("batch.no_jobs", level=logging.WARNING, hint="add batch.jobs to nomad.yaml")
     halt = asyncio.Event()
-    task = asyncio.create_task(batch_loop(queue, jobs, storage, halt, interval, clock=clock))
+    task = asyncio.create_task(
+        batch_loop(queue, jobs, storage, halt, interval, clock=clock, env=env)
+    )
     try:
         yield task
     finally:
@@ -229,33 +238,59 @@ async def batch_loop(
     interval: float,
     *,
     clock: Any = None,
+    env: BatchEnv | None = None,
 ) -> None:
     """``tick`` + ``collect`` every ``interval`` seconds until ``halt``; a failed round is logged."""
     now = clock or (lambda: dt.datetime.now(dt.UTC))
     event("batch.start", jobs=len(jobs), interval=interval)
     while not halt.is_set():
-        await batch_round(queue, jobs, storage, now())
+        await batch_round(queue, jobs, storage, now(), env=env)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval):
                 await halt.wait()
 
 
 async def batch_round(
-    queue: JobQueue, jobs: list[BatchJob], storage: Storage, now: dt.datetime
+    queue: JobQueue,
+    jobs: list[BatchJob],
+    storage: Storage,
+    now: dt.datetime,
+    *,
+    env: BatchEnv | None = None,
 ) -> None:
-    """One scheduler round: enqueue due slots (idempotent), copy finished outputs (once each)."""
+    """One scheduler round: enqueue due slots, filter and store finished outputs (each once).
+
+    A batch job's trouble (its limit, a broken hook, S3 refusing its key) is
+    logged as that job's and never stops another job's slot or collection.
+    """
     from nomad import batch
 
-    try:
-        fired = await asyncio.to_thread(batch.tick, queue, jobs, now)
-        stored = await asyncio.to_thread(batch.collect, queue, storage)
-    except Exception as exc:  # S3 down, a bad template: keep serving, the next round retries
-        event("batch.round_failed", level=logging.WARNING, error=error_text(exc))
-        return
-    for f in fired:
-        event("batch.queued", batch=f.name, slot=f.slot.isoformat(), job=f.job.id)
-    for key in stored:
+    rep = await asyncio.to_thread(batch.run_round, queue, jobs, storage, now, env=env)
+    if rep.error:  # the queue itself failed: the next round retries
+        event("batch.round_failed", level=logging.WARNING, error=rep.error)
+    for f in rep.tick.fired:
+        event("batch.queued", batch=f.name, slot=f.slot.isoformat(), job=f.job.id, why=f.reason)
+    for name, why in rep.tick.waiting.items():
+        event("batch.waiting", batch=name, why=why)
+    for name, err in rep.tick.errors.items():
+        event("batch.job_failed", level=logging.WARNING, batch=name, step="tick", error=err)
+    for job_id, err in rep.collect.errors.items():
+        event("batch.job_failed", level=logging.WARNING, job=job_id, step="collect", error=err)
+    for key in rep.collect.stored:
         event("batch.stored", key=key)
+    for key in rep.collect.ready:
+        event("batch.ready", manifest=key)
+    for job_id in rep.collect.retried:
+        event("batch.retry", job=job_id)
+    for sid in rep.collect.failed:
+        event("batch.slot_failed", level=logging.WARNING, slot=sid)
+
+
+def _batch_env(cfg: NomadConfig, opts: ServeOptions) -> BatchEnv:
+    from nomad.batch import BatchEnv
+    from nomad.config import find_config
+
+    return BatchEnv.from_config(cfg, find_config(opts.config_path))
 
 
 def _on_signals(stop: asyncio.Event) -> None:
@@ -291,7 +326,9 @@ async def _open_doors(
         await doors.enter_async_context(bot)
     if opts.with_batch:
         await doors.enter_async_context(
-            batch_door(queue, cfg.batch.jobs, storage, opts.batch_interval)
+            batch_door(
+                queue, cfg.batch.jobs, storage, opts.batch_interval, env=_batch_env(cfg, opts)
+            )
         )
 
 

@@ -1,17 +1,15 @@
-"""Batch front door: slots, idempotent enqueue on the real SQLite queue, output copy to real S3."""
+"""Batch front door: slots, catch-up, idempotent enqueue, seeds, `batch run` and its --force."""
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 
 from nomad import batch
 from nomad.config.schema import BatchJob
 from nomad.errors import UsageError
-from nomad.queue import open_queue
-from nomad.queue.base import JobQueue
+from nomad.queue.base import JobQueue, JobStatus
 
 UTC = dt.UTC
 WALLPAPER = BatchJob(
@@ -19,46 +17,64 @@ WALLPAPER = BatchJob(
     schedule="0 7 * * *",
     workflow="flux_schnell",
     params={"prompt": "a calm lake at dawn"},
-    output_key="wallpapers/{date}/{index}{ext}",
 )
-
-
-@pytest.fixture()
-def queue(tmp_path: Path) -> JobQueue:
-    q = open_queue(None, tmp_path)
-    yield q
-    q.close()
 
 
 def t(day: int, hour: int, minute: int = 0) -> dt.datetime:
     return dt.datetime(2026, 11, day, hour, minute, tzinfo=UTC)
 
 
-def test_due_slot_only_latest_missed() -> None:
-    """After a week offline only the latest missed slot is due, not seven."""
-    assert batch.due_slot("0 7 * * *", t(16, 7), t(23, 8)) == t(23, 7)
-    assert batch.due_slot("0 7 * * *", t(23, 7), t(23, 8)) is None
-    assert batch.due_slot("0 7 * * *", None, t(23, 6, 59)) == t(22, 7)
+def batch_jobs(queue: JobQueue) -> list:  # type: ignore[type-arg]
+    return [j for j in queue.list(limit=500) if j.front_door == "batch"]
 
 
-def test_tick_enqueues_each_slot_once(queue: JobQueue) -> None:
-    """Ticking repeatedly (cron every minute) enqueues a slot exactly once, as a batch job."""
-    fired = batch.tick(queue, [WALLPAPER], t(23, 7, 0))
-    assert [f.slot for f in fired] == [t(23, 7)]
-    assert batch.tick(queue, [WALLPAPER], t(23, 7, 1)) == []
-    jobs = queue.list(user="batch:wallpaper")
-    assert len(jobs) == 1
-    assert jobs[0].front_door == "batch" and jobs[0].params == {"prompt": "a calm lake at dawn"}
-    assert jobs[0].client_key == "batch:wallpaper:2026-11-23T07:00Z"
-    assert len(batch.tick(queue, [WALLPAPER], t(24, 7, 0))) == 1
+def test_due_slot_only_latest_missed_and_says_why() -> None:
+    """After a week offline only the latest missed slot is due; a first start says it runs a past slot."""
+    assert batch.due_slot("0 7 * * *", t(16, 7), t(23, 8)) == (
+        t(23, 7),
+        "catching up: latest missed slot 2026-11-23 07:00Z",
+    )
+    assert batch.due_slot("0 7 * * *", t(23, 7), t(23, 8))[0] is None
+    slot, why = batch.due_slot("0 7 * * *", None, t(23, 6, 59))
+    assert slot == t(22, 7) and why.startswith("first start: running the latest past slot")
+    assert batch.due_slot("0 7 * * *", None, t(23, 7, 1)) == (t(23, 7), "on time")
 
 
-def test_two_schedulers_same_slot_one_job(queue: JobQueue) -> None:
+def test_catch_up_none_skips_missed_slots() -> None:
+    """`catch_up: none` runs a slot only on time; a missed one (or a first start late) is skipped."""
+    slot, why = batch.due_slot("0 7 * * *", t(16, 7), t(23, 8), catch_up="none")
+    assert slot is None and "missed 2026-11-23 07:00Z" in why
+    assert batch.due_slot("0 7 * * *", None, t(23, 8), catch_up="none")[0] is None
+    assert batch.due_slot("0 7 * * *", t(22, 7), t(23, 7, 1), catch_up="none")[0] == t(23, 7)
+
+
+def test_tick_enqueues_each_slot_once_with_a_recorded_seed(sqlite_queue: JobQueue) -> None:
+    """Ticking every minute enqueues a slot once, as a batch job with its seed pinned in params."""
+    rep = batch.tick(sqlite_queue, [WALLPAPER], t(23, 7, 0))
+    assert [f.slot for f in rep.fired] == [t(23, 7)] and not rep.errors
+    assert batch.tick(sqlite_queue, [WALLPAPER], t(23, 7, 1)).fired == []
+    [job] = batch_jobs(sqlite_queue)
+    assert job.client_key == "batch:wallpaper:2026-11-23T07:00Z"
+    assert job.user is None  # not a user: the per-user quotas never apply
+    assert isinstance(job.params["seed"], int) and job.meta["seed"] == job.params["seed"]
+    assert job.params["prompt"] == "a calm lake at dawn" and job.meta["try"] == 1
+    assert len(batch.tick(sqlite_queue, [WALLPAPER], t(24, 7, 0)).fired) == 1
+
+
+def test_two_schedulers_same_slot_one_job(sqlite_queue: JobQueue) -> None:
     """Two schedulers firing the same slot produce one job (client_key idempotency)."""
-    a = batch.fire(queue, WALLPAPER, t(23, 7))
-    b = batch.fire(queue, WALLPAPER, t(23, 7))
-    assert a.job.id == b.job.id
-    assert len(queue.list(user="batch:wallpaper")) == 1
+    a = batch.fire(sqlite_queue, WALLPAPER, t(23, 7))
+    b = batch.fire(sqlite_queue, WALLPAPER, t(23, 7))
+    assert a.job.id == b.job.id and len(batch_jobs(sqlite_queue)) == 1
+
+
+def test_window_defers_a_slot_until_it_opens(sqlite_queue: JobQueue) -> None:
+    """A 02:00-05:00 window holds a 23:00 slot (reported) and fires it when the window opens."""
+    job = WALLPAPER.model_copy(update={"schedule": "0 23 * * *", "window": "02:00-05:00"})
+    rep = batch.tick(sqlite_queue, [job], t(23, 23, 0))
+    assert rep.fired == [] and "waits for its window 02:00-05:00" in rep.waiting["wallpaper"]
+    rep = batch.tick(sqlite_queue, [job], t(24, 2, 0))
+    assert [f.slot for f in rep.fired] == [t(23, 23)]
 
 
 def test_find_unknown_lists_known() -> None:
@@ -67,45 +83,20 @@ def test_find_unknown_lists_known() -> None:
         batch.find([WALLPAPER], "wallpapr")
 
 
-def test_output_key_bad_placeholder(queue: JobQueue) -> None:
-    """A template with an unknown placeholder is a clear usage error."""
-    job = batch.fire(queue, WALLPAPER, t(23, 7)).job
-    with pytest.raises(UsageError, match="bad placeholder"):
-        batch.output_key("x/{nope}", job, 0, "outputs/a.png")
-
-
-@pytest.mark.integration
-def test_collect_copies_outputs_once(queue: JobQueue, storage) -> None:  # type: ignore[no-untyped-def]
-    """A succeeded batch job's output is copied to its dated key in real S3, exactly once."""
-    job = batch.fire(queue, WALLPAPER, t(23, 7)).job
-    storage.put_bytes(f"outputs/{job.id}/0.png", b"\x89PNG fake-bytes")
-    leased = queue.lease("w1")
-    assert leased is not None and leased.id == job.id and leased.lease_token
-    assert queue.complete(job.id, leased.lease_token, outputs=[f"outputs/{job.id}/0.png"])
-    assert batch.collect(queue, storage) == ["wallpapers/2026-11-23/0.png"]
-    assert storage.get_bytes("wallpapers/2026-11-23/0.png") == b"\x89PNG fake-bytes"
-    assert batch.collect(queue, storage) == []
-
-
-def test_cli_list_and_run(tmp_path: Path) -> None:
-    """`nomad batch run` enqueues into the configured queue and `list --json` shows the last run."""
-    import json
-
-    from click.testing import CliRunner
-
-    from nomad.cli.main import cli
-
-    cfg = tmp_path / "nomad.yaml"
-    cfg.write_text(
-        "batch:\n  jobs:\n    - name: wallpaper\n      schedule: '0 7 * * *'\n"
-        "      workflow: flux_schnell\n      params: {prompt: lake}\n"
-    )
-    base = ["-c", str(cfg), "--data-dir", str(tmp_path / "data"), "batch"]
-    runner = CliRunner()
-    ran = runner.invoke(cli, [*base, "run", "wallpaper", "--json"])
-    assert ran.exit_code == 0, ran.output
-    job_id = json.loads(ran.output)["job"]
-    listed = json.loads(runner.invoke(cli, [*base, "list", "--json"]).output)
-    assert listed[0]["name"] == "wallpaper" and listed[0]["last_job"] == job_id
-    bad = runner.invoke(cli, [*base, "run", "nope"])
-    assert bad.exit_code != 0
+def test_run_now_refuses_a_failed_slot_and_force_reruns_it(sqlite_queue: JobQueue) -> None:
+    """`batch run` in the same minute never hands back a failed job as new; --force re-runs it."""
+    q = sqlite_queue
+    first, note = batch.run_now(q, WALLPAPER, t(23, 12, 30))
+    assert note == "queued"
+    again, note = batch.run_now(q, WALLPAPER, t(23, 12, 30))
+    assert again.job.id == first.job.id and "already running" in note
+    leased = q.lease("w")
+    assert leased is not None and leased.id == first.job.id
+    q.fail(first.job.id, leased.lease_token or "", "ComfyUI exploded", retry=False)
+    with pytest.raises(UsageError, match="already ran and failed"):
+        batch.run_now(q, WALLPAPER, t(23, 12, 30))
+    forced, note = batch.run_now(q, WALLPAPER, t(23, 12, 30), force=True)
+    assert forced.job.id != first.job.id and "re-run 1" in note
+    assert forced.job.status is JobStatus.QUEUED and forced.job.meta["rerun"] == 1
+    same, _ = batch.run_now(q, WALLPAPER, t(23, 12, 30), force=True)
+    assert same.job.id == forced.job.id  # the re-run is in progress: nothing new
