@@ -225,7 +225,8 @@ def _mode(p: Path) -> int:
 def _write(
     entries: Sequence[Entry], layout: OciLayout, tick: Callable[[int], None] | None
 ) -> Descriptor:
-    info, tmp = write_layer_file(entries, layout.blobs, on_bytes=tick)
+    # no parent directory entries: the base's folders keep their owner and mode
+    info, tmp = write_layer_file(entries, layout.blobs, on_bytes=tick, parents=False)
     layout.adopt(tmp, info.digest)
     return Descriptor(OCI_LAYER, info.digest, info.size)
 
@@ -235,7 +236,8 @@ def _model_layer(
 ) -> Descriptor:
     """One layer per weight, reused when the same file already sits at the same path."""
     dest = clean_path(f"{root}/{fm.dest}")
-    key = "layer:" + hashlib.sha256(f"{dest}\0{fm.sha256}\0{fm.size}".encode()).hexdigest()
+    # v2: layers without parent directory entries (v1 layers carried root-owned parents)
+    key = "layer:" + hashlib.sha256(f"v2\0{dest}\0{fm.sha256}\0{fm.size}".encode()).hexdigest()
     known = cache.lookup(key)
     if known:
         digest, size = json.loads(known)

@@ -1,8 +1,13 @@
 """Deterministic, uncompressed tar layers.
 
 A layer written here depends only on its entries (paths, modes, bytes):
-sorted names, mtime 0, uid/gid 0, empty user/group names, modes 0644/0755,
-every parent directory present. PAX format, so files above 8 GiB get a size
+sorted names, mtime 0, uid/gid 0, empty user/group names, modes 0644/0755.
+Parent directories are written for a base nomad makes itself (busybox) but
+*not* for the layers nomad stacks on a base (weights, workflows): an entry for
+``opt/ComfyUI`` would replace the base's folder owner and mode (a non-root
+ComfyUI base would end with a root-owned folder it cannot write). Runtimes
+(docker, containerd, umoci) create a missing parent as root 0755, exactly
+what the entry would have said, and keep an existing one. PAX format, so files above 8 GiB get a size
 record instead of breaking ustar. Because the layer is not compressed its
 blob digest equals its diff_id, and the same weights give the same digest on
 any machine. Data is streamed and hashed as it is written: a weight file is
@@ -104,10 +109,12 @@ def write_layer(
     out: BinaryIO,
     *,
     on_bytes: Callable[[int], None] | None = None,
+    parents: bool = True,
 ) -> LayerInfo:
-    """Write the entries (parents added, sorted) as a tar stream into ``out``."""
+    """Write the entries (sorted; parent directories added when ``parents``) into ``out``."""
     w = _HashingWriter(out)
-    for e in with_parents(entries):
+    ordered = with_parents(entries) if parents else sorted(entries, key=lambda e: e.path.encode())
+    for e in ordered:
         w.write(_header(e))
         if e.kind == "file":
             assert e.source is not None
@@ -143,13 +150,14 @@ def write_layer_file(
     dest_dir: Path,
     *,
     on_bytes: Callable[[int], None] | None = None,
+    parents: bool = True,
 ) -> tuple[LayerInfo, Path]:
     """Write a layer to a temporary file in ``dest_dir``; the caller renames it by digest."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = dest_dir / f".layer-{os.getpid()}-{id(entries)}.tmp"
     try:
         with open(tmp, "wb") as f:
-            info = write_layer(entries, f, on_bytes=on_bytes)
+            info = write_layer(entries, f, on_bytes=on_bytes, parents=parents)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -129,3 +129,72 @@ def http_files() -> Iterator[HttpFiles]:
         server.shutdown()
         server.server_close()
         t.join(timeout=5)
+
+
+def write_nonroot_base(out: Path, tag: str = "t") -> None:
+    """A tiny OCI base whose /opt/ComfyUI (and models/) belong to uid/gid 1000, mode 0775,
+    like a non-root ComfyUI runtime image. Written with tarfile, not nomad's layer writer."""
+    import io
+    import json
+    import tarfile
+
+    def tar(entries: list[tuple[str, int, int, bytes | None]]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            for name, uid, mode, data in entries:
+                ti = tarfile.TarInfo(name)
+                ti.uid = ti.gid = uid
+                ti.mode, ti.mtime = mode, 0
+                if data is None:
+                    ti.type = tarfile.DIRTYPE
+                    tf.addfile(ti)
+                else:
+                    ti.size = len(data)
+                    tf.addfile(ti, io.BytesIO(data))
+        return buf.getvalue()
+
+    blobs = out / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict[str, object]:
+        h = hashlib.sha256(data).hexdigest()
+        (blobs / h).write_bytes(data)
+        return {"digest": f"sha256:{h}", "size": len(data)}
+
+    layer = put(
+        tar(
+            [
+                ("opt", 0, 0o755, None),
+                ("opt/ComfyUI", 1000, 0o775, None),
+                ("opt/ComfyUI/main.py", 1000, 0o644, b"print('comfy')\n"),
+                ("opt/ComfyUI/models", 1000, 0o775, None),
+                ("opt/ComfyUI/models/vae", 1000, 0o775, None),
+            ]
+        )
+    )
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"User": "1000:1000", "WorkingDir": "/opt/ComfyUI"},
+        "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]},
+    }
+    cfg = put(json.dumps(config).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **cfg},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer}],
+    }
+    man = put(json.dumps(manifest).encode())
+    (out / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                **man,
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    (out / "index.json").write_text(json.dumps(index))

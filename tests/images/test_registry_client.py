@@ -166,7 +166,7 @@ def test_direct_s3_choice_is_honoured_or_refused() -> None:
     assert direct_s3_for(None, own, own, s3) is s3
     assert direct_s3_for(None, "https://ghcr.io", own, s3) is None
     assert direct_s3_for(False, own, own, s3) is None
-    with pytest.raises(UsageError, match="ghcr.io:443 is not the configured registry"):
+    with pytest.raises(UsageError, match=r"ghcr\.io:443 is not the configured registry"):
         direct_s3_for(True, "https://ghcr.io", own, s3)
     with pytest.raises(UsageError, match="bucket's keys"):
         direct_s3_for(True, own, own, None)
