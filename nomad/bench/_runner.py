@@ -74,7 +74,7 @@ async def run_bench(
             )
     return BenchResult(
         health.gpu_name,
-        health.vram_total_gb,
+        None if health.is_cpu else health.vram_total_gb,  # RAM is not VRAM
         stats,
         "measured",
         endpoint,

@@ -158,7 +158,8 @@ def run_cmd(
             f"{s.max:.2f}",
             _usd(usd),
         )
-    con.print(f"[bold]{result.gpu}[/] ({result.vram_gb} GB) on {url}")
+    memory = f"{result.vram_gb} GB" if result.vram_gb is not None else "no GPU: a CPU-only server"
+    con.print(f"[bold]{result.gpu}[/] ({memory}) on {url}")
     con.print(table)
     con.print(f"results → {path}")
 

@@ -35,7 +35,12 @@ _MEDIA_TYPES = {
 
 @dataclass(frozen=True)
 class SystemStats:
-    """What ``/system_stats`` says about the first device: the health check and bench metadata."""
+    """What ``/system_stats`` says about the first device: the health check and bench metadata.
+
+    On a CPU-only server ComfyUI reports a device named ``cpu`` whose
+    "VRAM" is system RAM; that becomes ``gpu_name="CPU"`` and 0 GB of VRAM,
+    so nothing downstream mistakes RAM for a GPU.
+    """
 
     gpu_name: str
     vram_total_gb: float
@@ -43,6 +48,11 @@ class SystemStats:
     device_type: str
     comfyui_version: str | None
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def is_cpu(self) -> bool:
+        """True when ComfyUI runs on the CPU (no GPU at all)."""
+        return self.device_type == "cpu"
 
 
 @dataclass(frozen=True)

@@ -135,12 +135,14 @@ class ComfyClient:
         dev = devices[0]
         name = str(dev.get("name", "unknown"))
         name = re.sub(r"^(cuda|xpu|mps|npu):\d+\s+", "", name).split(" : ")[0].strip()
+        kind = str(dev.get("type", "unknown"))
         gib = 1024**3
+        cpu = kind == "cpu"  # its "vram" is system RAM: not a GPU, say so
         return SystemStats(
-            gpu_name=name,
-            vram_total_gb=round(float(dev.get("vram_total", 0)) / gib, 2),
-            vram_free_gb=round(float(dev.get("vram_free", 0)) / gib, 2),
-            device_type=str(dev.get("type", "unknown")),
+            gpu_name="CPU" if cpu else name,
+            vram_total_gb=0.0 if cpu else round(float(dev.get("vram_total", 0)) / gib, 2),
+            vram_free_gb=0.0 if cpu else round(float(dev.get("vram_free", 0)) / gib, 2),
+            device_type=kind,
             comfyui_version=(raw.get("system") or {}).get("comfyui_version"),
             raw=raw,
         )

@@ -267,6 +267,7 @@ class FakeComfy:
         hold_at_step: int | None = None,
         hold_timeout: float = 30.0,
         object_info: Mapping[str, Any] | None = None,
+        cpu: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.gpu_name, self.vram_gb, self.delay = gpu_name, vram_gb, delay
@@ -277,6 +278,7 @@ class FakeComfy:
             hold_at_step,
             hold_timeout,
         )
+        self.cpu = cpu  # /system_stats as a CPU-only ComfyUI (--cpu) reports it
         self.object_info = None if object_info is None else dict(object_info)
         self.object_info_requests = 0  # how often /object_info was fetched
         self.uploads: dict[str, bytes] = {}
@@ -470,19 +472,26 @@ class FakeComfy:
                     "embedded_python": False,
                     "argv": ["FakeComfy"],
                 },
-                "devices": [
-                    {
-                        "name": f"cuda:0 {self.gpu_name} : cudaMallocAsync",
-                        "type": "cuda",
-                        "index": 0,
-                        "vram_total": vram,
-                        "vram_free": vram,
-                        "torch_vram_total": 0,
-                        "torch_vram_free": 0,
-                    }
-                ],
+                "devices": [self._device(vram)],
             }
         )
+
+    def _device(self, vram: int) -> dict[str, Any]:
+        if self.cpu:  # as seen on ComfyUI 0.28 --cpu: the "vram" fields hold system RAM
+            ram = 32 * 1024**3
+            return {
+                "name": "cpu", "type": "cpu", "index": None, "vram_total": ram,
+                "vram_free": ram // 2, "torch_vram_total": ram, "torch_vram_free": ram // 2,
+            }  # fmt: skip
+        return {
+            "name": f"cuda:0 {self.gpu_name} : cudaMallocAsync",
+            "type": "cuda",
+            "index": 0,
+            "vram_total": vram,
+            "vram_free": vram,
+            "torch_vram_total": 0,
+            "torch_vram_free": 0,
+        }
 
     async def _object_info(self, request: web.Request) -> web.Response:
         """The ``object_info`` it was given (e.g. one saved from a real ComfyUI); else 404.

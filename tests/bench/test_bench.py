@@ -183,3 +183,19 @@ async def test_unseeded_workflow_refused(tmp_path: Path) -> None:
     (tmp_path / "inv.yaml").write_text("name: inv\n")
     with pytest.raises(UsageError, match="no seed parameter"):
         await run_bench("http://127.0.0.1:9", [str(tmp_path / "inv.yaml")], runs=2)
+
+
+def test_cpu_only_server_is_reported_as_cpu(tmp_path: Path) -> None:
+    """A CPU-only ComfyUI (device "cpu", RAM in the vram fields) benches as "CPU", no VRAM."""
+    fc = FakeComfy.start_in_thread(cpu=True)
+    try:
+        code, out, err = _nomad(
+            tmp_path, "bench", "run", "flux_schnell", "--endpoint", fc.url, "--runs", "1",
+            "--warmup", "0", "--out", str(tmp_path / "cpu.json"),
+        )  # fmt: skip
+    finally:
+        fc.stop()
+    assert code == 0, err
+    assert "CPU (no GPU: a CPU-only server)" in out and "cpu (" not in out
+    doc = json.loads((tmp_path / "cpu.json").read_text())
+    assert doc["gpu"] == {"name": "CPU", "vram_gb": None}
