@@ -259,7 +259,7 @@ async def test_injected_transport() -> None:
     async with ComfyClient("http://comfy.invalid", http=http) as client:
         stats = await client.health()
     await http.aclose()
-    assert stats.gpu_name == "cpu"
+    assert stats.gpu_name == "CPU" and stats.is_cpu and stats.vram_total_gb == 0.0
 
 
 async def test_all_missing_models_listed_in_one_line(t2i: dict[str, Any]) -> None:
