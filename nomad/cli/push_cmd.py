@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,6 +34,12 @@ from nomad.cli.output import emit_json
     help="Write blobs straight into the registry's S3 bucket (default: on when nomad holds "
     "its keys: the embedded stack, or registry.direct_s3 with storage keys).",
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Afterwards read back and sha256 every blob of the image (also those found "
+    "'existing' or mounted) and repair corrupt ones from the local layout.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def push(
@@ -42,6 +49,7 @@ def push(
     tag: str | None,
     parallel: int | None,
     direct: bool | None,
+    verify: bool,
     as_json: bool,
 ) -> None:
     """Push the built image. REF is [REGISTRY/]REPO[:TAG]; default: the configured registry."""
@@ -57,12 +65,13 @@ def push(
     # default: straight into S3 whenever nomad holds the target registry's bucket keys
     # (the embedded stack, or registry.direct_s3 with storage keys): ~1.7x the API path
     s3 = direct_s3_for(direct, url, reg.url, reg.s3)
+    src = layout or images.default_layout(ctx.data_dir, cfg.project)
     with byte_progress("push", enabled=not as_json) as tick:
         result = push_image(
             url=url,
             repository=repo,
             tag=out_tag,
-            layout_dir=layout or images.default_layout(ctx.data_dir, cfg.project),
+            layout_dir=src,
             data_dir=ctx.data_dir,
             username=reg.username,
             password=reg.password,
@@ -72,8 +81,12 @@ def push(
             direct_s3=s3,
             progress=lambda d, n, s: tick(d[7:19], n, s),
         )
+    doc = result.to_json()
+    if verify:
+        report = _verify(reg, url, repo, result.digest, src, as_json)
+        doc["verify"] = report.to_json()
     if as_json:
-        emit_json(result.to_json())
+        emit_json(doc)
         return
     counts = ", ".join(f"{result.count(a)} {a}" for a in ("uploaded", "mounted", "exists"))
     click.echo(
@@ -81,3 +94,25 @@ def push(
         f"of {result.size_bytes / 1e6:.1f} MB via {result.path_text()}"
     )
     click.echo(result.ref)
+
+
+def _verify(reg: Any, url: str, repo: str, digest: str, src: Path, quiet: bool) -> Any:
+    """push --verify: read everything back, repair from ``src``, fail (exit 4) if still bad."""
+    from nomad.images._progress import byte_progress
+    from nomad.registry._service import direct_s3_for, require_ok, verify_pushed
+
+    with byte_progress("verify", enabled=not quiet) as tick:
+        report = verify_pushed(
+            url=url, repository=repo, reference=digest, username=reg.username,
+            password=reg.password, insecure=reg.insecure, repair_from=src,
+            s3=direct_s3_for(None, url, reg.url, reg.s3),
+            progress=lambda d, n, s: tick(d[7:19], n, s),
+        )  # fmt: skip
+    require_ok(report)
+    if not quiet:
+        fixed = sum(1 for b in report.blobs if b.repaired)
+        click.echo(
+            f"verified: {len(report.blobs)} blobs read back and hashed"
+            + (f", {fixed} repaired from {src}" if fixed else "")
+        )
+    return report

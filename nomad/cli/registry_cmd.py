@@ -125,3 +125,58 @@ def purge_uploads_cmd(ctx: Ctx, hours: float, dry_run: bool, as_json: bool) -> N
     click.echo(f"{verb} {len(report.removed)} upload(s), kept {report.kept} recent one(s)")
     for d in report.removed:
         click.echo(f"  {d}")
+
+
+@registry.command("verify")
+@click.argument("ref", required=False)
+@click.option("--repair", is_flag=True, help="Rewrite corrupt blobs from the local OCI layout.")
+@click.option(
+    "--image",
+    "layout",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="OCI layout to repair from (default: what `nomad build` wrote).",
+)
+@click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def verify(
+    ctx: Ctx, ref: str | None, repair: bool, layout: Path | None, parallel: int, as_json: bool
+) -> None:
+    """Download and sha256 every blob of an image (default: the last push). Exit 4 if any is bad.
+
+    REF is [REGISTRY/]REPO[:TAG|@DIGEST]. The registry's HEAD answers from metadata, so
+    only reading the bytes back proves a stored layer is intact.
+    """
+    from nomad import images
+    from nomad.dev.defaults import resolve_registry
+    from nomad.images._progress import byte_progress
+    from nomad.registry._service import direct_s3_for, require_ok, verify_pushed
+    from nomad.registry._verify_target import verify_target
+
+    cfg = ctx.config
+    reg = resolve_registry(cfg, ctx.data_dir)
+    url, repo, reference = verify_target(ref, reg.url, reg.repository, cfg.image.tag, ctx.data_dir)
+    with byte_progress("verify", enabled=not as_json) as tick:
+        report = verify_pushed(
+            url=url,
+            repository=repo,
+            reference=reference,
+            username=reg.username,
+            password=reg.password,
+            insecure=reg.insecure,
+            parallel=parallel,
+            progress=lambda d, n, s: tick(d[7:19], n, s),
+            repair_from=(layout or images.default_layout(ctx.data_dir, cfg.project))
+            if repair
+            else None,
+            s3=direct_s3_for(None, url, reg.url, reg.s3),
+        )
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for b in report.blobs:
+            mark = "repaired" if b.repaired else b.status
+            click.echo(f"{mark:9} {b.digest}  {b.size / 1e6:10.1f} MB  {b.detail}".rstrip())
+        click.echo(f"read back {report.bytes_read / 1e6:.1f} MB of {repo}@{report.digest}")
+    require_ok(report)

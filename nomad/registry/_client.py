@@ -165,6 +165,31 @@ class RegistryClient:
         """True when ``url`` points at this registry (credentials may go there, nowhere else)."""
         return self._same_origin(self._url(url))
 
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, *, repo: str, what: str) -> Iterator[httpx.Response]:
+        """A streamed request with auth (one 401 -> authenticate -> retry); errors translated."""
+        for attempt in (0, 1):
+            headers = {}
+            auth = self._tokens.get(repo) or self._basic()
+            if auth and self._same_origin(self._url(path)):
+                headers["Authorization"] = auth
+            try:
+                with self.http.stream(method, self._url(path), headers=headers) as resp:
+                    if resp.status_code == 401 and attempt == 0:
+                        resp.read()
+                        self._authenticate(resp, repo, what)
+                        continue
+                    if resp.status_code in (401, 403):
+                        resp.read()
+                        raise RegistryAuthError(
+                            f"registry {self.host} refused {what}: HTTP {resp.status_code}",
+                            hint="check registry.username/password (NOMAD_REGISTRY_PASSWORD)",
+                        )
+                    yield resp
+                    return
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc, what) from exc
+
     def _transport_error(self, exc: httpx.TransportError, what: str) -> RegistryError:
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
             return RegistryUnreachable(

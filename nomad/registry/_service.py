@@ -8,14 +8,16 @@ from typing import Any
 
 import httpx
 
-from nomad.errors import UsageError
+from nomad.errors import RegistryError, UsageError
 from nomad.registry._client import RegistryClient
 from nomad.registry._mounts import MountIndex
+from nomad.registry._oci import OciLayout
 from nomad.registry._pull import base_url_for
 from nomad.registry._push import PushResult, push_layout
 from nomad.registry._ref import parse_reference
 from nomad.registry._state import record_push
 from nomad.registry._upload import UploadSessions
+from nomad.registry._verify import VerifyReport, check_blob, repair, verify_image
 
 
 def target_for(ref: str | None, url: str, repository: str, tag: str) -> tuple[str, str, str]:
@@ -112,3 +114,53 @@ def push_image(
 def summary(result: PushResult) -> dict[str, Any]:
     """What the CLI prints with --json."""
     return result.to_json()
+
+
+def verify_pushed(
+    *,
+    url: str,
+    repository: str,
+    reference: str,
+    username: str | None = None,
+    password: str | None = None,
+    insecure: bool = False,
+    parallel: int = 4,
+    progress: Callable[[str, int, int], None] | None = None,
+    repair_from: Path | None = None,
+    s3: Any = None,
+    transport: httpx.BaseTransport | None = None,
+) -> VerifyReport:
+    """Read back and hash every blob of ``repository:reference``; with ``repair_from`` (an OCI
+    layout) rewrite corrupt blobs through the registry bucket (``s3``) and check them again."""
+    from nomad.registry.s3_direct import S3BlobWriter
+
+    with RegistryClient(
+        url, username=username, password=password, verify=not insecure, transport=transport
+    ) as client:
+        report = verify_image(client, repository, reference, parallel=parallel, progress=progress)
+        if repair_from is None or not report.bad:
+            return report
+        layout = OciLayout(repair_from)
+        repair(report, layout if layout.exists() else None, S3BlobWriter(s3) if s3 else None)
+        for b in report.blobs:
+            if b.repaired:
+                again = check_blob(client, repository, b.digest, b.size)
+                if again.status != "ok":
+                    b.repaired, b.detail = (
+                        False,
+                        f"still {again.status} after repair: {again.detail}",
+                    )
+    return report
+
+
+def require_ok(report: VerifyReport) -> None:
+    """Raise a RegistryError naming every blob that is still bad (exit 4)."""
+    if not report.bad:
+        return
+    names = "; ".join(f"{b.digest} {b.status} ({b.detail})" for b in report.bad)
+    raise RegistryError(
+        f"registry {report.registry}: {len(report.bad)} bad blob(s) in "
+        f"{report.repository}@{report.digest}: {names}",
+        hint="`nomad registry verify --repair` rewrites them from the local layout "
+        "(needs the registry bucket's keys)",
+    )

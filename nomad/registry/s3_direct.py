@@ -49,11 +49,20 @@ class S3BlobWriter:
         return self._key("repositories", repo, "_layers/sha256", digest.split(":", 1)[1], "link")
 
     def put_blob(
-        self, repo: str, digest: str, path: Path, on_bytes: Callable[[int], None] | None = None
+        self,
+        repo: str,
+        digest: str,
+        path: Path,
+        on_bytes: Callable[[int], None] | None = None,
+        *,
+        force: bool = False,
     ) -> int:
-        """Store the blob (unless the bucket has it) and link it into ``repo``; return bytes sent."""
+        """Store the blob (unless the bucket has it) and link it into ``repo``; return bytes sent.
+
+        ``force``: write even when the bucket holds an object under that digest (repairing a
+        corrupt copy; the local bytes are hashed first, as always)."""
         sent = 0
-        if not self.storage.exists(self.data_key(digest)):
+        if force or not self.storage.exists(self.data_key(digest)):
             _verify(path, digest)
             with self._one_at_a_time:
                 self.storage.put_file(self.data_key(digest), path, progress=on_bytes)
