@@ -360,16 +360,32 @@ class PrivacyConfig(Strict):
 
     enabled: bool = False
     proxy: str = "socks5h://127.0.0.1:9050"
+    mode: Literal["external", "managed"] = Field(
+        "external",
+        description="external: you run the SOCKS proxy; managed: nomad starts and supervises anon/tor",
+    )
     client: Literal["anon", "tor"] = "anon"
     binary: str | None = None
+    connect_timeout: float = Field(
+        30.0, gt=0, description="hard deadline (s) for a proxied connect incl. the SOCKS handshake"
+    )
+    strip_metadata: Literal["auto", "always", "never"] = Field(
+        "auto", description="remove prompt/workflow text chunks from PNG outputs (auto: when enabled)"
+    )
     hidden_services: list[HiddenService] = Field(default_factory=list)
 
     @field_validator("proxy")
     @classmethod
     def _proxy(cls, v: str) -> str:
-        if not v.startswith(("socks5h://", "socks5://")):
-            raise ValueError("proxy must be a socks5h:// (or socks5://) URL")
+        if v.startswith("socks5://"):  # some clients resolve socks5:// names locally: DNS leak
+            return "socks5h://" + v.removeprefix("socks5://")
+        if not v.startswith("socks5h://"):
+            raise ValueError("proxy must be a socks5h:// URL (names resolved by the proxy)")
         return v
+
+    def strips_metadata(self) -> bool:
+        """Whether outputs lose their generation metadata before they are stored or sent."""
+        return self.strip_metadata == "always" or (self.strip_metadata == "auto" and self.enabled)
 
 
 ProjectName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]

@@ -65,6 +65,7 @@ def read_hostname(service_dir: Path) -> OnionAddress:
         text = path.read_text().strip()
     except FileNotFoundError:
         raise PrivacyError(
-            f"{path} does not exist yet", hint="the anon/tor client writes it within a second of start"
+            f"{path} does not exist yet",
+            hint="the anon/tor client writes it within a second of start",
         ) from None
     return parse(text)

@@ -1,0 +1,295 @@
+"""The ``anon`` (or ``tor``) client started, watched and stopped by nomad (``privacy.mode: managed``).
+
+Why nomad runs it instead of asking the user to: a proxy that is down or
+still bootstrapping makes every proxied connect hang or fail, and the user
+only learns it from a stuck job. Managed, nomad writes the config, starts the
+binary it was given (config, ``$ANON_BIN``, PATH — it never downloads one),
+waits until the client reports 100 % bootstrap on its control port, restarts
+it if it dies, and stops it by pid.
+
+The control port speaks Tor's line protocol; the three commands used here
+(``AUTHENTICATE`` with the cookie, ``GETINFO status/bootstrap-phase``) are
+small enough that no control library is needed at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nomad.config.schema import PrivacyConfig
+from nomad.errors import PrivacyError
+from nomad.privacy.client import find_binary, render_config
+from nomad.privacy.onion import OnionAddress, read_hostname
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """What the client says about its bootstrap (``PROGRESS``, ``TAG``, ``SUMMARY``)."""
+
+    progress: int
+    tag: str
+    summary: str
+
+
+class ManagedClient:
+    """One anon/tor process for this data dir; safe to call :meth:`start` again (adopts a live one)."""
+
+    def __init__(
+        self,
+        cfg: PrivacyConfig,
+        data_dir: Path,
+        *,
+        binary: str | None = None,
+        extra_config: Sequence[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.base = data_dir / "privacy"
+        self.data_dir = data_dir
+        self.binary = binary  # else privacy.binary, $ANON_BIN (anon), PATH — never a download
+        self.extra = list(extra_config)
+        self.clock = clock
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    # -- files ------------------------------------------------------------------------------
+
+    @property
+    def rc_path(self) -> Path:
+        return self.base / f"{self.cfg.client}rc"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.base / "client.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "client.log"
+
+    @property
+    def control_file(self) -> Path:
+        return self.base / "control.port"
+
+    @property
+    def cookie_path(self) -> Path:
+        return self.base / "control.cookie"
+
+    def config_text(self) -> str:
+        """The rendered config plus the control port nomad needs to watch bootstrap."""
+        lines = [
+            render_config(self.cfg, self.data_dir).rstrip("\n"),
+            "ControlPort auto",
+            f"ControlPortWriteToFile {self.control_file}",
+            "CookieAuthentication 1",
+            f"CookieAuthFile {self.cookie_path}",
+            f"PidFile {self.pid_path}",
+            *self.extra,
+        ]
+        return "\n".join(lines) + "\n"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The running client's pid from its pid file, or None if it is not running."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if self.proc is not None and self.proc.pid == pid and self.proc.poll() is not None:
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid if _is_running(pid) else None
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start (or adopt) the client and wait for 100 % bootstrap; PrivacyError if it cannot."""
+        if self.pid() is not None:
+            self.wait_bootstrapped(timeout)
+            return
+        binary = self.binary or self._binary()
+        self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.base / "data").mkdir(exist_ok=True, mode=0o700)
+        for hs in self.cfg.hidden_services:
+            (self.base / "hs" / hs.name).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.control_file.unlink(missing_ok=True)
+        self.rc_path.write_text(self.config_text())
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                [binary, "-f", str(self.rc_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C meant for nomad must not kill the proxy mid-request
+                env=_client_env(),
+            )
+        except OSError as exc:
+            raise PrivacyError(
+                f"cannot start {binary}: {exc.strerror or exc}",
+                hint="fix privacy.binary (or $ANON_BIN), or put the client on PATH",
+            ) from None
+        finally:
+            log.close()
+        self.pid_path.write_text(f"{self.proc.pid}\n")
+        self.wait_bootstrapped(timeout)
+
+    def wait_bootstrapped(self, timeout: float) -> Bootstrap:
+        """Poll the control port until PROGRESS=100; fail fast if the process exits."""
+        deadline = self.clock() + timeout
+        last: Bootstrap | None = None
+        while True:
+            if self.pid() is None and (self.proc is None or self.proc.poll() is not None):
+                raise PrivacyError(
+                    f"the {self.cfg.client} client exited during start-up: {self.log_tail()}",
+                    hint=f"see {self.log_path}",
+                )
+            try:
+                last = self.bootstrap()
+            except (OSError, PrivacyError):
+                last = last  # control port not up yet
+            if last is not None and last.progress >= 100:
+                return last
+            if self.clock() >= deadline:
+                where = f"{last.progress}% ({last.summary})" if last else "no control port yet"
+                raise PrivacyError(
+                    f"the {self.cfg.client} client did not bootstrap within {timeout:g} s: {where}",
+                    hint="check the network, or the client's log: " + str(self.log_path),
+                )
+            time.sleep(0.25)
+
+    def bootstrap(self) -> Bootstrap:
+        """Ask the control port for the bootstrap phase."""
+        reply = self._control(["GETINFO status/bootstrap-phase"])
+        fields = dict(_kv(reply))
+        return Bootstrap(
+            int(fields.get("PROGRESS", "0")), fields.get("TAG", ""), fields.get("SUMMARY", "")
+        )
+
+    def ensure_running(self, timeout: float = 120.0) -> bool:
+        """Restart the client if it died; True when it had to be restarted."""
+        if self.pid() is not None:
+            return False
+        self.restarts += 1
+        self.proc = None
+        self.start(timeout)
+        return True
+
+    def supervise(self, stop: threading.Event, interval: float = 2.0) -> None:
+        """Keep the client running until ``stop`` is set (run in a thread by ``serve``)."""
+        while not stop.wait(interval):
+            try:
+                self.ensure_running()
+            except PrivacyError:
+                continue  # logged by the caller's doctor/status; the next round retries
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM by pid, SIGKILL after ``grace`` seconds; idempotent."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_path.unlink(missing_ok=True)
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _is_running(pid):
+            if self.proc is not None and self.proc.pid == pid:
+                self.proc.poll()
+            time.sleep(0.1)
+        if _is_running(pid):
+            os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=5)
+        self.pid_path.unlink(missing_ok=True)
+
+    # -- hidden services -----------------------------------------------------------------------
+
+    def addresses(self) -> dict[str, OnionAddress]:
+        """The published address of each configured hidden service (verified)."""
+        return {
+            hs.name: read_hostname(self.base / "hs" / hs.name) for hs in self.cfg.hidden_services
+        }
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _binary(self) -> str:
+        env = os.environ.get("ANON_BIN") if self.cfg.client == "anon" else None
+        if not self.cfg.binary and env:
+            return env
+        return find_binary(self.cfg)
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        tail = [ln.strip() for ln in text.strip().splitlines()[-lines:]]
+        return " / ".join(tail) or "(empty log)"
+
+    def _control(self, commands: list[str], timeout: float = 5.0) -> str:
+        try:
+            port = self.control_file.read_text().strip().rpartition(":")[2]
+            cookie = self.cookie_path.read_bytes()
+        except OSError as exc:
+            raise PrivacyError("control port not ready") from exc
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=timeout) as sock:
+            f = sock.makefile("rwb")
+            lines = [f"AUTHENTICATE {cookie.hex()}", *commands, "QUIT"]
+            f.write(("\r\n".join(lines) + "\r\n").encode())
+            f.flush()
+            out = f.read().decode(errors="replace")
+        if not out.startswith("250"):
+            raise PrivacyError(f"control port refused: {out.strip()[:120]}")
+        return out
+
+
+def _kv(reply: str) -> list[tuple[str, str]]:
+    """``KEY=value`` and ``KEY="quoted value"`` pairs of a control reply."""
+    out: list[tuple[str, str]] = []
+    for token in _tokens(reply):
+        key, sep, value = token.partition("=")
+        if sep:
+            out.append((key, value.strip('"')))
+    return out
+
+
+def _tokens(text: str) -> list[str]:
+    tokens, cur, quoted = [], "", False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch.isspace() and not quoted:
+            if cur:
+                tokens.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        tokens.append(cur)
+    return tokens
+
+
+def _is_running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie still answers kill(0))."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _client_env() -> dict[str, str]:
+    """The proxy gets no secrets and no proxy settings of ours (it is a third-party binary)."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+    return {k: v for k, v in os.environ.items() if k in keep}

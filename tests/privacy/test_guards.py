@@ -1,0 +1,245 @@
+"""Privacy guards: handshake deadlines, socks5h only, onion endpoints, SOCKS probe, PNG metadata, managed client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpcore
+import httpx
+import pytest
+
+from nomad.config.schema import PrivacyConfig
+from nomad.errors import PrivacyError
+from nomad.privacy import onion
+from nomad.privacy.guard import check_endpoint, normalize_proxy, probe_socks
+from nomad.privacy.managed import ManagedClient
+from nomad.privacy.metadata import strip, strip_png_text, text_keys
+from nomad.privacy.transport import async_transport, sync_transport
+from nomad.testing.comfy import png_bytes
+
+
+@pytest.fixture
+def silent_proxy() -> Iterator[str]:
+    """A TCP server that accepts and never answers: a wedged or still-bootstrapping proxy."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+                held.append(conn)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"socks5h://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    t.join(timeout=2)
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def test_sync_handshake_deadline_names_the_proxy(silent_proxy: str) -> None:
+    """A proxy that never answers fails the request at the deadline (ProxyError naming it), no hang."""
+    client = httpx.Client(transport=sync_transport(silent_proxy, deadline=0.5), timeout=5)
+    pattern = r"SOCKS proxy 127\.0\.0\.1:\d+ .* no answer within 0\.5 s"
+    with client, pytest.raises(httpx.ProxyError, match=pattern):
+        client.get("http://abcdefghij.onion/system_stats")
+
+
+async def test_async_handshake_deadline_names_the_proxy(silent_proxy: str) -> None:
+    """The async transport has the same deadline (the ComfyUI client and workers are async)."""
+    async with httpx.AsyncClient(
+        transport=async_transport(silent_proxy, deadline=0.5), timeout=5
+    ) as c:
+        with pytest.raises(httpx.ProxyError, match=r"no answer within 0\.5 s"):
+            await asyncio.wait_for(c.get("http://abcdefghij.onion/"), timeout=20)
+
+
+def test_transport_goes_through_a_real_socks_proxy(tmp_path: Path) -> None:
+    """Through Debian's microsocks, bound to 127.0.0.5 outbound: the server sees the proxy's address."""
+    micro = shutil.which("microsocks")
+    if micro is None:
+        pytest.skip("microsocks not installed (apt-get install microsocks)")
+    import http.server
+
+    seen: list[str] = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.client_address[0])
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = _free_port()
+    import subprocess
+
+    proc = subprocess.Popen([micro, "-i", "127.0.0.1", "-p", str(port), "-b", "127.0.0.5"])
+    try:
+        _wait_port(port)
+        with httpx.Client(transport=sync_transport(f"socks5h://127.0.0.1:{port}")) as c:
+            assert c.get(f"http://127.0.0.1:{httpd.server_port}/").text == "ok"
+        assert seen == ["127.0.0.5"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+        httpd.shutdown()
+
+
+def test_socks5_is_rewritten_and_others_refused() -> None:
+    """socks5:// becomes socks5h:// (names resolved at the proxy); http:// is not a SOCKS proxy."""
+    assert normalize_proxy("socks5://127.0.0.1:9050") == "socks5h://127.0.0.1:9050"
+    assert PrivacyConfig(proxy="socks5://127.0.0.1:9050").proxy == "socks5h://127.0.0.1:9050"
+    with pytest.raises(PrivacyError, match="not a SOCKS5 URL"):
+        normalize_proxy("http://127.0.0.1:8080")
+
+
+def test_onion_endpoint_refused_without_privacy_and_checked_with_it() -> None:
+    """An .onion endpoint with privacy off would go to DNS: refused; a typo'd one is caught by checksum."""
+    good = onion.encode(bytes(range(32)), "onion")
+    with pytest.raises(PrivacyError, match="privacy is off"):
+        check_endpoint(f"http://{good}", None)
+    check_endpoint(f"http://{good}", "socks5h://127.0.0.1:9050")
+    bad = good[:3] + ("a" if good[3] != "a" else "b") + good[4:]
+    with pytest.raises(PrivacyError, match="checksum"):
+        check_endpoint(f"http://{bad}", "socks5h://127.0.0.1:9050")
+    check_endpoint("http://127.0.0.1:8188", None)  # an ordinary endpoint is not our business
+
+
+def test_probe_socks_tells_nothing_listening_from_silent_from_working(silent_proxy: str) -> None:
+    """doctor's probe: refused port, a server that never answers, a non-SOCKS answer."""
+    port = _free_port()
+    assert "nothing answers" in (probe_socks(f"socks5h://127.0.0.1:{port}") or "")
+    assert "did not answer" in (probe_socks(silent_proxy, timeout=0.3) or "")
+
+
+def test_png_text_chunks_are_stripped_pixels_kept() -> None:
+    """ComfyUI's prompt/workflow chunks go; the image data chunks are byte-identical."""
+    data = png_bytes(
+        b"seed", text={"prompt": '{"6": {"inputs": {"text": "secret"}}}', "workflow": "{}"}
+    )
+    assert set(text_keys(data)) >= {"prompt", "workflow"}
+    clean = strip_png_text(data)
+    assert text_keys(clean) == []
+    assert b"secret" not in clean
+    assert _idat(clean) == _idat(data)
+    assert strip(b"RIFF....WEBP", "x.webp") == b"RIFF....WEBP"  # formats we do not parse: untouched
+    assert (
+        strip_png_text(b"\x89PNG\r\n\x1a\n\x00\x00") == b"\x89PNG\r\n\x1a\n\x00\x00"
+    )  # broken: as is
+
+
+def test_strip_metadata_follows_privacy_unless_forced() -> None:
+    """auto strips when privacy is on; always/never override."""
+    assert PrivacyConfig(enabled=True).strips_metadata()
+    assert not PrivacyConfig(enabled=False).strips_metadata()
+    assert PrivacyConfig(enabled=False, strip_metadata="always").strips_metadata()
+    assert not PrivacyConfig(enabled=True, strip_metadata="never").strips_metadata()
+
+
+def test_managed_client_missing_binary_is_a_privacy_error(tmp_path: Path) -> None:
+    """A configured binary that does not exist: PrivacyError with the fix, nothing left running."""
+    cfg = PrivacyConfig(enabled=True, mode="managed", client="tor", binary=str(tmp_path / "nope"))
+    client = ManagedClient(cfg, tmp_path)
+    with pytest.raises(PrivacyError, match="cannot start") as err:
+        client.start(timeout=5)
+    assert err.value.exit_code == 8
+    assert client.pid() is None
+
+
+def test_managed_client_that_exits_fails_fast_with_its_log(tmp_path: Path) -> None:
+    """A client that dies during start-up (here: tor refusing anon's AgreeToTerms) fails in seconds, not at the deadline."""
+    tor = shutil.which("tor")
+    if tor is None:
+        pytest.skip("tor not installed (apt-get install tor)")
+    cfg = PrivacyConfig(enabled=True, mode="managed", client="tor", binary=tor)
+    client = ManagedClient(cfg, tmp_path, extra_config=["AgreeToTerms 1", "DisableNetwork 1"])
+    start = time.monotonic()
+    with pytest.raises(PrivacyError, match="exited during start-up") as err:
+        client.start(timeout=120)
+    assert time.monotonic() - start < 60  # bounded by the process exit, not by the 120 s deadline
+    assert "AgreeToTerms" in str(err.value)
+
+
+def test_managed_client_reports_progress_and_stops_by_pid(tmp_path: Path) -> None:
+    """With the network disabled the client never bootstraps: the deadline names the progress; stop kills it."""
+    tor = shutil.which("tor")
+    if tor is None:
+        pytest.skip("tor not installed (apt-get install tor)")
+    cfg = PrivacyConfig(
+        enabled=True,
+        mode="managed",
+        client="tor",
+        binary=tor,
+        proxy=f"socks5h://127.0.0.1:{_free_port()}",
+    )
+    client = ManagedClient(cfg, tmp_path, extra_config=["DisableNetwork 1"])
+    with pytest.raises(PrivacyError, match=r"did not bootstrap within 3 s: \d+%"):
+        client.start(timeout=3)
+    pid = client.pid()
+    assert pid is not None
+    assert client.bootstrap().progress < 100  # the control port answers; the network is off
+    client.stop()
+    assert client.pid() is None
+    assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _idat(data: bytes) -> bytes:
+    import struct
+
+    pos, out = 8, b""
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            out += data[pos + 8 : pos + 8 + n]
+        pos += 12 + n
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not open")
+
+
+_ = httpcore  # the transports' error type comes from httpcore, mapped by httpx
