@@ -27,6 +27,12 @@ def registry() -> None:
 @click.option("--region", default=None)
 @click.option("--listen", default="127.0.0.1:5000", show_default=True)
 @click.option(
+    "--redirect/--no-redirect",
+    default=None,
+    help="Blob GETs answered with a 307 to presigned S3 URLs, so pulls read straight from S3 "
+    "(default: on for an https endpoint, off for plain http).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -40,6 +46,7 @@ def config(
     endpoint: str | None,
     region: str | None,
     listen: str,
+    redirect: bool | None,
     out: Path | None,
 ) -> None:
     """Print (or write) a distribution registry config backed by an S3 bucket."""
@@ -60,6 +67,7 @@ def config(
         listen=listen,
         access_key=keys[0].get_secret_value() if keys[0] else None,
         secret_key=keys[1].get_secret_value() if keys[1] else None,
+        redirect=redirect,
     )
     if out:
         write_private(out, distribution_yaml(cfg))

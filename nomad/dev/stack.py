@@ -404,7 +404,9 @@ class Stack:
                 "addr": f"{_ports.HOST}:{p['registry']}",
                 "secret": creds["registry_http_secret"],
             },
-            "storage": storage_section(s3),
+            # redirect on: blob GETs get a 307 to presigned SeaweedFS URLs (loopback), so any
+            # client reads blob bytes straight from S3 (docs/cold-start.md)
+            "storage": storage_section(s3, redirect=True),
             "health": HEALTH,
         }
         # JSON is valid YAML; the registry reads it as its YAML config.

@@ -204,7 +204,7 @@ def _one(
             cache.part(d),
             cache.state(d),
             media_type=w.layer.media_type,
-            what=f"weight {w.dest} (layer {d[:19]}…)",
+            what=f"weight {w.dest} of {plan.ref.repository} (layer {d[:19]}…)",
             streams=streams,
             chunk=chunk,
             on_bytes=(lambda n: tick(w.dest, n, w.layer.size)) if tick else None,

@@ -31,8 +31,16 @@ def distribution_config(
     listen: str = "127.0.0.1:5000",
     access_key: str | None = None,
     secret_key: str | None = None,
+    redirect: bool | None = None,
 ) -> dict[str, Any]:
-    """A working distribution config: S3 driver, redirects off."""
+    """A working distribution config on the S3 driver.
+
+    ``redirect``: blob GETs are answered with a 307 to a presigned S3 URL, so
+    every client (``docker pull``, ``nomad node pull``) reads the bytes
+    straight from S3 instead of through the registry. Clients must reach the
+    S3 endpoint (no keys needed), so the default is on for an https endpoint
+    (AWS, R2, Tigris) and off for a plain-http one (usually loopback/private).
+    """
     if not bucket:
         raise UsageError("registry config: a bucket name is required (--bucket)")
     s3: dict[str, Any] = {
@@ -51,7 +59,7 @@ def distribution_config(
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": True}},
         "http": {"addr": listen},
-        "storage": storage_section(s3),
+        "storage": storage_section(s3, redirect=s3["secure"] if redirect is None else redirect),
         "health": HEALTH,
     }
 
@@ -76,11 +84,12 @@ MAINTENANCE: dict[str, Any] = {"uploadpurging": {"enabled": False}}
 HEALTH: dict[str, Any] = {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}}
 
 
-def storage_section(s3: dict[str, Any]) -> dict[str, Any]:
-    """The ``storage:`` block: S3 (tuned), redirects off, deletes on, purger off."""
+def storage_section(s3: dict[str, Any], *, redirect: bool = False) -> dict[str, Any]:
+    """The ``storage:`` block: S3 (tuned), deletes on, purger off; ``redirect``: blob GETs
+    answered with a 307 to a presigned S3 URL (clients read straight from S3)."""
     return {
         "s3": {**s3, **S3_TUNING},
-        "redirect": {"disable": True},
+        "redirect": {"disable": not redirect},
         "delete": {"enabled": True},
         "maintenance": MAINTENANCE,
     }
@@ -120,9 +129,12 @@ def validate_config(cfg: Any) -> list[str]:
     for key in ("bucket", "region"):
         if not s3.get(key):
             problems.append(f"storage.s3.{key} is empty")
-    if not ((cfg.get("storage") or {}).get("redirect") or {}).get("disable"):
+    redirect_on = not ((cfg.get("storage") or {}).get("redirect") or {}).get("disable")
+    endpoint = str(s3.get("regionendpoint", ""))
+    if redirect_on and endpoint.startswith(("http://127.", "http://localhost")):
         problems.append(
-            "storage.redirect.disable should be true (else clients need direct bucket access)"
+            f"storage.redirect is on but clients elsewhere cannot reach {endpoint}: "
+            "set storage.redirect.disable: true, or use an endpoint nodes can reach"
         )
     if s3.get("regionendpoint", "").startswith("http://") and s3.get("secure", True):
         problems.append("storage.s3.secure must be false for an http:// regionendpoint")

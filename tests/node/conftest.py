@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import os
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -161,11 +164,71 @@ class Gate:
                 s.close()
 
 
+@pytest.fixture(scope="session")
+def registries(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[bool, str]]:
+    """Two more real registries on the stack's bucket: {redirect on: url, redirect off: url}.
+
+    Same bucket, same repositories as the stack's registry, so an image pushed
+    there is served by both; the tests choose the byte path explicitly instead
+    of depending on the embedded stack's default.
+    """
+    from nomad.dev.stack import find_registry
+    from nomad.testing.wait import eventually
+
+    creds = json.loads((stack.data_dir / "stack" / "credentials.json").read_text())
+    procs, urls = [], {}
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    for redirect in (True, False):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cfg = {
+            "version": 0.1,
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "http": {"addr": f"127.0.0.1:{port}", "secret": creds["registry_http_secret"]},
+            "storage": {
+                "s3": {
+                    "regionendpoint": stack.s3_endpoint, "region": stack.region,
+                    "bucket": stack.registry_bucket, "accesskey": creds["access_key"],
+                    "secretkey": creds["secret_key"], "secure": False, "v4auth": True,
+                    "chunksize": 10485760,
+                },
+                "redirect": {"disable": not redirect},
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
+        }  # fmt: skip
+        d = tmp_path_factory.mktemp(f"registry-redirect-{redirect}")
+        (d / "cfg.yml").write_text(json.dumps(cfg))
+        log = open(d / "log", "wb")  # noqa: SIM115 - lives as long as the process
+        procs.append((subprocess.Popen([find_registry(), "serve", str(d / "cfg.yml")], env=env,
+                                       stdout=log, stderr=log), log))  # fmt: skip
+        urls[redirect] = f"http://127.0.0.1:{port}"
+    try:
+        for url in urls.values():
+            eventually(lambda url=url: _answers(url + "/v2/"), timeout=30, what=f"{url}/v2/")
+        yield urls
+    finally:
+        for p, log in procs:
+            p.terminate()
+            p.wait(timeout=10)
+            log.close()
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.fixture
-def gate(stack: Any) -> Iterator[Callable[..., Gate]]:
-    """Start :class:`Gate` relays in front of the stack's registry; closed after the test."""
+def gate(registries: dict[bool, str]) -> Iterator[Callable[..., Gate]]:
+    """Start :class:`Gate` relays in front of a registry that serves blob bytes itself."""
     made: list[Gate] = []
-    host, port = stack.registry_url.split("://", 1)[1].split(":")
+    host, port = registries[False].split("://", 1)[1].split(":")
 
     def make(budget: int | None = None) -> Gate:
         g = Gate((host, int(port)), budget)

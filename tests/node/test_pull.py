@@ -24,12 +24,13 @@ from nomad.testing.wait import eventually
 from .conftest import Gate, MiB, Pushed
 
 Push = Callable[..., Pushed]
+Regs = dict[bool, str]
 TWO = {"diffusion_models/unet.safetensors": 5 * MiB + 17, "vae/vae.safetensors": 300 * 1024 + 5}
 
 
-def _pull(stack: Any, pushed: Pushed, cache: NodeCache, url: str | None = None, **kw: Any) -> Any:
+def _pull(url: str, pushed: Pushed, cache: NodeCache, **kw: Any) -> Any:
     ref = parse_reference(pushed.ref)
-    with RegistryClient(url or stack.registry_url) as client:
+    with RegistryClient(url) as client:
         return pull_weights(client, ref, cache, chunk=1 * MiB, streams=3, **kw)
 
 
@@ -39,11 +40,11 @@ def _check_files(result: Any, pushed: Pushed) -> None:
 
 
 def test_pull_writes_each_weight_to_its_file_and_plans_read_only_mounts(
-    stack: Any, push_weights: Push, tmp_path: Path
+    registries: Regs, push_weights: Push, tmp_path: Path
 ) -> None:
     """Every weight layer lands as its bare file (tar stripped), byte-identical, mounted :ro at its dest."""
     pushed = push_weights(TWO)
-    res = _pull(stack, pushed, NodeCache(tmp_path / "c"))
+    res = _pull(registries[False], pushed, NodeCache(tmp_path / "c"))
     _check_files(res, pushed)
     assert sorted(r.outcome for r in res.layers) == ["fetched", "fetched"]
     assert res.base_layers >= 1  # busybox base stays with the container engine
@@ -61,16 +62,16 @@ def test_pull_writes_each_weight_to_its_file_and_plans_read_only_mounts(
 
 
 def test_second_wake_moves_zero_weight_bytes(
-    stack: Any, push_weights: Push, gate: Callable[..., Gate], tmp_path: Path
+    registries: Regs, push_weights: Push, gate: Callable[..., Gate], tmp_path: Path
 ) -> None:
     """With a warm cache the second pull sends no blob GET: only manifest and config cross the wire."""
     pushed = push_weights(TWO)
     cache = NodeCache(tmp_path / "c")
     first = gate()
-    _pull(stack, pushed, cache, url=first.url)
+    _pull(first.url, pushed, cache)
     assert first.down_bytes > sum(TWO.values())
     second = gate()
-    res = _pull(stack, pushed, cache, url=second.url)
+    res = _pull(second.url, pushed, cache)
     assert [r.outcome for r in res.layers] == ["cached", "cached"] and res.bytes_moved == 0
     assert second.down_bytes < 32 * 1024  # manifest + config + headers, no weight bytes
     _check_files(res, pushed)
@@ -81,13 +82,13 @@ def _nomad_argv(*args: str) -> list[str]:
 
 
 def test_killed_pull_resumes_and_is_byte_identical(
-    stack: Any, push_weights: Push, gate: Callable[..., Gate], tmp_path: Path
+    registries: Regs, push_weights: Push, gate: Callable[..., Gate], tmp_path: Path
 ) -> None:
     """SIGKILL a real `nomad node pull` mid-blob; the rerun fetches only the missing chunks."""
     big = {"diffusion_models/big.safetensors": 8 * MiB + 3}
     pushed = push_weights(big)
     g = gate(budget=4 * MiB)  # lets ~4 MiB through, then holds every connection
-    host_ref = pushed.ref.replace(stack.registry_url.split("://")[1], g.url.split("://")[1])
+    host_ref = f"{g.url.split('://')[1]}/{pushed.ref.split('/', 1)[1]}"
     cache_dir = tmp_path / "c"
     argv = _nomad_argv("--data-dir", str(tmp_path / "d"), "node", "pull", host_ref,
                        "--cache-dir", str(cache_dir), "--streams", "2", "--chunk-mib", "1", "--json")  # fmt: skip
@@ -110,7 +111,7 @@ def test_killed_pull_resumes_and_is_byte_identical(
     done_before = len(state["done"])
     assert 0 < done_before < 9  # 8 MiB + 3 in 1 MiB chunks: killed part-way
     cache = NodeCache(cache_dir)
-    res = _pull(stack, pushed, cache)  # straight to the registry now
+    res = _pull(registries[False], pushed, cache)  # straight to the registry now
     (layer,) = res.layers
     assert layer.outcome == "resumed"
     assert layer.bytes_moved < layer.size  # only what was missing (+ retried partial chunks)
@@ -127,16 +128,17 @@ def _flip_byte(stack: Any, digest: str, at: int) -> None:
     store.put_bytes(key, bytes(data))
 
 
+@pytest.mark.parametrize("redirect", [False, True], ids=["via-registry", "via-s3-redirect"])
 def test_corrupt_blob_in_storage_is_named_and_nothing_is_kept(
-    stack: Any, push_weights: Push, tmp_path: Path
+    stack: Any, registries: Regs, push_weights: Push, tmp_path: Path, redirect: bool
 ) -> None:
-    """A flipped byte in SeaweedFS fails the on-the-fly sha256: error names blob and source; no file kept."""
-    pushed = push_weights({"loras/bad.safetensors": 3 * MiB + 1}, seed="corrupt")
+    """A flipped byte in SeaweedFS fails the on-the-fly sha256: error names blob and image; no file kept."""
+    pushed = push_weights({"loras/bad.safetensors": 3 * MiB + 1}, seed=f"corrupt{redirect}")
     layer = pushed.layers[-1]["digest"]
     _flip_byte(stack, layer, 2 * MiB)
     cache = NodeCache(tmp_path / "c")
     with pytest.raises(CorruptBlobError) as err:
-        _pull(stack, pushed, cache)
+        _pull(registries[redirect], pushed, cache)
     assert layer in err.value.message and pushed.repo in err.value.message
     assert "corrupt" in err.value.message
     assert (
@@ -149,18 +151,18 @@ def test_corrupt_blob_in_storage_is_named_and_nothing_is_kept(
 
 
 def test_fetch_straight_from_the_bucket_with_keys(
-    stack: Any, push_weights: Push, tmp_path: Path
+    stack: Any, registries: Regs, push_weights: Push, tmp_path: Path
 ) -> None:
     """--from s3: blobs come from the registry's bucket via presigned GETs; same files."""
     pushed = push_weights(TWO, seed="s3")
     source = S3Source(Storage(stack.s3_settings(stack.registry_bucket), stack.registry_bucket))
-    res = _pull(stack, pushed, NodeCache(tmp_path / "c"), source=source)
+    res = _pull(registries[False], pushed, NodeCache(tmp_path / "c"), source=source)
     assert {r.via for r in res.layers} == {"s3"}
     _check_files(res, pushed)
 
 
 def test_cache_limit_evicts_least_recently_used_and_keeps_shared_weights(
-    stack: Any, push_weights: Push, tmp_path: Path
+    registries: Regs, push_weights: Push, tmp_path: Path
 ) -> None:
     """Over the limit, the LRU weight the new image does not need goes; a shared weight stays."""
     shared = {"vae/shared.safetensors": 1 * MiB}
@@ -168,25 +170,37 @@ def test_cache_limit_evicts_least_recently_used_and_keeps_shared_weights(
     b = push_weights({**shared, "loras/b.safetensors": 2 * MiB}, seed="lru")
     clock = iter(range(100, 1000))
     cache = NodeCache(tmp_path / "c", max_bytes=int(4.5 * MiB), clock=lambda: float(next(clock)))
-    _pull(stack, a, cache)
-    res = _pull(stack, b, cache)
+    _pull(registries[False], a, cache)
+    res = _pull(registries[False], b, cache)
     gone = {e.path for e in res.evicted}
     assert gone == {"loras/a.safetensors"}
     assert [r.outcome for r in res.layers if r.dest == "vae/shared.safetensors"] == ["cached"]
     assert {e.path for e in cache.entries()} == {"vae/shared.safetensors", "loras/b.safetensors"}
     tiny = NodeCache(tmp_path / "c", max_bytes=2 * MiB)
     with pytest.raises(ModelFetchError, match="limit"):
-        _pull(stack, a, tiny)
+        _pull(registries[False], a, tiny)
     assert {e.path for e in cache.entries()} == {"vae/shared.safetensors", "loras/b.safetensors"}
 
 
-def test_weight_file_digest_matches_label(stack: Any, push_weights: Push, tmp_path: Path) -> None:
+def test_weight_file_digest_matches_label(
+    registries: Regs, push_weights: Push, tmp_path: Path
+) -> None:
     """The cached file's sha256 is the file sha256 nomad build recorded in io.nomad.models."""
     pushed = push_weights({"vae/x.safetensors": 777_777}, seed="label")
-    res = _pull(stack, pushed, NodeCache(tmp_path / "c"))
+    res = _pull(registries[False], pushed, NodeCache(tmp_path / "c"))
     (m,) = res.mounts.mounts
     assert (
         hashlib.sha256(m.source.read_bytes()).hexdigest()
         == hashlib.sha256(pushed.files["vae/x.safetensors"]).hexdigest()
     )
     assert os.stat(m.source).st_mode & 0o222 == 0  # cached weights are read-only
+
+
+def test_registry_redirect_sends_every_range_straight_to_s3(
+    registries: Regs, push_weights: Push, gate: Callable[..., Gate], tmp_path: Path
+) -> None:
+    """With storage redirect on, the registry answers 307 and all ranges go to the presigned S3 URL."""
+    pushed = push_weights(TWO, seed="redirect")
+    res = _pull(registries[True], pushed, NodeCache(tmp_path / "c"))
+    assert {r.via for r in res.layers} == {"registry→s3"}
+    _check_files(res, pushed)
