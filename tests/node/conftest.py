@@ -173,6 +173,7 @@ def registries(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     of depending on the embedded stack's default.
     """
     from nomad.dev.stack import find_registry
+    from nomad.registry._config import storage_section
     from nomad.testing.wait import eventually
 
     creds = json.loads((stack.data_dir / "stack" / "credentials.json").read_text())
@@ -186,16 +187,14 @@ def registries(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": True}},
             "http": {"addr": f"127.0.0.1:{port}", "secret": creds["registry_http_secret"]},
-            "storage": {
-                "s3": {
+            "storage": storage_section(
+                {
                     "regionendpoint": stack.s3_endpoint, "region": stack.region,
                     "bucket": stack.registry_bucket, "accesskey": creds["access_key"],
                     "secretkey": creds["secret_key"], "secure": False, "v4auth": True,
-                    "chunksize": 10485760,
                 },
-                "redirect": {"disable": not redirect},
-                "maintenance": {"uploadpurging": {"enabled": False}},
-            },
+                redirect=redirect,
+            ),
         }  # fmt: skip
         d = tmp_path_factory.mktemp(f"registry-redirect-{redirect}")
         (d / "cfg.yml").write_text(json.dumps(cfg))

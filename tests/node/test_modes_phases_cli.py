@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,20 @@ def test_s3_mode_without_keys_says_which_variables(
     monkeypatch.delenv("NOMAD_S3_SECRET_ACCESS_KEY", raising=False)
     code, _, err = run_nomad(tmp_path, "node", "pull", "127.0.0.1:1/x:t", "--from", "s3")
     assert code == 2 and "NOMAD_S3_ACCESS_KEY_ID" in err
+
+
+def test_registry_config_redirects_blob_gets_where_clients_can_reach_s3() -> None:
+    """https endpoints get storage redirect on (pulls read S3 directly); plain http off unless asked."""
+    from nomad.registry._config import distribution_config, validate_config
+
+    def disabled(cfg: dict[str, Any]) -> bool:
+        return bool(cfg["storage"]["redirect"]["disable"])
+
+    aws = distribution_config(bucket="b", endpoint=None, region="us-east-1")
+    local = distribution_config(bucket="b", endpoint="http://127.0.0.1:8333", region="us-east-1")
+    forced = distribution_config(
+        bucket="b", endpoint="http://127.0.0.1:8333", region="us-east-1", redirect=True
+    )
+    assert (disabled(aws), disabled(local), disabled(forced)) == (False, True, False)
+    assert validate_config(aws) == [] and validate_config(local) == []
+    assert any("cannot reach http://127.0.0.1:8333" in p for p in validate_config(forced))
