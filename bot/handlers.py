@@ -21,13 +21,13 @@ from telegram import Message, ReplyParameters, Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
+from nomad.errors import LimitExceeded, NomadError, UsageError, WorkflowError
+from nomad.queue.base import JobStatus
 from nomad_bot import texts
 from nomad_bot.deps import BotDeps, WorkflowLike
 from nomad_bot.options import parse_message, parse_options
 from nomad_bot.sessions import Delivery, Sessions
 from nomad_bot.tracker import AUTOSCALER_STATE, Tracker
-from nomad.errors import LimitExceeded, NomadError, UsageError, WorkflowError
-from nomad.queue.base import JobStatus
 
 log = logging.getLogger("nomad.bot")
 

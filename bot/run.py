@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from nomad_bot.app import RUNTIME_KEY, BotRuntime, build_application
-from nomad_bot.deps import BotDeps, WorkflowLike
 from nomad.config.schema import NomadConfig, WebhookConfig
 from nomad.errors import ConfigError, NotAvailableError
+from nomad_bot.app import RUNTIME_KEY, BotRuntime, build_application
+from nomad_bot.deps import BotDeps, WorkflowLike
 
 log = logging.getLogger("nomad.bot")
 

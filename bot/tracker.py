@@ -20,11 +20,11 @@ from typing import Any
 from telegram import Bot, Message, ReplyParameters
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
+from nomad.errors import JobNotFound, NomadError
+from nomad.queue.base import Job, JobStatus
 from nomad_bot import texts
 from nomad_bot.deps import BotDeps
 from nomad_bot.sessions import Delivery, Sessions, UserSession
-from nomad.errors import JobNotFound, NomadError
-from nomad.queue.base import Job, JobStatus
 
 log = logging.getLogger("nomad.bot")
 

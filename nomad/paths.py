@@ -37,7 +37,3 @@ def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
 
-
-def repo_root() -> Path:
-    """The source checkout nomad runs from (for built-in workflows/, sky/, images/)."""
-    return Path(__file__).resolve().parent.parent

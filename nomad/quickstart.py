@@ -1,9 +1,9 @@
 """The offline core loop, end to end, on the embedded default: ``nomad quickstart``.
 
 It runs exactly the commands a user would type — ``dev up``, ``build``,
-``push``, ``plan`` — against the example in ``examples/embedded/`` (a busybox
-base and three small *stand-in* weight files, because real weights are tens of
-GB and need the internet), then verifies the pushed image with the registry
+``push``, ``plan`` — against a copy (in the data dir) of the shipped example
+``examples/embedded/`` (a busybox base and three small *stand-in* weight
+files, because real weights are tens of GB and need the internet), then verifies the pushed image with the registry
 API (every blob present under the repository, manifest digest as recorded)
 and, when installed, with ``skopeo inspect`` — a tool nomad did not write.
 """
@@ -21,27 +21,31 @@ from typing import Any
 
 import click
 
-from nomad.errors import NomadError, RegistryError
-from nomad.paths import repo_root
+from nomad.errors import RegistryError
+from nomad.resources import examples_dir
 
 Say = Callable[[str], None]
 
 
-def example_config() -> Path:
-    """The embedded example's nomad.yaml (in the source checkout)."""
-    path = repo_root() / "examples" / "embedded" / "nomad.yaml"
-    if not path.exists():
-        raise NomadError(
-            f"{path} is missing", hint="run quickstart from a source checkout (pip install -e .)"
-        )
-    return path
+def example_project(data_dir: Path) -> Path:
+    """A working copy of the shipped embedded example, in the data dir; returns its nomad.yaml.
+
+    The installed package stays read-only (a wheel may sit in a root-owned
+    site-packages): the config is copied next to where its stand-in weights
+    are written, so its relative ``source:`` paths resolve there.
+    """
+    src = examples_dir() / "embedded" / "nomad.yaml"
+    dest = data_dir / "quickstart"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest / "nomad.yaml")
+    return dest / "nomad.yaml"
 
 
-def make_standins(say: Say) -> None:
-    """Write the deterministic stand-in weights (idempotent)."""
-    script = example_config().parent / "make_weights.py"
+def make_standins(project: Path, say: Say) -> None:
+    """Write the deterministic stand-in weights next to ``project``'s nomad.yaml (idempotent)."""
+    script = examples_dir() / "embedded" / "make_weights.py"
     mod: dict[str, Any] = runpy.run_path(str(script))
-    dest = script.parent / "weights"
+    dest = project.parent / "weights"
     for name, size in mod["FILES"].items():
         path = dest / name
         if not path.exists() or path.stat().st_size != size:

@@ -19,28 +19,34 @@ def quickstart(click_ctx: click.Context, skip_plan: bool) -> None:
     """
     from nomad import quickstart as qs
     from nomad.cli.main import cli
-    from nomad.paths import repo_root
+    from nomad.resources import catalog_dir
 
     ctx: Ctx = click_ctx.obj
     say = click.echo
     base = ["--data-dir", str(ctx.data_dir)]
-    cfg = ["-c", str(qs.example_config()), *base]
+    project = qs.example_project(ctx.data_dir)
+    cfg = ["-c", str(project), *base]
     say("== 1/5 embedded stack (SeaweedFS S3 + registry on 127.0.0.1)")
     qs.invoke(cli, [*base, "dev", "up"])
     say("== 2/5 build the example image")
-    qs.make_standins(say)
+    qs.make_standins(project, say)
     qs.invoke(cli, [*cfg, "build"])
     say("== 3/5 push (unchanged blobs move 0 bytes)")
     qs.invoke(cli, [*cfg, "push"])
     say("== 4/5 verify")
     result = qs.verify_push(ctx.data_dir, say)
-    if skip_plan:
-        return
-    say("== 5/5 launch plan (SkyPilot optimizer, pinned catalog snapshot; prices are a fixture)")
-    if importlib.util.find_spec("sky") is None:
-        say("SkyPilot is not installed: pip install 'nomad[sky]' to see the plan")
-        return
-    catalog = repo_root() / "tests" / "fixtures" / "catalog"
-    qs.invoke(cli, [*cfg, "plan", "--backend", "skypilot", "--catalog", str(catalog), "--bench", "@reference"])
-    say("($/image from the published RTX 4090/5090 reference timings; run `nomad bench` for your own)")
-    say(f"\nimage: {result['ref']}\nnext: `nomad up` (needs a cloud account) or `nomad dev down`")
+    if not skip_plan:
+        say("== 5/5 launch plan (SkyPilot optimizer, pinned catalog snapshot; prices are a fixture)")
+        if importlib.util.find_spec("sky") is None:
+            say("SkyPilot is not installed: pip install 'nomad[sky]' to see the plan")
+        else:
+            plan = [*cfg, "plan", "--backend", "skypilot", "--catalog", str(catalog_dir())]
+            qs.invoke(cli, [*plan, "--bench", "@reference"])
+            say("($/image from the published RTX 4090/5090 reference timings; run `nomad bench` for your own)")
+    stop = f"nomad --data-dir {ctx.data_dir} dev down" if ctx.data_dir_opt else "nomad dev down"
+    say(
+        f"\nimage: {result['ref']}\n"
+        "  stand-in weights on a loopback registry: a demo, not something a cloud GPU can pull.\n"
+        f"the embedded stack is still running; stop it with: {stop}\n"
+        "next: `nomad init` in your project folder (see docs/going-real.md)"
+    )

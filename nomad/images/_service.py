@@ -10,12 +10,13 @@ from nomad.images._build import BuildResult, build_image, inputs_from_config
 from nomad.images._dockerfile import DockerfileExport, export_dockerfile
 from nomad.images._fetch import ModelCache, fetch_models
 from nomad.paths import cache_dir as default_cache_dir
-from nomad.paths import repo_root
 
 
 def workflows_dir_for(config_dir: Path) -> Path | None:
-    """The workflows folder baked in: next to nomad.yaml if there is one, else the repo's."""
-    for d in (config_dir / "workflows", repo_root() / "workflows"):
+    """The workflows folder baked in: next to nomad.yaml if there is one, else the built-in one."""
+    from nomad.resources import workflows_dir
+
+    for d in (config_dir / "workflows", workflows_dir()):
         if d.is_dir():
             return d
     return None

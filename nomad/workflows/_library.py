@@ -39,10 +39,10 @@ _SEED_MAX = 2**48  # random seeds stay JSON- and JS-safe
 
 
 def builtin_dir() -> Path:
-    """The repository's ``workflows/`` folder (the five built-in workflows)."""
-    from nomad.paths import repo_root
+    """The built-in workflows (the repo's ``workflows/``, shipped as package data)."""
+    from nomad.resources import workflows_dir
 
-    return repo_root() / "workflows"
+    return workflows_dir()
 
 
 @dataclass(frozen=True)

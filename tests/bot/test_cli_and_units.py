@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from nomad_bot import texts
-from nomad_bot.options import parse_message
 from nomad.cli.main import cli
 from nomad.errors import LimitExceeded, UsageError
 from nomad.queue.base import Job, JobStatus
 from nomad.testing.botapi import BotApiStub
+from nomad_bot import texts
+from nomad_bot.options import parse_message
 
 ALICE = 1001
 
@@ -53,8 +53,8 @@ def test_bot_loads_workflows_from_workflows_dirs(tmp_path: Any) -> None:
     """A command bound to a workflow in workflows.dirs (not a built-in) loads."""
     import shutil
 
-    from nomad_bot.run import workflow_loader
     from nomad.workflows._library import builtin_dir
+    from nomad_bot.run import workflow_loader
 
     src = builtin_dir()
     shutil.copy(src / "flux_schnell.json", tmp_path / "flux_schnell.json")

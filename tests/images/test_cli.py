@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from nomad.cli.main import cli
-from nomad.paths import repo_root
+from nomad.resources import examples_dir
 from nomad.testing.cli import run_nomad
 
-EXAMPLE = repo_root() / "examples" / "embedded"
+EXAMPLE = examples_dir() / "embedded"
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from nomad.config.schema import NomadConfig
-from nomad.paths import repo_root
+from nomad.resources import images_dir
 
-RUNTIME = repo_root() / "images" / "comfyui"
+RUNTIME = images_dir() / "comfyui"
 
 
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox not installed")
@@ -55,7 +55,7 @@ def test_entrypoint_starts_one_server_per_gpu_and_exits_with_the_first_failure(
 
 def test_model_set_manifests_are_valid_config() -> None:
     """Every images/models/*.yaml validates as a `models:` section of nomad.yaml."""
-    files = sorted((repo_root() / "images" / "models").glob("*.yaml"))
+    files = sorted((images_dir() / "models").glob("*.yaml"))
     assert files
     for f in files:
         cfg = NomadConfig.model_validate({"models": yaml.safe_load(f.read_text())})

@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 
+from nomad import resources
 from nomad.backends.base import LaunchSpec
 
-CATALOG = Path(__file__).resolve().parents[1] / "fixtures" / "catalog"
+CATALOG = resources.catalog_dir()  # the snapshot nomad ships (package data)
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = f"registry.example.com/nomad/comfy@{DIGEST}"
 
 
 @pytest.fixture(scope="session")
 def catalog_dir() -> Path:
-    """The pinned v8 catalog snapshot shipped with the tests."""
+    """The pinned v8 catalog snapshot shipped with nomad."""
     return CATALOG
 
 

@@ -17,7 +17,6 @@ import yaml
 
 from nomad.backends.base import LaunchSpec, Offer
 from nomad.errors import BackendError, ConfigError, UsageError
-from nomad.paths import repo_root
 
 DEFAULT_TEMPLATE = "comfyui.yaml"
 MIN_DISK_GB = 50
@@ -26,9 +25,11 @@ DOCKER_SECRETS = ("SKYPILOT_DOCKER_USERNAME", "SKYPILOT_DOCKER_PASSWORD", "SKYPI
 
 
 def template_path(name: str = DEFAULT_TEMPLATE) -> Path:
-    """A template in the repo's ``sky/`` folder (or an explicit path)."""
+    """A shipped template (the repo's ``sky/``, package data) or an explicit path."""
+    from nomad.resources import sky_template
+
     p = Path(name)
-    return p if p.is_absolute() or p.exists() else repo_root() / "sky" / name
+    return p if p.is_absolute() or p.exists() else sky_template(name)
 
 
 def load_template(path: Path | None = None) -> dict[str, Any]:
