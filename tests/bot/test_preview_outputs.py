@@ -25,8 +25,6 @@ async def test_preview_and_save_job_sends_two_photos(
     botapi: BotApiStub, make_bot: Any, queue: Any, storage: Any, tmp_path: Path
 ) -> None:
     """/p on a graph with PreviewImage + SaveImage (batch 2) → 2 sendPhoto calls, then done."""
-    from nomad_bot.run import workflow_loader
-
     from nomad.backends.base import LaunchSpec
     from nomad.config.schema import BotConfig, NomadConfig
     from nomad.serve.autoscaler import BackendOps
@@ -34,6 +32,7 @@ async def test_preview_and_save_job_sends_two_photos(
     from nomad.serve.server import ServeOptions, serve
     from nomad.testing.backend import FakeBackend
     from nomad.testing.comfy import FakeComfy
+    from nomad_bot.run import workflow_loader
 
     wf_dir = tmp_path / "wf"
     write_preview_workflow(wf_dir)

@@ -230,7 +230,7 @@ def test_installed_serve_and_submit_on_local_backend(
             )
             assert show.returncode == 0, show.stderr
             job: dict[str, Any] = json.loads(show.stdout)
-            assert job["status"] != "failed", job
+            assert job["status"] != "failed", json.dumps(job)
             return job if job["status"] == "succeeded" else None
 
         job = eventually(done, timeout=180, interval=0.5, what="the submitted job to succeed")
