@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nomad.batch._collect import COLLECTED_SCOPE, CollectReport, collect
-from nomad.batch._cost import WakeInfo, true_cost
+from nomad.batch._cost import WakeInfo, billed, estimate, ledger_cost
 from nomad.batch._env import BatchEnv
 from nomad.batch._filters import Decision, FilterError, image_stats, run_checks
 from nomad.batch._policy import WakeRequest, wake_request
@@ -73,16 +73,19 @@ __all__ = [
     "TickReport",
     "WakeInfo",
     "WakeRequest",
+    "billed",
     "blocked_by_limits",
     "client_key",
     "collect",
     "due_slot",
+    "estimate",
     "find",
     "fire",
     "image_stats",
     "in_window",
     "job_view",
     "latest_slot",
+    "ledger_cost",
     "next_slot",
     "run_checks",
     "run_now",
@@ -92,7 +95,6 @@ __all__ = [
     "slot_stamp",
     "slot_view",
     "tick",
-    "true_cost",
     "validate",
     "wake_request",
     "window_opens",

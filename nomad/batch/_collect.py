@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nomad.batch import _keys
-from nomad.batch._cost import true_cost, wake_of
+from nomad.batch._cost import estimate, estimate_wake
 from nomad.batch._env import BatchEnv
 from nomad.batch._filters import Decision, run_checks
 from nomad.batch._runs import SLOT_SCOPE, STATE_SCOPE, _error_text, fire, slot_id
@@ -138,8 +138,10 @@ def _collect_one(
     mkey = _keys.manifest_key(template, cfg.manifest_key if cfg else None, base_vals)
     if mkey in keys:
         mkey = keys[0] + ".manifest.json"
-    status_doc = queue.get_state("autoscaler", "status")
-    cost = true_cost(job, wake_of(job, status_doc, neighbours))
+    tries = _try_jobs(queue, sid, job)
+    cost = estimate(
+        tries, estimate_wake(tries, queue.get_state("autoscaler", "status"), neighbours)
+    )
     outputs = []
     for key, src, data in zip(keys, job.outputs, datas, strict=True):
         ctype = mimetypes.guess_type(key)[0] or "application/octet-stream"
@@ -243,6 +245,18 @@ def _move_latest(storage: Any, key: str, doc: dict[str, Any]) -> None:
     except ValueError:
         pass  # not ours / unreadable: replace it
     storage.put_bytes(key, json.dumps(doc, indent=2, sort_keys=True).encode(), "application/json")
+
+
+def _try_jobs(queue: JobQueue, sid: str, last: Job) -> list[Job]:
+    """Every try of the slot up to ``last`` (rejected tries were paid for too)."""
+    jobs = []
+    for t in _tries(queue, sid):
+        if t.get("job") and t["job"] != last.id:
+            try:
+                jobs.append(queue.get(t["job"]))
+            except NomadError:
+                continue
+    return [*jobs, last]
 
 
 def _tries(queue: JobQueue, sid: str) -> list[dict[str, Any]]:

@@ -7,9 +7,12 @@ so every front door (CLI, bot, web) can show the same thing.
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nomad.batch._collect import COLLECTED_SCOPE
+from nomad.batch._cost import ledger_cost
 from nomad.batch._runs import SLOT_SCOPE, STATE_SCOPE, slot_id
 from nomad.batch._schedule import next_slot
 from nomad.errors import NomadError
@@ -19,15 +22,26 @@ if TYPE_CHECKING:
     from nomad.config.schema import BatchJob
 
 
-def job_view(queue: JobQueue, job: Job) -> dict[str, Any] | None:
+def job_view(
+    queue: JobQueue,
+    job: Job,
+    *,
+    project: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, Any] | None:
     """The batch side of one job (None for other front doors): stored keys and ready state.
 
     ``ready`` is true only once the manifest is written, which happens after
-    every output was copied: a succeeded run is not yet a stored one.
+    every output was copied: a succeeded run is not yet a stored one. With
+    ``project`` the slot's cost is the billed one from the cluster ledger when
+    a ledger row covers its wake (else the estimate made when it was stored).
     """
     if job.front_door != "batch":
         return None
     outcome = queue.get_state(COLLECTED_SCOPE, job.id) or {}
+    cost = outcome.get("cost")
+    if project is not None and outcome.get("status") == "stored":
+        cost = ledger_cost(queue, project, _slot_jobs(queue, job), clock=clock) or cost
     if job.status is JobStatus.SUCCEEDED:
         state = outcome.get("status") or "succeeded, not yet stored (the next batch tick copies it)"
     else:
@@ -48,9 +62,36 @@ def job_view(queue: JobQueue, job: Job) -> dict[str, Any] | None:
         "rejected": outcome.get("reason"),
         "next_try": outcome.get("next"),
         "slot_failed": outcome.get("slot_failed"),
-        "cost": outcome.get("cost"),
+        "cost": cost,
         "collect_error": None if outcome else _collect_error(queue, job),
     }
+
+
+def _slot_jobs(queue: JobQueue, job: Job) -> list[Job]:
+    """Every try of ``job``'s slot up to ``job``, oldest first."""
+    slot = job.meta.get("slot")
+    if not slot:
+        return [job]
+    rec = (
+        queue.get_state(
+            SLOT_SCOPE,
+            slot_id(
+                str(job.meta.get("batch")),
+                dt.datetime.fromisoformat(slot),
+                int(job.meta.get("rerun") or 0),
+            ),
+        )
+        or {}
+    )
+    out = []
+    for t in rec.get("tries", []):
+        if t.get("job") == job.id:
+            break
+        try:
+            out.append(queue.get(t["job"]))
+        except (NomadError, KeyError):
+            continue
+    return [*out, job]
 
 
 def _collect_error(queue: JobQueue, job: Job) -> str | None:

@@ -179,7 +179,7 @@ def show(obj: Ctx, job_id: str, as_json: bool) -> None:
         if job.front_door == "batch":
             from nomad.batch import job_view
 
-            info["batch"] = job_view(queue, job)
+            info["batch"] = job_view(queue, job, project=obj.config.project)
     if as_json:
         emit_json(info)
         return
