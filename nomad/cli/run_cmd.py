@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,17 @@ class _Bar:
             self.progress.update(self.task, description=f"{len(ev.data['nodes'])} node(s) cached")
 
 
+def _until_signal(coro: Any) -> Any:
+    """Run ``coro``; on SIGTERM/SIGHUP its prompt is interrupted on ComfyUI, then exit 128+N."""
+    from nomad.comfy.runner import StoppedBySignal, run_until_signal
+
+    try:
+        return run_until_signal(coro)
+    except StoppedBySignal as stop:
+        click.echo(f"stopped by {stop}: the prompt was interrupted on ComfyUI", err=True)
+        sys.exit(128 + stop.signum)
+
+
 def _n(v: int | float) -> str:
     if isinstance(v, int):
         return str(v)  # exact: float() would turn 2**64-1 into 2**64
@@ -112,7 +123,7 @@ def run(
     bound = wf.bind(_pairs(sets), images)
     url = resolve_endpoint(endpoint, ctx.data_dir)
     if as_json:
-        summary, _ = asyncio.run(
+        summary, _ = _until_signal(
             run_bound(url, bound, out_dir=out_dir, proxy=_proxy(ctx), timeout=timeout)
         )
         emit_json(summary.to_json())
@@ -127,7 +138,7 @@ def run(
         console=con,
         transient=True,
     ) as progress:
-        summary, _ = asyncio.run(
+        summary, _ = _until_signal(
             run_bound(
                 url,
                 bound,

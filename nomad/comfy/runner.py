@@ -5,12 +5,18 @@ Kept out of the CLI so the bot, the batch runner and tests can call it too.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nomad.errors import UsageError
+
+T = TypeVar("T")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 if TYPE_CHECKING:
     from nomad.comfy._types import RunResult
@@ -104,3 +110,43 @@ async def run_bound(
         bound.name, endpoint, result.prompt_id, dict(bound.params), dict(result.timings), paths
     )
     return summary, result
+
+
+class StoppedBySignal(Exception):
+    """``nomad run`` got SIGTERM/SIGHUP; its prompt was dropped from ComfyUI before exiting."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def run_until_signal(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)``, but SIGTERM/SIGHUP cancel it like Ctrl-C does.
+
+    Cancelling ``ComfyClient.run`` deletes its prompt from ComfyUI's queue
+    and interrupts it (bounded), so a killed ``nomad run`` never leaves a
+    GPU busy. Raises :class:`StoppedBySignal` after that clean-up.
+    """
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(coro)
+        got: list[int] = []
+
+        def stop(signum: int) -> None:
+            got.append(signum)
+            task.cancel()
+
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop, sig)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if got:
+                raise StoppedBySignal(got[0]) from None
+            raise
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())

@@ -132,6 +132,9 @@ class SqlQueue(JobQueue):
     def _notify(self, cur: Cursor) -> None:
         """Wake waiters after commit (PostgreSQL NOTIFY; SQLite waiters poll)."""
 
+    def _notify_cancel(self, cur: Cursor, job_id: str) -> None:
+        """Tell ``wait_for_cancel`` waiters after commit (PostgreSQL NOTIFY; SQLite polls)."""
+
     def _relaxed(self, cur: Cursor) -> None:
         """This transaction may be lost in a database crash without harm (leases, heartbeats,
         annotations: a lost lease only means the job is leased again and the stale
@@ -512,6 +515,8 @@ class SqlQueue(JobQueue):
                 WHERE id = ? AND status IN {ACTIVE} RETURNING {_SELECT}""",
                 (now, job_id),
             ).fetchone()
+            if row is not None:
+                self._notify_cancel(cur, job_id)
         return self._job(row) if row is not None else self.get(job_id)
 
     def requeue_running(self, *, cluster: str | None = None, reason: str = "") -> int:

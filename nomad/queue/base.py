@@ -18,8 +18,11 @@ from __future__ import annotations
 import abc
 import builtins
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+CANCEL_POLL_SECONDS = 0.25  # wait_for_cancel's poll where the database cannot notify
 
 
 class JobStatus(str, enum.Enum):  # noqa: UP042 - (str, Enum) keeps DB/JSON values stable
@@ -153,7 +156,22 @@ class JobQueue(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, job_id: str) -> Job:
-        """Cancel a queued or running job (the worker sees it at its next heartbeat)."""
+        """Cancel a queued or running job (workers see it through :meth:`wait_for_cancel`)."""
+
+    def wait_for_cancel(self, job_ids: builtins.list[str], timeout: float) -> builtins.list[str]:
+        """Those of ``job_ids`` that are cancelled, waiting up to ``timeout`` s for one to be.
+
+        Lets a worker stop a cancelled run within a second instead of at its
+        next heartbeat. This default polls; PostgreSQL overrides it with
+        LISTEN/NOTIFY.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            found = [j for j in job_ids if self.get(j).status is JobStatus.CANCELLED]
+            left = deadline - time.monotonic()
+            if found or left <= 0:
+                return found
+            time.sleep(min(CANCEL_POLL_SECONDS, left))
 
     @abc.abstractmethod
     def requeue_running(self, *, cluster: str | None = None, reason: str = "") -> int:

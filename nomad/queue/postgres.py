@@ -17,9 +17,11 @@ from typing import Any
 
 from nomad.errors import NotAvailableError, QueueError
 from nomad.queue._sql import Cursor, SqlQueue, iter_sql
+from nomad.queue.base import JobStatus
 from nomad.queue.sqlite import migrations
 
 CHANNEL = "nomad_jobs"
+CANCEL_CHANNEL = "nomad_cancel"  # payload: the cancelled job's id
 _MIGRATION_LOCK = 7_310_001
 
 
@@ -45,6 +47,8 @@ class PostgresQueue(SqlQueue):
         self._listen: Any = None
         self._fast: Any = None  # the relaxed-commit session, opened on first use
         self._listen_lock = threading.Lock()  # one LISTEN connection, one waiter at a time
+        self._cancel_listen: Any = None  # LISTEN nomad_cancel (wait_for_cancel)
+        self._cancel_lock = threading.Lock()
         self._conn = self._connect()
         self._migrate()
 
@@ -115,6 +119,9 @@ class PostgresQueue(SqlQueue):
     def _notify(self, cur: Cursor) -> None:
         cur.execute(f"NOTIFY {CHANNEL}")
 
+    def _notify_cancel(self, cur: Cursor, job_id: str) -> None:
+        cur.execute("SELECT pg_notify(%s, %s)", (CANCEL_CHANNEL, job_id))
+
     def _relaxed(self, cur: Cursor) -> None:
         cur.execute("SET LOCAL synchronous_commit = off")
 
@@ -153,6 +160,34 @@ class PostgresQueue(SqlQueue):
         finally:
             self._listen_lock.release()
 
+    def wait_for_cancel(self, job_ids: list[str], timeout: float) -> list[str]:
+        """The cancelled ones among ``job_ids``; blocks on NOTIFY nomad_cancel up to ``timeout``."""
+        wanted = set(job_ids)
+        deadline = time.monotonic() + max(0.0, timeout)
+        if not wanted or not self._cancel_lock.acquire(timeout=max(0.0, timeout)):
+            return self._cancelled(job_ids)
+        try:
+            if self._cancel_listen is None or self._cancel_listen.closed:
+                conn = self._connect()
+                conn.execute(f"LISTEN {CANCEL_CHANNEL}")  # before looking: no commit slips by
+                self._cancel_listen = conn
+            found = self._cancelled(job_ids)
+            while not found and (left := deadline - time.monotonic()) > 0:
+                for note in self._cancel_listen.notifies(timeout=left, stop_after=1):
+                    if note.payload in wanted:
+                        found = self._cancelled(job_ids)
+            return found
+        except QueueError:
+            raise
+        except Exception as exc:  # the listening connection dropped: a fresh one next time
+            self._cancel_listen = None
+            raise QueueError(f"waiting for cancellations failed: {_short(exc, self._dsn)}") from exc
+        finally:
+            self._cancel_lock.release()
+
+    def _cancelled(self, job_ids: list[str]) -> list[str]:
+        return [j for j in job_ids if self.get(j).status is JobStatus.CANCELLED]
+
     def _listener(self) -> Any:
         if self._listen is None or self._listen.closed:
             conn = self._connect()
@@ -163,7 +198,7 @@ class PostgresQueue(SqlQueue):
     def close(self) -> None:
         """Close both connections (idempotent)."""
         with self._lock:
-            for conn in (self._conn, self._listen, self._fast):
+            for conn in (self._conn, self._listen, self._fast, self._cancel_listen):
                 if conn is not None and not conn.closed:
                     conn.close()
 

@@ -61,6 +61,7 @@ class PoolConfig:
     max_backoff_seconds: float = 30.0
     infra_wait_seconds: float = 900.0  # storage/queue down: keep the lease and retry this long
     idle_poll_seconds: float = 1.0
+    cancel_wait_seconds: float = 1.0  # one wait_for_cancel call (NOTIFY or a 0.25 s poll inside)
     prefix: str = DEFAULT_PREFIX
 
     def backoff(self, tries: int) -> float:
@@ -111,6 +112,8 @@ class WorkerPool:
         self._running: dict[str, _Running] = {}  # worker name -> its current job
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()  # a run began: the cancel watcher has something to watch
+        self._cancel_watcher: asyncio.Task[None] | None = None
 
     # -- clusters ---------------------------------------------------------------------------
 
@@ -127,6 +130,8 @@ class WorkerPool:
         ]
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="work watcher")
+        if self._cancel_watcher is None:
+            self._cancel_watcher = asyncio.create_task(self._watch_cancels(), name="cancel watcher")
         event("workers.start", cluster=rt.name, endpoints=len(rt.endpoints), gpu=rt.gpu)
 
     async def stop_cluster(self, name: str) -> None:
@@ -171,9 +176,10 @@ class WorkerPool:
                     await asyncio.gather(*(r.ended.wait() for r in left))
         for name in list(self._clusters):
             await self.stop_cluster(name)
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+        for watcher in (self._watcher, self._cancel_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -232,12 +238,45 @@ class WorkerPool:
                 self._wake.set()
                 await self.sleep(0.05)  # let idle workers lease before looking again
 
+    async def _watch_cancels(self) -> None:
+        """Stop a cancelled run within about a second (NOTIFY on PostgreSQL, a short poll on
+        SQLite) instead of at its next heartbeat: a cancelled job must not keep a GPU busy."""
+        while not self.stopping:
+            runs = {r.job.id: r for r in self._running.values() if not r.cancelled}
+            if not runs:
+                self._started.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.idle_poll_seconds):
+                        await self._started.wait()
+                continue
+            try:
+                ids = await asyncio.to_thread(
+                    self.queue.wait_for_cancel, list(runs), self.config.cancel_wait_seconds
+                )
+            except NomadError:  # the heartbeat still notices, later
+                await self.sleep(self.config.cancel_wait_seconds)
+                continue
+            for job_id in ids:
+                run = runs[job_id]
+                if not run.cancelled and not run.task.done():
+                    await self._stop_cancelled(run)
+
+    async def _stop_cancelled(self, run: _Running) -> None:
+        """Interrupt ComfyUI first (that is what frees the GPU), then end the run's task."""
+        run.cancelled = True
+        event("job.cancel_seen", job=run.job.id, endpoint=run.endpoint)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ABORT_SECONDS):
+                await self.runner.interrupt(run.endpoint)
+        run.task.cancel()
+
     async def _process(self, rt: ClusterRuntime, endpoint: str, name: str, job: Job) -> bool:
         """Run one leased job; True when the endpoint failed it (the worker then waits for health)."""
         run = _Running(job, asyncio.current_task(), endpoint)  # type: ignore[arg-type]
         inner = asyncio.create_task(self._attempts(rt, endpoint, name, run))
         run.task = inner
         self._running[name] = run
+        self._started.set()
         beat = asyncio.create_task(self._heartbeat(endpoint, run))
         event("job.start", job=job.id, worker=name, workflow=job.workflow, attempt=job.attempts)
         try:

@@ -288,6 +288,7 @@ class FakeComfy:
         self.deleted: list[str] = []  # every prompt id a POST /queue asked to delete
         self.files: dict[tuple[str, str, str], bytes] = {}
         self.dead = False
+        self.held = False  # a sampler is waiting at hold_at_step right now
         self._closing = False
         self._pending: list[_Job] = []
         self._running: _Job | None = None
@@ -1006,9 +1007,13 @@ class FakeComfy:
             await self._send_bytes(struct.pack(">II", 1, 2) + preview, sid)
             if step == self.hold_at_step:
                 assert self._release is not None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.hold_timeout):  # keeps outside cancels
-                        await self._release.wait()
+                self.held = True
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.hold_timeout):  # keeps outside cancels
+                            await self._release.wait()
+                finally:
+                    self.held = False
                 self._release.clear()
 
     def _make_outputs(self, job: _Job, nid: str, kind: str, sig: str) -> dict[str, Any]:

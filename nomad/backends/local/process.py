@@ -103,10 +103,20 @@ def _wait_gone(proc: subprocess.Popen[bytes] | int, timeout_s: float) -> bool:
             return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:  # bounded: a pid we did not spawn cannot be waited on
-        if not pid_alive(proc):
+        if not pid_alive(proc):  # gone, or a zombie: collect it if it is ours
+            _reap(proc)
             return True
         time.sleep(0.05)
-    return not pid_alive(proc)
+    gone = not pid_alive(proc)
+    _reap(proc)
+    return gone
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is our child, so it does not stay a zombie
+    (a ComfyUI stopped by idle teardown would otherwise linger until the next wake)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _is_zombie(pid: int) -> bool:
