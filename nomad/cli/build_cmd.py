@@ -38,6 +38,15 @@ from nomad.cli.output import emit_json
     default=None,
     help="Model cache (default: $NOMAD_CACHE_DIR or ~/.cache/nomad).",
 )
+@click.option(
+    "--drop",
+    multiple=True,
+    metavar="DEST",
+    help="Remove a weight listed in nomad.lock (its layer and the order after it change).",
+)
+@click.option(
+    "--relock", is_flag=True, help="Forget nomad.lock's layer order and sort layers by path."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def build(
@@ -48,6 +57,8 @@ def build(
     builder: str,
     parallel: int,
     cache_dir: Path | None,
+    drop: tuple[str, ...],
+    relock: bool,
     as_json: bool,
 ) -> None:
     """Build the image into a local OCI layout (no Docker daemon needed)."""
@@ -70,6 +81,8 @@ def build(
             progress=tick,
             dockerfile_dir=dockerfile_dir
             or (ctx.data_dir / "dockerfile" if builder == "docker" else None),
+            drop=drop,
+            relock=relock,
         )
     if export is not None and builder == "docker":
         images.run_buildx(export)

@@ -56,6 +56,7 @@ def push(
     from nomad import images
     from nomad.dev.defaults import resolve_registry
     from nomad.images._progress import byte_progress
+    from nomad.images._service import locked_repos, remember_repo
     from nomad.registry import push_image, target_for
     from nomad.registry._service import direct_s3_for
 
@@ -79,8 +80,10 @@ def push(
             parallel=parallel or cfg.registry.parallel_blobs,
             source_tag=tag or cfg.image.tag,
             direct_s3=s3,
+            mount_from=locked_repos(ctx.config_dir),
             progress=lambda d, n, s: tick(d[7:19], n, s),
         )
+    remember_repo(ctx.config_dir, repo)
     doc = result.to_json()
     if verify:
         report = _verify(reg, url, repo, result.digest, src, as_json)

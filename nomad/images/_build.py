@@ -20,6 +20,7 @@ from nomad.config.schema import NomadConfig
 from nomad.errors import BuildError
 from nomad.images._base import EPOCH, load_base
 from nomad.images._fetch import FetchedModel, ModelCache, ModelSpec, fetch_models, public_source
+from nomad.images._lock import Lock, LockedLayer, order_models
 from nomad.images._oci import (
     OCI_CONFIG,
     OCI_LAYER,
@@ -169,8 +170,15 @@ def build_image(
     parallel: int = 4,
     progress: OnBytes | None = None,
     s3_settings: Any = None,
+    lock: Lock | None = None,
+    drop: Sequence[str] = (),
+    relock: bool = False,
 ) -> BuildResult:
-    """Assemble the image into the OCI layout ``out`` and tag it ``inputs.tag``."""
+    """Assemble the image into the OCI layout ``out`` and tag it ``inputs.tag``.
+
+    With ``lock`` the weight layers follow its append-only order (see ``_lock``) and
+    ``lock.layers`` is updated to what was built (the caller saves it).
+    """
     layout = OciLayout(out).init()
     base = load_base(inputs.base, layout, config_dir=inputs.config_dir)
     fetched = fetch_models(
@@ -181,6 +189,8 @@ def build_image(
         progress=progress,
         s3_settings=s3_settings,
     )
+    if lock is not None:
+        fetched = order_models(fetched, lock, drop=drop, relock=relock)
     added: list[tuple[Descriptor, str]] = []
     for fm in fetched:
         added.append(
@@ -189,6 +199,11 @@ def build_image(
                 f"nomad: model {fm.dest}",
             )
         )
+    if lock is not None:
+        lock.layers = [
+            LockedLayer(fm.dest, fm.sha256, d.digest, d.size)
+            for fm, (d, _) in zip(fetched, added, strict=False)
+        ]
     if inputs.files:
         entries = [file_entry(dest, src, mode=_mode(src)) for dest, src in inputs.files.items()]
         added.append((_write(entries, layout, None), f"nomad: files ({len(entries)})"))

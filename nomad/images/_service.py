@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from nomad.config.schema import NomadConfig
 from nomad.images._build import BuildResult, build_image, inputs_from_config
 from nomad.images._dockerfile import DockerfileExport, export_dockerfile
 from nomad.images._fetch import ModelCache, fetch_models
+from nomad.images._lock import Lock, lock_path, order_models
 from nomad.paths import cache_dir as default_cache_dir
 
 
@@ -34,8 +36,14 @@ def build_from_config(
     progress: Any = None,
     dockerfile_dir: Path | None = None,
     workflows_dir: Path | None = None,
+    drop: Sequence[str] = (),
+    relock: bool = False,
 ) -> tuple[BuildResult, DockerfileExport | None]:
-    """Build the OCI layout (and optionally the Dockerfile export) described by nomad.yaml."""
+    """Build the OCI layout (and optionally the Dockerfile export) described by nomad.yaml.
+
+    The weight layer order comes from (and is written back to) ``nomad.lock`` next to
+    nomad.yaml; it is saved only after the build succeeded.
+    """
     inputs = inputs_from_config(cfg, config_dir, workflows_dir or workflows_dir_for(config_dir))
     if tag:
         inputs.tag = tag
@@ -45,10 +53,16 @@ def build_from_config(
         if any(m.source.startswith("s3://") for m in inputs.models)
         else None
     )
-    result = build_image(inputs, out, cache, parallel=parallel, progress=progress, s3_settings=s3)
+    lock = Lock.load(lock_path(config_dir))
+    result = build_image(
+        inputs, out, cache, parallel=parallel, progress=progress, s3_settings=s3,
+        lock=lock, drop=drop, relock=relock,
+    )  # fmt: skip
+    lock.save()
     export = None
     if dockerfile_dir is not None:
         fetched = fetch_models(inputs.models, cache, base_dir=config_dir, s3_settings=s3)
+        fetched = order_models(fetched, lock)  # the same layer order as the OCI image
         export = export_dockerfile(inputs, fetched, dockerfile_dir, f"{cfg.project}:{inputs.tag}")
     return result, export
 
@@ -57,3 +71,18 @@ def _s3_settings(cfg: NomadConfig, data_dir: Path) -> Any:
     from nomad.dev.defaults import resolve_storage
 
     return resolve_storage(cfg, data_dir)
+
+
+def remember_repo(config_dir: Path, repository: str) -> None:
+    """Record a pushed repository in nomad.lock (when there is one), for cross-repo mounts."""
+    path = lock_path(config_dir)
+    if not path.is_file():
+        return
+    lock = Lock.load(path)
+    if lock.add_repo(repository):
+        lock.save()
+
+
+def locked_repos(config_dir: Path) -> list[str]:
+    """Repositories nomad.lock says this project was pushed to."""
+    return Lock.load(lock_path(config_dir)).repos

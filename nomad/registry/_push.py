@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +103,7 @@ def push_layout(
     direct: S3BlobWriter | None = None,
     sessions: UploadSessions | None = None,
     chunk: int | None = None,
+    mount_from: Sequence[str] = (),
 ) -> PushResult:
     """Push the image tagged ``source_tag`` in ``layout_dir`` to ``repository:tag``.
 
@@ -123,6 +124,9 @@ def push_layout(
     mounts = mounts or MountIndex(None)
     pusher = _BlobPusher(client, layout, repository, mounts, progress, direct)
     pusher.sessions, pusher.chunk = sessions, chunk
+    # repositories the project pushed to before (nomad.lock): a fresh machine's mount index is
+    # empty, but the registry may hold every blob under one of them
+    pusher.mount_from = [r for r in mount_from if r != repository]
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         outcomes = list(pool.map(pusher.push, _unique(blobs)))
     body = layout.blob_path(man_desc.digest).read_bytes()
@@ -181,6 +185,7 @@ class _BlobPusher:
         self._lock = threading.Lock()
         self.sessions: UploadSessions | None = None
         self.chunk: int | None = None
+        self.mount_from: list[str] = []
 
     def _tick(self, d: Descriptor, n: int) -> None:
         if self.progress:
@@ -193,14 +198,17 @@ class _BlobPusher:
             self.mounts.record(reg, d.digest, self.repo)
             self._tick(d, d.size)
             return BlobOutcome(d.digest, d.size, "exists")
-        for other in self.mounts.holders(reg, d.digest):
+        known = self.mounts.holders(reg, d.digest)
+        guesses = [r for r in self.mount_from if r not in known]
+        for other in [*known, *guesses]:
             if other == self.repo:
                 continue
             if self.client.mount_blob(self.repo, d.digest, other):
                 self.mounts.record(reg, d.digest, self.repo)
                 self._tick(d, d.size)
                 return BlobOutcome(d.digest, d.size, "mounted", source_repo=other)
-            self.mounts.forget(reg, d.digest, other)
+            if other in known:
+                self.mounts.forget(reg, d.digest, other)
         if self.direct is not None:
             outcome = self._direct(d)
             if outcome is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,7 @@ def push_image(
     transport: httpx.BaseTransport | None = None,
     direct_s3: Any = None,
     chunk: int | None = None,
+    mount_from: Sequence[str] = (),
 ) -> PushResult:
     """Push and record the result for `nomad up` (data_dir/images/last_push.json).
 
@@ -106,6 +107,7 @@ def push_image(
             direct=S3BlobWriter(direct_s3) if direct_s3 is not None else None,
             sessions=UploadSessions(Path(data_dir) / "registry" / "uploads.json"),
             chunk=chunk,
+            mount_from=mount_from,
         )
     record_push(data_dir, result.to_json())
     return result
