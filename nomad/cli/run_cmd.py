@@ -38,9 +38,20 @@ def _load(ctx: Ctx, name: str) -> Workflow:
     return load_workflow(name, _dirs(ctx))
 
 
+def _strip(ctx: Ctx, summary: Any) -> None:
+    """Outputs lose their prompt/workflow text chunks when privacy asks for it."""
+    if ctx.config.privacy.strips_metadata():
+        from nomad.privacy.metadata import strip_files
+
+        strip_files([str(p) for p in summary.paths])
+
+
 def _proxy(ctx: Ctx) -> str | None:
     """The SOCKS proxy when privacy is on (nomad.yaml or NOMAD_* overrides)."""
     privacy = ctx.config.privacy
+    from nomad import privacy as privacy_seam
+
+    privacy_seam.configure(privacy)
     return privacy.proxy if privacy.enabled else None
 
 
@@ -115,6 +126,7 @@ def run(
 ) -> None:
     """Run WORKFLOW once: bind --set values, upload inputs, save outputs, show timings."""
     from nomad.comfy.runner import resolve_endpoint, run_bound
+    from nomad.privacy.guard import check_endpoint
 
     wf = _load(ctx, workflow)
     images = {"image": image.read_bytes()} if image else None
@@ -122,10 +134,12 @@ def run(
         raise click.BadParameter(f"{wf.name} takes no input image", param_hint="--image")
     bound = wf.bind(_pairs(sets), images)
     url = resolve_endpoint(endpoint, ctx.data_dir)
+    check_endpoint(url, _proxy(ctx))  # an .onion name with privacy off would go to DNS
     if as_json:
         summary, _ = _until_signal(
             run_bound(url, bound, out_dir=out_dir, proxy=_proxy(ctx), timeout=timeout)
         )
+        _strip(ctx, summary)
         emit_json(summary.to_json())
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -148,6 +162,7 @@ def run(
                 timeout=timeout,
             )
         )
+    _strip(ctx, summary)
     t = summary.timings
     seed = f"  seed={bound.params['seed']}" if "seed" in bound.params else ""
     con.print(f"[bold]{wf.name}[/] on {url}{seed}")

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from nomad import privacy
 from nomad.comfy._errors import ComfyTimeout, execution_error, validation_error
 from nomad.comfy._types import (
     ComfyEvent,
@@ -45,7 +46,7 @@ from nomad.comfy._types import (
     media_type,
     output_kind,
 )
-from nomad.errors import ComfyConnectionError, ComfyError, ComfyInterrupted
+from nomad.errors import ComfyConnectionError, ComfyError, ComfyInterrupted, PrivacyError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,10 @@ class ComfyClient:
         self.run_timeout, self.poll_interval = run_timeout, poll_interval
         self.cleanup_timeout = cleanup_timeout
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(proxy=proxy, timeout=timeout, trust_env=False)
+        # Through the proxy the SOCKS handshake gets a hard deadline too (httpx has none for it).
+        self._http = http or httpx.AsyncClient(
+            timeout=timeout, **privacy.async_client_kwargs(proxy)
+        )
         self._ws_connect = ws_connect
 
     async def __aenter__(self) -> ComfyClient:
@@ -94,6 +98,11 @@ class ComfyClient:
         url = f"{self.base_url}{path}"
         try:
             resp = await self._http.request(method, url, **kw)
+        except httpx.ProxyError as exc:
+            raise PrivacyError(
+                f"ComfyUI at {self.base_url} through the proxy: {exc}",
+                hint="is the anon/tor client running and bootstrapped? check `nomad doctor`",
+            ) from exc
         except httpx.TimeoutException as exc:
             raise ComfyConnectionError(
                 f"ComfyUI at {self.base_url} timed out on {method} {path}",

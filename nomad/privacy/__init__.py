@@ -24,7 +24,30 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["bounded", "httpx_kwargs", "proxy_url", "websockets_kwargs"]
+_deadline = 30.0  # privacy.connect_timeout of the running process (see configure)
+
+
+def configure(cfg: PrivacyConfig) -> None:
+    """Adopt ``privacy.connect_timeout`` for every proxied client this process makes."""
+    global _deadline
+    _deadline = float(cfg.connect_timeout)
+
+
+def connect_deadline() -> float:
+    """Seconds a proxied connect (SOCKS handshake included) may take before it is a PrivacyError."""
+    return _deadline
+
+
+__all__ = [
+    "async_client_kwargs",
+    "bounded",
+    "configure",
+    "connect_deadline",
+    "httpx_kwargs",
+    "proxy_url",
+    "sync_client_kwargs",
+    "websockets_kwargs",
+]
 
 
 def proxy_url(cfg: PrivacyConfig | None) -> str | None:
@@ -42,6 +65,28 @@ def httpx_kwargs(proxy: str | None) -> dict[str, Any]:
     unchanged (httpx >= 0.28 accepts socks5h) and never trust env proxies.
     """
     return {"proxy": proxy, "trust_env": False} if proxy else {"trust_env": False}
+
+
+def async_client_kwargs(proxy: str | None, deadline: float | None = None) -> dict[str, Any]:
+    """``httpx.AsyncClient`` kwargs: through ``proxy`` with a handshake deadline, or direct; never env proxies."""
+    if not proxy:
+        return {"trust_env": False}
+    from nomad.privacy.guard import normalize_proxy
+    from nomad.privacy.transport import async_transport
+
+    seconds = _deadline if deadline is None else deadline
+    return {"transport": async_transport(normalize_proxy(proxy), seconds), "trust_env": False}
+
+
+def sync_client_kwargs(proxy: str | None, deadline: float | None = None) -> dict[str, Any]:
+    """``httpx.Client`` kwargs, the sync twin of :func:`async_client_kwargs` (health checks)."""
+    if not proxy:
+        return {"trust_env": False}
+    from nomad.privacy.guard import normalize_proxy
+    from nomad.privacy.transport import sync_transport
+
+    seconds = _deadline if deadline is None else deadline
+    return {"transport": sync_transport(normalize_proxy(proxy), seconds), "trust_env": False}
 
 
 def websockets_kwargs(proxy: str | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ Only ancillary text chunks are removed, so pixels and colour data are untouched.
 from __future__ import annotations
 
 import struct
+from typing import Protocol
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_CHUNKS = (b"tEXt", b"iTXt", b"zTXt")
@@ -62,3 +63,45 @@ def strip(data: bytes, filename: str) -> bytes:
     if filename.lower().endswith(".png") or data.startswith(PNG_SIGNATURE):
         return strip_png_text(data)
     return data
+
+
+class _Store(Protocol):
+    def put(self, key: str, data: bytes) -> str: ...
+
+    def get(self, key: str) -> bytes: ...
+
+
+class StrippedOutputs:
+    """An output store that strips generation metadata before anything is stored.
+
+    Wraps the worker's store, so what lands in S3 — and therefore what the bot
+    and the web door send — carries no prompt.
+    """
+
+    def __init__(self, inner: _Store) -> None:
+        self.inner = inner
+
+    def put(self, key: str, data: bytes) -> str:
+        return self.inner.put(key, strip(data, key))
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def __getattr__(self, name: str) -> object:  # anything else the store offers (e.g. .storage)
+        return getattr(self.inner, name)
+
+
+def strip_files(paths: list[str]) -> int:
+    """Strip saved output files in place (``nomad run``); returns how many changed."""
+    from pathlib import Path
+
+    changed = 0
+    for p in map(Path, paths):
+        data = p.read_bytes()
+        clean = strip(data, p.name)
+        if clean != data:
+            tmp = p.with_name(p.name + ".tmp")
+            tmp.write_bytes(clean)
+            tmp.replace(p)
+            changed += 1
+    return changed

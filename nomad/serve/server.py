@@ -345,4 +345,11 @@ def _backend_ops(
 
 def _runner(cfg: NomadConfig, store: OutputStore) -> Runner:
     proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
+    from nomad import privacy
+
+    privacy.configure(cfg.privacy)
+    if cfg.privacy.strips_metadata():  # no prompt leaves in a PNG's text chunks (S3, bot, web)
+        from nomad.privacy.metadata import StrippedOutputs
+
+        store = StrippedOutputs(store)
     return ComfyRunner(store, proxy=proxy, workflow_dirs=tuple(Path(d) for d in cfg.workflows.dirs))

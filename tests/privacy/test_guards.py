@@ -243,3 +243,59 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 _ = httpcore  # the transports' error type comes from httpcore, mapped by httpx
+
+
+def _config(tmp_path: Path, privacy: str) -> Path:
+    cfg = tmp_path / "nomad.yaml"
+    cfg.write_text(f"project: p\nprivacy:\n{privacy}")
+    return cfg
+
+
+def test_nomad_run_through_a_silent_proxy_fails_at_the_deadline_with_exit_8(
+    tmp_path: Path, silent_proxy: str
+) -> None:
+    """Privacy on, a proxy that never answers: `nomad run` ends with the privacy exit code, naming the proxy."""
+    from nomad.testing.cli import run_nomad
+
+    cfg = _config(tmp_path, f"  enabled: true\n  proxy: {silent_proxy}\n  connect_timeout: 1\n")
+    code, _, err = run_nomad(
+        tmp_path / "data", "--config", str(cfg), "run", "flux_schnell",
+        "--endpoint", "http://127.0.0.1:9", "--set", "prompt=x", "--json", "--timeout", "60",
+    )  # fmt: skip
+    assert code == 8, err
+    assert "no answer within 1 s" in err and "Traceback" not in err
+
+
+def test_nomad_run_refuses_an_onion_endpoint_with_privacy_off(tmp_path: Path) -> None:
+    """An .onion endpoint without privacy is refused before any connect (it would go to DNS)."""
+    from nomad.testing.cli import run_nomad
+
+    host = onion.encode(bytes(range(32)), "onion")
+    code, _, err = run_nomad(
+        tmp_path, "run", "flux_schnell", "--endpoint", f"http://{host}", "--set", "prompt=x"
+    )
+    assert code == 8 and "privacy is off" in err
+
+
+@pytest.mark.parametrize(("mode", "stripped"), [("always", True), ("never", False)])
+def test_nomad_run_strips_png_text_chunks_when_asked(
+    tmp_path: Path, mode: str, stripped: bool
+) -> None:
+    """`nomad run` outputs keep or lose the PNG text chunks (the double writes them, like ComfyUI) per privacy.strip_metadata."""
+    from nomad.testing.cli import run_nomad
+    from nomad.testing.comfy import FakeComfy
+
+    fc = FakeComfy.start_in_thread()
+    try:
+        cfg = _config(tmp_path, f"  strip_metadata: {mode}\n")
+        out = tmp_path / "out"
+        code, _, err = run_nomad(
+            tmp_path / "data", "--config", str(cfg), "run", "flux_schnell",
+            "--endpoint", fc.url, "--set", "prompt=a secret prompt", "--out", str(out), "--json",
+        )  # fmt: skip
+    finally:
+        fc.stop()
+    assert code == 0, err
+    (png,) = list(out.glob("*.png"))
+    keys = text_keys(png.read_bytes())
+    assert (keys == []) is stripped, keys
