@@ -80,7 +80,9 @@ def _from_layout(src: OciLayout, tag: str | None, dst: OciLayout, spec: str) -> 
     if "manifests" in manifest:  # an image index / manifest list
         desc = pick_platform(manifest, spec)
         manifest = src.read_json(desc.digest)
-    return adopt_manifest(manifest, spec, dst, lambda d: _copy_blob(src, dst, d))
+    base = adopt_manifest(manifest, spec, dst, lambda d: _copy_blob(src, dst, d))
+    base.digest = desc.digest
+    return base
 
 
 def _copy_blob(src: OciLayout, dst: OciLayout, d: Descriptor) -> None:

@@ -61,6 +61,7 @@ class BuildResult:
     config_digest: str
     size_bytes: int
     layers: list[dict[str, Any]] = field(default_factory=list)
+    base_digest: str = ""  # the base image's manifest digest ("" for the busybox base)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -230,6 +231,7 @@ def build_image(
             {"digest": d.digest, "size": d.size, "what": n}
             for d, n in zip(layers, notes, strict=True)
         ],
+        base_digest=base.digest,
     )
 
 

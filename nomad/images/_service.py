@@ -63,7 +63,10 @@ def build_from_config(
     if dockerfile_dir is not None:
         fetched = fetch_models(inputs.models, cache, base_dir=config_dir, s3_settings=s3)
         fetched = order_models(fetched, lock)  # the same layer order as the OCI image
-        export = export_dockerfile(inputs, fetched, dockerfile_dir, f"{cfg.project}:{inputs.tag}")
+        export = export_dockerfile(
+            inputs, fetched, dockerfile_dir, f"{cfg.project}:{inputs.tag}",
+            base_digest=result.base_digest,
+        )  # fmt: skip
     return result, export
 
 

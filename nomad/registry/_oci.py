@@ -224,6 +224,7 @@ class BaseImage:
     config: dict[str, Any]
     layers: list[Descriptor]
     source: str
+    digest: str = ""  # the base's manifest digest, when it has one (pin it in exports)
 
 
 def pick_platform(

@@ -15,6 +15,7 @@ from nomad.registry._oci import (
     OciLayout,
     adopt_manifest,
     pick_platform,
+    sha256_digest,
 )
 from nomad.registry._ref import parse_reference
 
@@ -50,7 +51,9 @@ def pull_image(spec: str, layout: OciLayout, *, client: RegistryClient | None = 
                 raise
             layout.adopt(tmp, d.digest)
 
-        return adopt_manifest(doc, spec, layout, fetch)
+        base = adopt_manifest(doc, spec, layout, fetch)
+        base.digest = sha256_digest(raw)
+        return base
     except (ValueError, KeyError) as exc:
         raise BuildError(f"base {spec}: malformed manifest ({exc})") from None
     finally:

@@ -133,6 +133,12 @@ def test_dockerfile_export_has_models_stage_and_copy_link(project: Project, tmp_
     for dest in DESTS.values():
         assert (tmp_path / "df/models" / dest).is_file()
     assert exp.command[:3] == ["docker", "buildx", "build"]
+    assert text.startswith("# syntax=docker/dockerfile:1\n")  # COPY --link needs dockerfile:1
+    assert "busybox:stable-musl" not in text and "\nFROM base\n" in text
+    ctx = next(a for a in exp.command if a.startswith("base=oci-layout://"))
+    from nomad.images import OciLayout
+
+    assert OciLayout(Path(ctx.split("://", 1)[1].rsplit(":", 1)[0])).resolve("base")
 
 
 def test_models_from_workflows_hook_adds_workflow_requirements() -> None:

@@ -309,6 +309,11 @@ def test_base_from_registry_reference(stack: Any, project: Project, tmp_path: Pa
         OciLayout(tmp_path / "base").resolve("t1").digest
     )
     assert built.layers[0]["digest"] == base_layer["layers"][0]["digest"]
+    pinned = OciLayout(tmp_path / "base").resolve("t1").digest
+    assert built.base_digest == pinned  # the Dockerfile export pins this digest
+    from nomad.images._dockerfile import base_stage
+
+    assert base_stage(cfg.image.base, tmp_path, built.base_digest)[0].endswith(f"@{pinned}")
 
 
 def test_direct_s3_push_is_served_by_the_registry(
