@@ -63,7 +63,7 @@ def run_doctor(cfg: NomadConfig, data_dir: Path) -> Report:
         lambda: _s3(cfg, data_dir),
         lambda: _registry(cfg, data_dir),
         lambda: _database(cfg, data_dir),
-        lambda: _privacy(cfg),
+        lambda: _privacy(cfg, data_dir),
     ]
     with ThreadPoolExecutor(max_workers=len(probes)) as pool:
         for result in pool.map(_safe, probes):
@@ -273,18 +273,46 @@ def _sqlite_path(url: str, data_dir: Path) -> Path:
     return Path("/" + rest) if url.startswith("sqlite:////") else Path(rest)
 
 
-def _privacy(cfg: NomadConfig) -> Check:
+def _privacy(cfg: NomadConfig, data_dir: Path) -> Check:
     pv = cfg.privacy
     name = pv.binary or pv.client
     path = shutil.which(name)
-    if path:
-        return Check(f"{pv.client} client", "ok", path, None, pv.enabled)
     fix = (
         "install the Anyone network client (`anon`), or set privacy.client: tor"
         if pv.client == "anon"
         else "apt-get install tor"
     )
     if pv.enabled:
-        return Check(f"{pv.client} client", "fail", f"`{name}` not found but privacy.enabled is true",
-                     fix, True)  # fmt: skip
+        return _privacy_live(cfg, data_dir, path, fix)
+    if path:
+        return Check(f"{pv.client} client", "ok", path, None, pv.enabled)
     return Check(f"{pv.client} client", "warn", f"`{name}` not found (privacy routing is off)", fix)
+
+
+def _privacy_live(cfg: NomadConfig, data_dir: Path, path: str | None, install: str) -> Check:
+    """Privacy on: a binary on PATH is not enough — the SOCKS port must answer, and be bootstrapped."""
+    from nomad.privacy.guard import probe_socks
+
+    pv = cfg.privacy
+    label = f"{pv.client} client"
+    problem = probe_socks(pv.proxy)
+    if problem is not None:
+        if pv.mode == "managed":
+            fix = "`nomad serve` starts it (privacy.mode: managed)" if path else install
+        else:
+            fix = "start your anon/tor client, or set privacy.mode: managed so nomad runs it"
+        return Check(label, "fail", problem, fix, True)
+    detail = f"SOCKS5 answers at {pv.proxy.partition('://')[2]}"
+    if pv.mode == "managed":
+        from nomad.errors import PrivacyError
+        from nomad.privacy.managed import ManagedClient
+
+        try:
+            boot = ManagedClient(pv, data_dir).bootstrap()
+        except (OSError, PrivacyError):
+            return Check(label, "ok", detail + " (not nomad's client: no control port)", None, True)
+        if boot.progress < 100:
+            return Check(label, "warn", f"{detail}, bootstrap {boot.progress}% ({boot.summary})",
+                         "wait for it, or check the network / the client's log", True)  # fmt: skip
+        detail += ", bootstrapped 100%"
+    return Check(label, "ok", detail, None, True)

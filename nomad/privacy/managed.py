@@ -14,13 +14,15 @@ small enough that no control library is needed at run time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,3 +295,27 @@ def _client_env() -> dict[str, str]:
     """The proxy gets no secrets and no proxy settings of ours (it is a third-party binary)."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
     return {k: v for k, v in os.environ.items() if k in keep}
+
+
+@contextlib.asynccontextmanager
+async def supervised(cfg: PrivacyConfig, data_dir: Path) -> AsyncIterator[ManagedClient | None]:
+    """For ``nomad serve``: with ``privacy.mode: managed``, the client runs (and is restarted) while inside.
+
+    Yields None when privacy is off or the proxy is the user's own (``external``).
+    """
+    if not (cfg.enabled and cfg.mode == "managed"):
+        yield None
+        return
+    client = ManagedClient(cfg, data_dir)
+    await asyncio.to_thread(client.start)
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=client.supervise, args=(stop,), name="anon-supervisor", daemon=True
+    )
+    watcher.start()
+    try:
+        yield client
+    finally:
+        stop.set()
+        await asyncio.to_thread(watcher.join, 5)
+        await asyncio.to_thread(client.stop)

@@ -113,6 +113,9 @@ async def serve(
         )
         try:
             async with contextlib.AsyncExitStack() as doors:
+                from nomad.privacy.managed import supervised
+
+                await doors.enter_async_context(supervised(cfg.privacy, data_dir))  # proxy first
                 if opts.with_bot or opts.with_batch:
                     bucket = storage or _storage(cfg, data_dir, store)
                     await _open_doors(doors, cfg, data_dir, opts, queue, bucket)

@@ -299,3 +299,44 @@ def test_nomad_run_strips_png_text_chunks_when_asked(
     (png,) = list(out.glob("*.png"))
     keys = text_keys(png.read_bytes())
     assert (keys == []) is stripped, keys
+
+
+def test_doctor_probes_the_socks_port_not_just_the_binary(tmp_path: Path, silent_proxy: str) -> None:
+    """Privacy on: doctor fails when nothing listens or the proxy never answers, names the fix; ok when SOCKS answers."""
+    from nomad.config.schema import NomadConfig
+    from nomad.dev.doctor import _privacy
+
+    closed = NomadConfig(privacy=PrivacyConfig(enabled=True, proxy=f"socks5h://127.0.0.1:{_free_port()}"))
+    check = _privacy(closed, tmp_path)
+    assert check.level == "fail" and "nothing answers" in check.detail and check.fix
+    silent = NomadConfig(privacy=PrivacyConfig(enabled=True, proxy=silent_proxy))
+    assert _privacy(silent, tmp_path).level == "fail"
+    micro = shutil.which("microsocks")
+    if micro is None:
+        pytest.skip("microsocks not installed")
+    import subprocess
+
+    port = _free_port()
+    proc = subprocess.Popen([micro, "-i", "127.0.0.1", "-p", str(port)])
+    try:
+        _wait_port(port)
+        live = NomadConfig(privacy=PrivacyConfig(enabled=True, proxy=f"socks5h://127.0.0.1:{port}"))
+        check = _privacy(live, tmp_path)
+        assert check.level == "ok" and "SOCKS5 answers" in check.detail
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+async def test_supervised_door_is_inert_unless_managed_and_fails_clearly(tmp_path: Path) -> None:
+    """serve's privacy door: nothing when off or external; a managed client that cannot start is a PrivacyError."""
+    from nomad.privacy.managed import supervised
+
+    async with supervised(PrivacyConfig(enabled=False, mode="managed"), tmp_path) as c:
+        assert c is None
+    async with supervised(PrivacyConfig(enabled=True, mode="external"), tmp_path) as c:
+        assert c is None
+    bad = PrivacyConfig(enabled=True, mode="managed", client="tor", binary=str(tmp_path / "missing"))
+    with pytest.raises(PrivacyError, match="cannot start"):
+        async with supervised(bad, tmp_path):
+            pass
