@@ -61,6 +61,10 @@ class UnhealthyError(BackendError):
     """The cluster came up but its ComfyUI endpoints never answered /system_stats."""
 
 
+class StartupFailedError(UnhealthyError):
+    """A server process or container exited while starting (or the wake was called off)."""
+
+
 @dataclass
 class Attempt:
     """One launch try, for the report when every offer failed."""
@@ -331,9 +335,13 @@ def launch_recorded(
     health_client: httpx.Client | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Sleep = time.sleep,
+    failed: Callable[[], str | None] | None = None,
 ) -> ClusterInfo:
     """One launch try, the way every path launches: ledger row first, then the backend call,
     then health; any failure (or an interrupt) tears the cluster down and records it.
+
+    The health wait ends early when ``failed`` (default: the backend's
+    ``startup_failure``) gives a reason, e.g. a server that exited.
 
     Raises the launch's own error once the teardown is confirmed (the row is
     closed), or :class:`TeardownUnconfirmed` when it is not (the row stays open).
@@ -344,7 +352,12 @@ def launch_recorded(
         urls = [e.url for e in info.endpoints]
         book.provisioned(row.id, urls, info.price_per_hour or None)
         if health_timeout_s is not None:
-            wait_healthy(urls, timeout_s=health_timeout_s, client=health_client)
+            wait_healthy(
+                urls,
+                timeout_s=health_timeout_s,
+                client=health_client,
+                failed=failed or (lambda: backend.startup_failure(spec.cluster_name)),
+            )
     except BaseException as exc:
         why = f"launch failed: {_error_text(exc)}"
         book.mark(row.id, LedgerState.FAILED, why)
@@ -548,8 +561,13 @@ def wait_healthy(
     client: httpx.Client | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    failed: Callable[[], str | None] | None = None,
 ) -> None:
-    """Return once every URL answers ``GET /system_stats`` with JSON; bounded by ``timeout_s``."""
+    """Return once every URL answers ``GET /system_stats`` with JSON; bounded by ``timeout_s``.
+
+    ``failed`` (e.g. ``backend.startup_failure(name)``, or a shutdown flag) is
+    asked after every round: a reason ends the wait at once with that reason.
+    """
     if not urls:
         raise UnhealthyError(
             "the backend reported no ComfyUI endpoints", hint="check the task's ports"
@@ -564,6 +582,12 @@ def wait_healthy(
             pending, last_error = _probe(http, pending, last_error)
             if not pending:
                 return
+            reason = failed() if failed is not None else None
+            if reason:
+                raise StartupFailedError(
+                    f"ComfyUI did not come up: {reason}",
+                    hint="fix what the log shows (see `nomad status`), then try again",
+                )
             if clock() >= deadline:
                 raise UnhealthyError(
                     f"ComfyUI did not answer /system_stats within {timeout_s:.0f}s at "

@@ -16,6 +16,11 @@ file in, or ``python3 -m nomad.watchdog`` where nomad is installed)::
 
 The policy (:class:`IdlePolicy`) is pure and takes the time as an argument, so
 it is tested with an injected clock and never sleeps.
+
+The switch only catches what the autoscaler can no longer do (``nomad serve``
+gone), so its window must be longer than the autoscaler's idle window: every
+backend arms it with :func:`node_window_minutes` (``infra.idle_minutes`` plus
+``infra.node_idle_margin_minutes``), never with ``idle_minutes`` alone.
 """
 
 from __future__ import annotations
@@ -34,6 +39,26 @@ from typing import Any
 
 POLL_SECONDS = 15.0
 HTTP_TIMEOUT_S = 5.0
+DEFAULT_MARGIN_MINUTES = 3.0  # node window = autoscaler idle window + this
+
+
+def node_window_minutes(
+    idle_minutes: float, margin_minutes: float = DEFAULT_MARGIN_MINUTES
+) -> float:
+    """The dead-man's switch window for a node whose controller idles it down after ``idle_minutes``.
+
+    Strictly longer than the autoscaler's window, by ``margin_minutes``, so the
+    node never stops first while ``nomad serve`` is alive: the autoscaler
+    decides idleness and tears down; the node only acts when nobody else can.
+    """
+    if idle_minutes <= 0 or margin_minutes <= 0:
+        raise ValueError("idle_minutes and margin_minutes must both be > 0")
+    return float(idle_minutes) + float(margin_minutes)
+
+
+def poll_seconds_for(window_minutes: float) -> float:
+    """How often to poll for a window: every 15 s, or 8 times per window for short ones (≥ 0.5 s)."""
+    return max(0.5, min(POLL_SECONDS, window_minutes * 60.0 / 8.0))
 
 
 @dataclass(frozen=True)

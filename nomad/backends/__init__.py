@@ -24,7 +24,12 @@ def get_backend(name: str | None, cfg: NomadConfig, data_dir: Path) -> Backend:
     if name == "local":
         from nomad.backends.local import LocalBackend
 
-        return LocalBackend(cfg.infra.local, data_dir)
+        return LocalBackend(
+            cfg.infra.local,
+            data_dir,
+            idle_margin_minutes=cfg.infra.node_idle_margin_minutes,
+            startup_grace_s=cfg.infra.health_timeout_seconds,
+        )
     if name == "skypilot":
         from nomad.backends.skypilot import SkyPilotBackend
 

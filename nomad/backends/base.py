@@ -126,6 +126,13 @@ class Backend(abc.ABC):
     def teardown(self, cluster_name: str) -> None:
         """Destroy the cluster. Idempotent: a missing cluster is success."""
 
+    def startup_failure(self, cluster_name: str) -> str | None:
+        """While a launched cluster starts: why it can no longer come up (a server process or
+        container exited, the provider marked it failed), with the tail of its log; None while it
+        still may. ``wait_healthy`` polls this so a dead start fails in seconds, not at the
+        health deadline. Backends that cannot tell return None (the default)."""
+        return None
+
 
 class SupportsStop(abc.ABC):
     """Backends whose clusters can be stopped (disk kept) and restarted."""

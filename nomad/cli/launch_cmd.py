@@ -143,9 +143,8 @@ def plan(
 @click.option(
     "--timeout",
     type=float,
-    default=900.0,
-    show_default=True,
-    help="Seconds to wait for /system_stats.",
+    default=None,
+    help="Seconds to wait for /system_stats (default: infra.health_timeout_seconds, 900).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the SkyPilot task (secrets masked) and exit.")
 @click.option("--json", "as_json", is_flag=True)
@@ -156,7 +155,7 @@ def up(
     catalog: str | None,
     image: str | None,
     attempts: int,
-    timeout: float,
+    timeout: float | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -177,6 +176,7 @@ def up(
         return
     backend = _backend(ctx, backend_name, catalog)
     from nomad.queue.ledger import open_ledger
+    timeout = timeout or ctx.config.infra.health_timeout_seconds
 
     def guard() -> None:
         launch.check_daily_budget(ctx.config, ctx.data_dir)

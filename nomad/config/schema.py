@@ -175,6 +175,16 @@ class InfraConfig(Strict):
     clouds: list[str] = Field(default_factory=list, description="empty = every enabled cloud")
     regions: list[str] = Field(default_factory=list)
     idle_minutes: float = Field(10, gt=0)
+    node_idle_margin_minutes: float = Field(
+        3,
+        gt=0,
+        description="the node's dead-man's switch waits idle_minutes + this (serve decides first)",
+    )
+    health_timeout_seconds: float = Field(
+        900,
+        gt=0,
+        description="how long a wake waits for ComfyUI to answer (provisioning + image pull)",
+    )
     max_clusters: int = Field(1, ge=1)
     backlog_per_cluster: int = Field(8, ge=1, description="scale out when waiting jobs per cluster exceed this")
     disk_gb: int | None = Field(None, ge=20)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,9 +28,11 @@ from nomad.queue.ledger import ClusterLedger, LedgerState
 from nomad.serve.log import event
 from nomad.serve.policy import Action, Annotate, Down, Phase, Policy, Requeue, Up, View
 from nomad.serve.runner import error_text
+from nomad.serve.threads import DaemonThreads
 from nomad.serve.worker import ClusterRuntime
 
 SCOPE = "autoscaler"
+LAUNCH_STOP_S = 8.0  # shutdown waits this long for called-off launches to tear down
 LOST = (ClusterState.FAILED, ClusterState.PREEMPTED, ClusterState.GONE, ClusterState.STOPPED)
 
 
@@ -86,9 +89,23 @@ class BackendOps:
         self.health_timeout_s, self.clock = health_timeout_s, clock
         self.max_attempts = max(1, max_attempts)
         self.ledger, self.sleep = ledger, sleep
+        self._called_off = threading.Event()
+
+    def cancel(self) -> None:
+        """Call off launches in flight (serve is stopping): their health wait ends within one
+        poll and what they started is torn down."""
+        self._called_off.set()
+
+    def _startup_failure(self, name: str) -> str | None:
+        """Why a starting cluster cannot come up (the backend's word), or that serve is stopping."""
+        if self._called_off.is_set():
+            return "the wake was called off (nomad serve is stopping)"
+        return self.backend.startup_failure(name)
 
     def up(self, name: str) -> Launched:
         """Launch (or reuse one already serving); every failed try is torn down before the next."""
+        if self._called_off.is_set():
+            raise BackendError(f"not launching {name}: nomad serve is stopping")
         spec = replace(self.spec, cluster_name=name)
         current = self._reusable(name)
         if current is not None:
@@ -141,15 +158,22 @@ class BackendOps:
     def _try(self, spec: LaunchSpec, offer: Offer) -> ClusterInfo:
         from nomad.launch import launch_recorded, teardown_confirmed, wait_healthy
 
+        if self._called_off.is_set():
+            raise BackendError(f"not launching {spec.cluster_name}: nomad serve is stopping")
         if self.ledger is not None:
             return launch_recorded(
                 self.backend, spec, offer, self.ledger, requested_by="autoscaler",
                 health_timeout_s=self.health_timeout_s, clock=self.clock, sleep=self.sleep,
+                failed=lambda: self._startup_failure(spec.cluster_name),
             )  # fmt: skip
         try:  # no ledger (unit tests): same teardown rule, nothing recorded
             info = self.backend.launch(spec, offer)
             if self.health_timeout_s is not None:
-                wait_healthy([e.url for e in info.endpoints], timeout_s=self.health_timeout_s)
+                wait_healthy(
+                    [e.url for e in info.endpoints],
+                    timeout_s=self.health_timeout_s,
+                    failed=lambda: self._startup_failure(spec.cluster_name),
+                )
         except BaseException:
             teardown_confirmed(self.backend, spec.cluster_name, sleep=self.sleep)
             raise
@@ -209,6 +233,7 @@ class Autoscaler:
         self.queue, self.ops, self.policy, self.hooks = queue, ops, policy, hooks
         self.clock, self.status_every = clock, status_every
         self._launches: dict[str, asyncio.Task[None]] = {}
+        self._threads = DaemonThreads()  # launches never hold serve open at exit
         self._next_status = 0.0
         self._orphans: set[str] = set()  # teardowns that failed; retried every step
         self._view = View(waiting=0)
@@ -337,10 +362,18 @@ class Autoscaler:
             await asyncio.gather(*self._launches.values(), return_exceptions=True)
 
     async def shutdown(self, *, teardown: bool = True) -> None:
-        """Stop launching; tear every cluster down unless asked to keep them."""
+        """Stop launching (bounded: launches in flight are called off, not waited for); tear every
+        cluster down unless asked to keep them."""
+        call_off = getattr(self.ops, "cancel", None)
+        if call_off is not None:
+            call_off()
         for task in self._launches.values():
             task.cancel()
         await asyncio.gather(*self._launches.values(), return_exceptions=True)
+        if not await self._threads.join(LAUNCH_STOP_S):
+            event(
+                "autoscaler.launch_abandoned", level=logging.WARNING, threads=self._threads.running
+            )
         if teardown:
             for name in list(self.policy.clusters):
                 self.policy.on_lost(name, self.clock(), "nomad serve stopped")
@@ -394,7 +427,7 @@ class Autoscaler:
 
     async def _launch(self, name: str) -> None:
         try:
-            done = await asyncio.to_thread(self.ops.up, name)
+            done = await self._threads.run(lambda: self.ops.up(name), name=f"launch {name}")
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -53,7 +53,7 @@ class ServeOptions:
     interval: float = 1.0
     grace_seconds: float = 30.0
     keep_up: bool = False
-    health_timeout_s: float = 900.0
+    health_timeout_s: float | None = None  # None: infra.health_timeout_seconds
     heartbeat_seconds: float = 10.0
     with_bot: bool = False
     with_batch: bool = False
@@ -343,7 +343,8 @@ def _backend_ops(
 
     backend = backend or get_backend(None, cfg, data_dir)
     spec = spec_from_config(cfg, data_dir, need_image=backend.name != "local")
-    return BackendOps(backend, spec, data_dir, health_timeout_s=opts.health_timeout_s)
+    timeout = opts.health_timeout_s or cfg.infra.health_timeout_seconds
+    return BackendOps(backend, spec, data_dir, health_timeout_s=timeout)
 
 
 def _runner(cfg: NomadConfig, store: OutputStore) -> Runner:

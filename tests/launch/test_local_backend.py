@@ -13,6 +13,7 @@ from nomad.backends.local import LocalBackend
 from nomad.backends.local.process import free_port, pid_alive
 from nomad.config.schema import LocalBackendConfig
 from nomad.errors import ConfigError
+from nomad.testing.wait import eventually
 from tests.launch.conftest import make_spec
 
 COMFY = [
@@ -57,12 +58,13 @@ def test_dead_process_is_reported_failed(tmp_path: Path) -> None:
         mode="command", command=[sys.executable, "-c", "import sys; sys.exit(3)"]
     )
     backend = LocalBackend(cfg, tmp_path)
-    info = backend.launch(make_spec(cluster_name="bad", comfy_port=free_port()))
-    import os
-
-    os.waitpid(info.extra["pids"][0], 0)  # reap our child: it has exited
-    st = backend.status("bad")
-    assert st.state == ClusterState.FAILED and "comfy-0.log" in (st.detail or "")
+    backend.launch(make_spec(cluster_name="bad", comfy_port=free_port()))
+    st = eventually(
+        lambda: (s := backend.status("bad")).state == ClusterState.FAILED and s,
+        timeout=30,
+        what="FAILED",
+    )
+    assert "comfy-0.log" in (st.detail or "")
     backend.teardown("bad")
     backend.teardown("bad")
     assert backend.status("bad").state == ClusterState.GONE

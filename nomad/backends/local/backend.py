@@ -1,26 +1,59 @@
-"""``LocalBackend``: one ComfyUI per GPU on this machine, stoppable by pid.
+"""``LocalBackend``: one ComfyUI per GPU on this machine, with the same dead-man's switch as a cloud node.
 
 With a Docker engine (and the ``docker`` Python SDK) the pushed image runs
 with GPUs; otherwise ``infra.local.command`` is started once per GPU with
-``{port}`` and ``{gpu}`` substituted and ``CUDA_VISIBLE_DEVICES`` set. Pids
-(with their kernel start times, so a recycled pid is never killed) are kept in
-``DATA_DIR/local/<cluster>/pids.json`` so any later process can stop them.
+``{port}`` and ``{gpu}`` substituted and ``CUDA_VISIBLE_DEVICES`` set.
+
+Every cluster gets a supervisor process (:mod:`nomad.backends.local.supervisor`)
+in its own session: it starts the servers (command mode), and stops them once
+nobody has asked for them for the node window (``infra.idle_minutes`` +
+``infra.node_idle_margin_minutes``), even when ``nomad serve`` was killed.
+Ports are checked free and held per cluster under a lock, so two clusters
+never share a port. Children get a scrubbed environment (no nomad secrets).
+
+State lives in ``DATA_DIR/local/<cluster>/``: ``cluster.json`` (ports, argv,
+window), ``supervisor.json`` (its pid and kernel start time, so a recycled pid
+is never killed), ``pids.json`` (the servers, written by the supervisor),
+``exits.json`` and the servers' logs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shutil
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nomad import watchdog
 from nomad.backends.base import Backend, ClusterInfo, ClusterState, Endpoint, LaunchSpec, Offer
 from nomad.backends.local import docker_engine
-from nomad.backends.local.process import pid_alive, spawn, stop_process
+from nomad.backends.local._files import (
+    CLUSTER_FILE,
+    EXITS_FILE,
+    PIDS_FILE,
+    STOPPED_FILE,
+    SUPERVISOR_FILE,
+    write_json,
+)
+from nomad.backends.local.process import (
+    port_free,
+    same_process,
+    spawn,
+    start_ticks,
+    stop_process,
+    tail,
+)
 from nomad.config.schema import LocalBackendConfig
 from nomad.errors import BackendError, ConfigError
+
+SUPERVISOR_START_S = 15.0  # the supervisor records its servers' pids within this
+PORT_SCAN = 200  # how far above the configured port to look for free ones
 
 
 @dataclass(frozen=True)
@@ -36,9 +69,18 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, cfg: LocalBackendConfig, data_dir: Path) -> None:
+    def __init__(
+        self,
+        cfg: LocalBackendConfig,
+        data_dir: Path,
+        *,
+        idle_margin_minutes: float = watchdog.DEFAULT_MARGIN_MINUTES,
+        startup_grace_s: float = 900.0,
+    ) -> None:
         self.cfg = cfg
         self.data_dir = Path(data_dir)
+        self.idle_margin_minutes = idle_margin_minutes
+        self.startup_grace_s = startup_grace_s  # the switch does not count start-up as idle
 
     def plan(self, spec: LaunchSpec) -> list[Offer]:
         """The one offer this box makes: its GPUs at the configured $/hour."""
@@ -62,56 +104,264 @@ class LocalBackend(Backend):
             return "docker"
         return "command"
 
+    def window_minutes(self, spec: LaunchSpec) -> float:
+        """The supervisor's idle window: the autoscaler's plus the margin (see nomad.watchdog)."""
+        return watchdog.node_window_minutes(spec.idle_minutes, self.idle_margin_minutes)
+
     def launch(self, spec: LaunchSpec, offer: Offer | None = None) -> ClusterInfo:
-        """Start N servers on ports ``spec.comfy_port + i``; endpoints known, health not yet."""
-        if self.status(spec.cluster_name).state not in (ClusterState.GONE,):
-            raise BackendError(
-                f"local cluster {spec.cluster_name!r} is already running",
-                hint=f"run `nomad down {spec.cluster_name}` first",
+        """Start N servers under a supervisor on free ports; endpoints known, health not yet."""
+        mode = self.mode()
+        if mode == "command" and not self.cfg.command:
+            raise ConfigError(
+                "infra.local.command is empty and no Docker engine is available",
+                hint="set infra.local.command to the argv that starts one ComfyUI, e.g. "
+                "[python, main.py, --listen, 127.0.0.1, --port, '{port}']",
             )
         count = max(self.cfg.gpus, 1)
-        ports = [spec.comfy_port + i for i in range(count)]
-        if self.mode() == "docker":
-            extra: dict[str, Any] = {"containers": docker_engine.run(spec, ports)}
-        else:
-            extra = {"pids": [p.pid for p in self._start_commands(spec, ports)]}
+        run_dir = self._dir(spec.cluster_name)
+        with self._ports_lock():
+            if self.status(spec.cluster_name).state is not ClusterState.GONE:
+                raise BackendError(
+                    f"local cluster {spec.cluster_name!r} is already running",
+                    hint=f"run `nomad down {spec.cluster_name}` first",
+                )
+            shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run's leftovers
+            ports = self._free_ports(spec.comfy_port, count, spec.cluster_name)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            urls = [f"http://{self.cfg.host}:{p}" for p in ports]
+            window = self.window_minutes(spec)
+            doc: dict[str, Any] = {
+                "cluster": spec.cluster_name,
+                "mode": mode,
+                "ports": ports,
+                "urls": urls,
+                "window_minutes": window,
+                "poll_seconds": watchdog.poll_seconds_for(window),
+                "startup_grace_seconds": self.startup_grace_s,
+                "servers": self._servers(spec, ports) if mode == "command" else [],
+            }
+            write_json(run_dir / CLUSTER_FILE, doc)
+            extra: dict[str, Any] = {"mode": mode, "node_window_minutes": window}
+            if mode == "docker":
+                extra["containers"] = docker_engine.run(spec, ports)
+            self._start_supervisor(spec.cluster_name)
+        if mode == "command":
+            extra["pids"] = [p.pid for p in self._await_servers(spec.cluster_name)]
+        moved = ports[0] != spec.comfy_port
         return ClusterInfo(
             name=spec.cluster_name,
             backend=self.name,
             state=ClusterState.PROVISIONING,
-            endpoints=[
-                Endpoint(url=f"http://{self.cfg.host}:{p}", gpu_index=i)
-                for i, p in enumerate(ports)
-            ],
+            endpoints=[Endpoint(url=u, gpu_index=i) for i, u in enumerate(urls)],
             offer=offer or self.plan(spec)[0],
             started_at=time.time(),
             price_per_hour=self.cfg.price_per_hour,
-            extra={"mode": self.mode(), **extra},
+            detail=f"port {spec.comfy_port} is taken; using {ports[0]}" if moved else None,
+            extra=extra,
         )
 
     def status(self, cluster_name: str) -> ClusterInfo:
-        """UP while every recorded process lives; FAILED when some died; GONE when none recorded."""
+        """UP while every server lives; FAILED when some died; PROVISIONING while starting; else GONE."""
         procs = self._read(cluster_name)
-        if not procs and self.cfg.mode != "command":
-            return self._docker_status(cluster_name)
+        if not procs and self.cfg.mode != "command" and self._mode_of(cluster_name) != "command":
+            docker = self._docker_status(cluster_name)
+            if docker.state is not ClusterState.GONE:
+                return docker
         if not procs:
-            return ClusterInfo(name=cluster_name, backend=self.name, state=ClusterState.GONE)
-        dead = [p for p in procs if not _same_process(p)]
-        endpoints = [
-            Endpoint(url=f"http://{self.cfg.host}:{p.port}", gpu_index=p.gpu) for p in procs
-        ]
-        info = ClusterInfo(
-            name=cluster_name,
-            backend=self.name,
-            state=ClusterState.UP,
-            endpoints=endpoints,
-            price_per_hour=self.cfg.price_per_hour,
-        )
+            if self._supervisor_alive(cluster_name):
+                return self._info(cluster_name, ClusterState.PROVISIONING, [])
+            return ClusterInfo(
+                name=cluster_name,
+                backend=self.name,
+                state=ClusterState.GONE,
+                detail=stopped_reason(self.data_dir, cluster_name),
+            )
+        info = self._info(cluster_name, ClusterState.UP, procs)
+        dead = [p for p in procs if not same_process(p.pid, p.start_ticks)]
         if dead:
             info.state = ClusterState.FAILED
             log = self._dir(cluster_name) / f"comfy-{dead[0].gpu}.log"
             info.detail = f"{len(dead)} of {len(procs)} ComfyUI processes exited; see {log}"
         return info
+
+    def startup_failure(self, cluster_name: str) -> str | None:
+        """Why a cluster that is starting can no longer come up (a server or the supervisor
+        exited, a container stopped), with the tail of its log; None while it still may."""
+        procs = self._read(cluster_name)
+        if not procs and self._mode_of(cluster_name) == "docker":
+            return docker_engine.stopped_reason(cluster_name)
+        if not procs:
+            if self._supervisor_alive(cluster_name) or not self._dir(cluster_name).exists():
+                return None
+            log = self._dir(cluster_name) / "supervisor.log"
+            return (
+                f"the local supervisor of {cluster_name} exited; last lines of {log}:\n{tail(log)}"
+            )
+        exits = self._json(cluster_name, EXITS_FILE) or {}
+        for p in procs:
+            if same_process(p.pid, p.start_ticks):
+                continue
+            code = exits.get(str(p.gpu))
+            if code is None and self._supervisor_alive(cluster_name):
+                continue  # it records the exit code within a quarter second: ask again
+            how = f"exited with code {code}" if code is not None else "exited"
+            log = self._dir(cluster_name) / f"comfy-{p.gpu}.log"
+            return (
+                f"ComfyUI (gpu {p.gpu}, port {p.port}) {how} during start-up; "
+                f"last lines of {log}:\n{tail(log)}"
+            )
+        return None
+
+    def teardown(self, cluster_name: str) -> None:
+        """Stop the supervisor and every server (group-wide), remove containers, forget it. Idempotent."""
+        sup = self._json(cluster_name, SUPERVISOR_FILE)
+        if sup and same_process(int(sup["pid"]), sup.get("start_ticks")):
+            stop_process(int(sup["pid"]))
+        for proc in self._read(cluster_name):
+            if same_process(proc.pid, proc.start_ticks):
+                stop_process(proc.pid)
+        if self.cfg.mode != "command" and self._mode_of(cluster_name) != "command":
+            docker_engine.remove(cluster_name)
+        shutil.rmtree(self._dir(cluster_name), ignore_errors=True)
+
+    # -- ports -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _ports_lock(self) -> Iterator[None]:
+        """One launch at a time on this data dir chooses ports (and checks the name is free)."""
+        root = self.data_dir / "local"
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / ".ports.lock", "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def held_ports(self, *, other_than: str | None = None) -> dict[int, str]:
+        """Ports held by live local clusters (port -> cluster), from their records."""
+        held: dict[int, str] = {}
+        root = self.data_dir / "local"
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            if not d.is_dir() or d.name == other_than:
+                continue
+            doc = self._json(d.name, CLUSTER_FILE)
+            if doc is None or self.status(d.name).state is ClusterState.GONE:
+                continue
+            held.update({int(p): d.name for p in doc.get("ports", [])})
+        return held
+
+    def _free_ports(self, base: int, count: int, cluster_name: str) -> list[int]:
+        """``count`` ports from ``base`` up that no live cluster holds and nothing is bound to."""
+        held = self.held_ports(other_than=cluster_name)
+        ports: list[int] = []
+        for port in range(base, min(base + PORT_SCAN, 65536)):
+            if port not in held and port_free(self.cfg.host, port):
+                ports.append(port)
+                if len(ports) == count:
+                    return ports
+        raise BackendError(
+            f"no {count} free port(s) for ComfyUI on {self.cfg.host} from {base} up",
+            hint="stop what holds them (see `nomad status`) or set image.comfyui.port elsewhere",
+        )
+
+    # -- command mode ------------------------------------------------------------------
+
+    def _servers(self, spec: LaunchSpec, ports: list[int]) -> list[dict[str, Any]]:
+        return [
+            {
+                "gpu": gpu,
+                "port": port,
+                "argv": [_subst(a, port=port, gpu=gpu) for a in self.cfg.command],
+                "env": {
+                    **spec.envs,
+                    "CUDA_VISIBLE_DEVICES": str(gpu),
+                    "NOMAD_COMFY_PORT": str(port),
+                },
+            }
+            for gpu, port in enumerate(ports)
+        ]
+
+    def _start_supervisor(self, cluster_name: str) -> None:
+        run_dir = self._dir(cluster_name)
+        argv = [sys.executable, "-m", "nomad.backends.local.supervisor", str(run_dir)]
+        try:
+            proc = spawn(argv, log_path=run_dir / "supervisor.log")
+        except OSError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise BackendError(f"could not start the local supervisor: {exc}") from exc
+        write_json(
+            run_dir / SUPERVISOR_FILE, {"pid": proc.pid, "start_ticks": start_ticks(proc.pid)}
+        )
+
+    def _await_servers(self, cluster_name: str) -> list[_Proc]:
+        """The servers' pids once the supervisor recorded them; a start that failed is torn down."""
+        deadline = time.monotonic() + SUPERVISOR_START_S
+        while time.monotonic() < deadline:  # bounded; the supervisor writes pids.json first thing
+            procs = self._read(cluster_name)
+            if procs:
+                return procs
+            if not self._supervisor_alive(cluster_name):
+                break
+            time.sleep(0.05)
+        reason = self.startup_failure(cluster_name) or "it did not start its servers in time"
+        self.teardown(cluster_name)
+        raise BackendError(
+            f"could not start infra.local.command {self.cfg.command[0]!r}: {reason}",
+            hint="check the command path in infra.local.command",
+        )
+
+    # -- records -------------------------------------------------------------------------
+
+    def _dir(self, cluster_name: str) -> Path:
+        return self.data_dir / "local" / cluster_name
+
+    def _json(self, cluster_name: str, name: str) -> Any:
+        path = self._dir(cluster_name) / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise BackendError(
+                f"{path} is unreadable: {exc}",
+                hint=f"stop the processes by hand, then delete {path.parent}",
+            ) from None
+
+    def _mode_of(self, cluster_name: str) -> str | None:
+        doc = self._json(cluster_name, CLUSTER_FILE)
+        return str(doc["mode"]) if isinstance(doc, dict) and "mode" in doc else None
+
+    def _supervisor_alive(self, cluster_name: str) -> bool:
+        sup = self._json(cluster_name, SUPERVISOR_FILE)
+        return bool(sup) and same_process(int(sup["pid"]), sup.get("start_ticks"))
+
+    def _read(self, cluster_name: str) -> list[_Proc]:
+        rows = self._json(cluster_name, PIDS_FILE)
+        if rows is None:
+            return []
+        try:
+            return [
+                _Proc(int(r["pid"]), r.get("start_ticks"), int(r["port"]), int(r["gpu"]))
+                for r in rows
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            path = self._dir(cluster_name) / PIDS_FILE
+            raise BackendError(
+                f"{path} is unreadable: {exc}",
+                hint=f"stop the processes by hand, then delete {path}",
+            ) from None
+
+    def _info(self, cluster_name: str, state: ClusterState, procs: list[_Proc]) -> ClusterInfo:
+        doc = self._json(cluster_name, CLUSTER_FILE) or {}
+        urls = doc.get("urls") or [f"http://{self.cfg.host}:{p.port}" for p in procs]
+        return ClusterInfo(
+            name=cluster_name,
+            backend=self.name,
+            state=state,
+            endpoints=[Endpoint(url=u, gpu_index=i) for i, u in enumerate(urls)],
+            price_per_hour=self.cfg.price_per_hour,
+        )
 
     def _docker_status(self, cluster_name: str) -> ClusterInfo:
         """Docker mode keeps no pids: the containers (labelled with cluster, gpu, port) are the record."""
@@ -134,90 +384,15 @@ class LocalBackend(Backend):
             else None,
         )
 
-    def teardown(self, cluster_name: str) -> None:
-        """Stop every process of the cluster (group-wide) and forget it. Idempotent."""
-        for proc in self._read(cluster_name):
-            if _same_process(proc):
-                stop_process(proc.pid)
-        if self.cfg.mode != "command":
-            docker_engine.remove(cluster_name)
-        shutil.rmtree(self._dir(cluster_name), ignore_errors=True)
 
-    # -- command mode ------------------------------------------------------------------
-
-    def _start_commands(self, spec: LaunchSpec, ports: list[int]) -> list[_Proc]:
-        if not self.cfg.command:
-            raise ConfigError(
-                "infra.local.command is empty and no Docker engine is available",
-                hint="set infra.local.command to the argv that starts one ComfyUI, e.g. "
-                "[python, main.py, --listen, 127.0.0.1, --port, '{port}']",
-            )
-        run_dir = self._dir(spec.cluster_name)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        started: list[_Proc] = []
-        try:
-            for gpu, port in enumerate(ports):
-                argv = [_subst(a, port=port, gpu=gpu) for a in self.cfg.command]
-                env = {**spec.envs, "CUDA_VISIBLE_DEVICES": str(gpu), "NOMAD_COMFY_PORT": str(port)}
-                proc = spawn(argv, env=env, log_path=run_dir / f"comfy-{gpu}.log")
-                started.append(_Proc(proc.pid, _start_ticks(proc.pid), port, gpu))
-                self._write(spec.cluster_name, started)
-        except OSError as exc:
-            for p in started:
-                stop_process(p.pid)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise BackendError(
-                f"could not start infra.local.command {self.cfg.command[0]!r}: "
-                f"{exc.strerror or exc}",
-                hint="check the command path in infra.local.command",
-            ) from exc
-        return started
-
-    def _dir(self, cluster_name: str) -> Path:
-        return self.data_dir / "local" / cluster_name
-
-    def _write(self, cluster_name: str, procs: list[_Proc]) -> None:
-        rows = [
-            {"pid": p.pid, "start_ticks": p.start_ticks, "port": p.port, "gpu": p.gpu}
-            for p in procs
-        ]
-        path = self._dir(cluster_name) / "pids.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rows, indent=2))
-        tmp.replace(path)
-
-    def _read(self, cluster_name: str) -> list[_Proc]:
-        path = self._dir(cluster_name) / "pids.json"
-        if not path.exists():
-            return []
-        try:
-            rows = json.loads(path.read_text())
-            return [
-                _Proc(int(r["pid"]), r.get("start_ticks"), int(r["port"]), int(r["gpu"]))
-                for r in rows
-            ]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BackendError(
-                f"{path} is unreadable: {exc}",
-                hint=f"stop the processes by hand, then delete {path}",
-            ) from None
+def stopped_reason(data_dir: Path, cluster_name: str) -> str | None:
+    """Why the supervisor stopped a cluster by itself (e.g. idle), if it did."""
+    path = Path(data_dir) / "local" / cluster_name / STOPPED_FILE
+    try:
+        return str(json.loads(path.read_text()).get("reason"))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _subst(arg: str, *, port: int, gpu: int) -> str:
     return arg.replace("{port}", str(port)).replace("{gpu}", str(gpu))
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process start time in clock ticks (field 22 of /proc/PID/stat); None off Linux."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[-1].split()[19])
-
-
-def _same_process(proc: _Proc) -> bool:
-    """Alive and not a recycled pid (same start time as when we spawned it)."""
-    if not pid_alive(proc.pid):
-        return False
-    return proc.start_ticks is None or _start_ticks(proc.pid) == proc.start_ticks

@@ -101,3 +101,22 @@ def remove(cluster_name: str) -> None:
     client = _client()
     for c in client.containers.list(all=True, filters={"label": f"nomad.cluster={cluster_name}"}):
         c.remove(force=True)
+
+
+def stopped_reason(cluster_name: str, lines: int = 20) -> str | None:
+    """A stopped container of the cluster, its exit code and the tail of its log; None if all run."""
+    if not available():
+        return None
+    found = _client().containers.list(all=True, filters={"label": f"nomad.cluster={cluster_name}"})
+    for c in found:
+        if c.status == "running":
+            continue
+        code = (c.attrs.get("State") or {}).get("ExitCode")
+        try:
+            logs = c.logs(tail=lines).decode("utf-8", "replace").rstrip()
+        except Exception as exc:  # the SDK raises its own APIError family
+            logs = f"(docker logs failed: {exc})"
+        return (
+            f"container {c.name} {c.status} (exit code {code}) during start-up; last lines:\n{logs}"
+        )
+    return None
