@@ -118,9 +118,17 @@ def run_round(
     *,
     env: BatchEnv | None = None,
 ) -> RoundReport:
-    """Tick then collect; a job's failure is recorded on that job and never ends the round."""
+    """Tick then collect; a job's failure is recorded on that job and never ends the round.
+
+    ``storage`` may be the error that prevented opening it: slots are still enqueued.
+    """
     report = RoundReport()
     report.tick = tick(queue, jobs, now, env=env)
+    if isinstance(storage, BaseException):  # storage could not even be set up
+        from nomad.batch._runs import _error_text
+
+        report.error = f"outputs not collected: {_error_text(storage)}"
+        return report
     try:
         report.collect = collect(queue, storage, jobs=jobs, env=env, now=now)
     except Exception as exc:  # listing the queue failed: nothing to collect this round
@@ -161,7 +169,7 @@ def run_now(
     if not force:
         raise UsageError(
             f"batch job {job.name}: slot {when} already ran and failed "
-            f"({view['error'] or last['status']}; job {last['job']})",
+            f"({view['error'] or last.get('error') or last['status']}; job {last['job']})",
             hint=f"`nomad batch run {job.name} --force` runs it again",
         )
     fired = fire(queue, job, slot, env=env, kind="manual", rerun=rerun + 1)

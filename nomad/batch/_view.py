@@ -107,8 +107,8 @@ def slot_view(queue: JobQueue, name: str, slot: str, rerun: int = 0) -> dict[str
     rec = queue.get_state(SLOT_SCOPE, slot_id(name, when, rerun)) or {}
     tries = []
     for t in rec.get("tries", []):
-        status = _status(queue, t.get("job"))
-        tries.append({**t, "status": status})
+        status, error = _status(queue, t.get("job"))
+        tries.append({**t, "status": status, "error": error})
     status = rec.get("status", "-")
     if status == "running" and tries and tries[-1]["status"] in ("failed", "cancelled"):
         status = f"failed (run {tries[-1]['status']})"
@@ -124,14 +124,15 @@ def slot_view(queue: JobQueue, name: str, slot: str, rerun: int = 0) -> dict[str
     }
 
 
-def _status(queue: JobQueue, job_id: str | None) -> str:
+def _status(queue: JobQueue, job_id: str | None) -> tuple[str, str | None]:
+    """A try's job status and error (the job row is the truth; the slot record only points)."""
     if not job_id:
-        return "?"
+        return "?", None
     try:
         job = queue.get(job_id)
     except NomadError:
-        return "gone"
-    return job.status.value
+        return "gone", None
+    return job.status.value, job.error
 
 
 def schedule_table(

@@ -200,15 +200,17 @@ def _print_round(rows: dict[str, Any]) -> None:
 def _tick(ctx: Ctx, now: dt.datetime) -> dict[str, Any]:
     from nomad.batch import run_round
     from nomad.dev.defaults import resolve_storage
+    from nomad.errors import NomadError
     from nomad.storage import Storage
 
     env = _env(ctx)
+    try:  # no S3 still enqueues due slots; collecting then reports the error
+        storage: Any = Storage(resolve_storage(ctx.config, ctx.data_dir))
+    except NomadError as exc:
+        storage = exc
     queue = _queue(ctx)
     try:
-        rep = run_round(
-            queue, ctx.config.batch.jobs, Storage(resolve_storage(ctx.config, ctx.data_dir)), now,
-            env=env,
-        )  # fmt: skip
+        rep = run_round(queue, ctx.config.batch.jobs, storage, now, env=env)
     finally:
         queue.close()
     errors = {**rep.tick.errors, **rep.collect.errors}
