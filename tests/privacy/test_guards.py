@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -340,3 +341,25 @@ async def test_supervised_door_is_inert_unless_managed_and_fails_clearly(tmp_pat
     with pytest.raises(PrivacyError, match="cannot start"):
         async with supervised(bad, tmp_path):
             pass
+
+
+def test_prompts_do_not_reach_the_logs_even_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`nomad -vv run` with a marker prompt: the marker is in no log line (httpx, client, events)."""
+    from nomad.testing.cli import run_nomad
+    from nomad.testing.comfy import FakeComfy
+
+    marker = "MARKER-7f3a-do-not-log"
+    caplog.set_level(logging.DEBUG)
+    fc = FakeComfy.start_in_thread()
+    try:
+        code, out, err = run_nomad(
+            tmp_path, "-vv", "run", "flux_schnell", "--endpoint", fc.url,
+            "--set", f"prompt={marker}", "--out", str(tmp_path / "out"),
+        )  # fmt: skip
+    finally:
+        fc.stop()
+    assert code == 0, err
+    assert any(r.name.startswith(("httpx", "nomad")) for r in caplog.records)  # logging was on
+    assert marker not in caplog.text and marker not in err
