@@ -363,3 +363,4 @@ def test_prompts_do_not_reach_the_logs_even_at_debug(
     assert code == 0, err
     assert any(r.name.startswith(("httpx", "nomad")) for r in caplog.records)  # logging was on
     assert marker not in caplog.text and marker not in err
+    assert marker not in out  # the summary prints params only with --json
