@@ -18,35 +18,43 @@ from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
+    CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
     filters,
 )
 
+from nomad_bot import texts
 from nomad_bot.deps import BotDeps
-from nomad_bot.handlers import Handlers
+from nomad_bot.handlers import FIXED_COMMANDS, Handlers
+from nomad_bot.pacing import CountingLimiter, Pacer
 from nomad_bot.sessions import Sessions
 from nomad_bot.tracker import Tracker
 
 log = logging.getLogger("nomad.bot")
 
 RUNTIME_KEY = "nomad"
-_FIXED = {"start", "help", "status", "cancel", "prefs", "up", "down", "stats"}
 
 
 class BotRuntime:
     """What one running bot holds: deps, sessions, the tracker and the handlers."""
 
-    def __init__(self, deps: BotDeps, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    def __init__(
+        self,
+        deps: BotDeps,
+        app: Application[Any, Any, Any, Any, Any, Any],
+        pacer: Pacer | None = None,
+    ) -> None:
         self.deps = deps
         self.app = app
         self.sessions = Sessions(deps.queue)
-        self.tracker = Tracker(deps, self.sessions, app.bot)
+        self.pacer = pacer or Pacer(deps.clock, deps.edit_interval)
+        self.tracker = Tracker(deps, self.sessions, app.bot, self.pacer)
         self.handlers = Handlers(deps, self.sessions, self.tracker)
 
     async def on_init(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        """Command menu, then resume every delivery still pending in the database."""
-        await app.bot.set_my_commands(menu(self.deps))
+        """Command menu (enabled workflows only), then resume every pending delivery."""
+        await app.bot.set_my_commands(menu(self.deps, await self.handlers.enabled()))
         resumed = await self.tracker.resume()
         if resumed:
             log.info("resumed %d undelivered job(s)", resumed)
@@ -63,9 +71,17 @@ def build_application(
     base_file_url: str | None = None,
     proxy: str | None = None,
     max_retries: int = 3,
+    wall_clock_limits: bool = True,
 ) -> Application[Any, Any, Any, Any, Any, Any]:
-    """A ready-to-run Application; the runtime is at ``app.bot_data["nomad"]``."""
+    """A ready-to-run Application; the runtime is at ``app.bot_data["nomad"]``.
+
+    ``wall_clock_limits=False`` drops PTB's ``AIORateLimiter`` (which waits in
+    real time) — only for tests that simulate time with ``BotDeps.clock``;
+    the bot's own pacing (bot/pacing.py) stays on.
+    """
     holder: dict[str, BotRuntime] = {}
+    pacer = Pacer(deps.clock, deps.edit_interval)
+    inner = AIORateLimiter(max_retries=max_retries) if wall_clock_limits else None
 
     async def post_init(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         await holder["rt"].on_init(app)
@@ -77,7 +93,7 @@ def build_application(
         ApplicationBuilder()
         .token(token)
         .concurrent_updates(True)
-        .rate_limiter(AIORateLimiter(max_retries=max_retries))
+        .rate_limiter(CountingLimiter(pacer, inner))
         .post_init(post_init)
         .post_stop(post_stop)
     )
@@ -88,7 +104,7 @@ def build_application(
     if proxy:
         builder = builder.proxy(proxy).get_updates_proxy(proxy)
     app = builder.build()
-    rt = holder["rt"] = BotRuntime(deps, app)
+    rt = holder["rt"] = BotRuntime(deps, app, pacer)
     app.bot_data[RUNTIME_KEY] = rt
     _register(app, rt.handlers, deps)
     return app
@@ -103,25 +119,24 @@ def _register(app: Application[Any, Any, Any, Any, Any, Any], h: Handlers, deps:
     app.add_handler(CommandHandler("down", h.admin_down))
     app.add_handler(CommandHandler("stats", h.stats))
     app.add_handler(CommandHandler("prefs", h.prefs))
-    commands = [c for c in deps.config.commands if c not in _FIXED]
+    commands = [c for c in deps.config.commands if c not in FIXED_COMMANDS]
     if commands:
         app.add_handler(CommandHandler(commands, h.generate))
+    app.add_handler(CallbackQueryHandler(h.button, pattern=r"^nb:"))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, h.media))
     app.add_handler(MessageHandler(filters.COMMAND, h.unknown))
+    app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, h.text))
     app.add_error_handler(h.on_error)
 
 
-def menu(deps: BotDeps) -> list[BotCommand]:
-    """The command list shown in Telegram's menu (deployment commands first)."""
-    items = [
-        BotCommand(c, f"{w} — /{c} your prompt"[:256])
-        for c, w in sorted(deps.config.commands.items())
-        if c not in _FIXED
-    ]
+def menu(deps: BotDeps, kinds: dict[str, str], lang: str = "en") -> list[BotCommand]:
+    """Telegram's command menu: the enabled commands first (edit ones say they need a photo)."""
+    items = []
+    for command, kind in sorted(kinds.items()):
+        what = texts.t(lang, f"help_{kind}")
+        key = "menu_edit" if kind == "edit" else "menu_image"
+        items.append(BotCommand(command, texts.t(lang, key, what=what, cmd=command)[:256]))
     items += [
-        BotCommand("status", "the GPU, your jobs, your place in the queue"),
-        BotCommand("cancel", "cancel your last job"),
-        BotCommand("prefs", "your default options, e.g. --ar 16:9"),
-        BotCommand("help", "what I can do"),
+        BotCommand(c, texts.t(lang, f"menu_{c}")) for c in ("status", "cancel", "prefs", "help")
     ]
     return items

@@ -8,8 +8,9 @@ pieces and tests pass real local ones (SQLite queue, embedded S3).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +54,8 @@ class BotDeps:
     admin: AdminOps | None = None
     poll_interval: float = 2.0  # seconds between queue reads per tracked job
     clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests pass a virtual clock's
+    edit_interval: float = 5.0  # seconds between two edits of one status message (≥ 5 s)
     input_prefix: str = "inputs/telegram/"
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import Message, ReplyParameters, Update
+from telegram import ForceReply, Message, ReplyParameters, Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import ContextTypes
 
@@ -35,6 +35,7 @@ DOWNLOAD_LIMIT = 20 * 1024 * 1024  # bots may download files up to 20 MB
 SEED_MAX = 2**32 - 1
 Context = ContextTypes.DEFAULT_TYPE
 _WAITING = [JobStatus.QUEUED, JobStatus.WAKING, JobStatus.RUNNING]
+FIXED_COMMANDS = frozenset({"start", "help", "status", "cancel", "prefs", "up", "down", "stats"})
 
 
 @dataclass
@@ -56,41 +57,97 @@ class Handlers:
     # ---- plain commands --------------------------------------------------
     async def start(self, update: Update, context: Context) -> None:
         uid = _uid(update)
-        await _reply(update, texts.welcome(uid, self.deps.is_allowed(uid)))
+        await _reply(update, texts.welcome(uid, self.deps.is_allowed(uid), _lang(update)))
 
     async def help(self, update: Update, context: Context) -> None:
+        """Built from the commands whose workflow loads here (broken or missing ones are left out)."""
+        kinds = await self.enabled()
+        commands = {c: self.deps.config.commands[c] for c in kinds}
+        await _reply(update, texts.help_text(commands, kinds, _lang(update)))
+
+    async def enabled(self) -> dict[str, str]:
+        """command -> image | edit | video, for the commands this deployment can run."""
         kinds: dict[str, str] = {}
-        for workflow in set(self.deps.config.commands.values()):
+        for command, workflow in sorted(self.deps.config.commands.items()):
+            if command in FIXED_COMMANDS:
+                continue
             try:
                 wf = await asyncio.to_thread(self.deps.load_workflow, workflow)
-                kinds[workflow] = "edit" if _needs_image(wf) else _kind(wf)
-            except NomadError:
-                kinds[workflow] = "not installed here"
-        await _reply(update, texts.help_text(self.deps.config.commands, kinds))
+            except NomadError as exc:
+                log.warning("/%s is hidden: workflow %s does not load (%s)", command, workflow, exc)
+                continue
+            kinds[command] = "edit" if _needs_image(wf) else _kind(wf)
+        return kinds
 
     async def unknown(self, update: Update, context: Context) -> None:
-        text = (update.effective_message.text or "") if update.effective_message else ""
-        await _reply(
-            update,
-            f"I don't know {text.split()[0] if text else 'that'} — send /help for what I can do.",
-        )
+        """A command none of our handlers took: ours and misspelt ⇒ hint; another bot's ⇒ silence."""
+        msg = update.effective_message
+        text = (msg.text or msg.caption or "") if msg else ""
+        head = text.split()[0] if text.split() else ""
+        if not self._for_me(msg, head):
+            return
+        await _reply(update, texts.t(_lang(update), "unknown_command", command=head or "that"))
+
+    def _for_me(self, msg: Message | None, head: str) -> bool:
+        """``/x@us`` always; ``/x@other_bot`` never; bare ``/x`` in private chats only.
+
+        In a group several bots read the same commands, so an unknown bare
+        command there is probably someone else's and gets no answer.
+        """
+        if msg is None:
+            return False
+        _, at, target = head.partition("@")
+        if at:
+            return target.lower() == (msg.get_bot().username or "").lower()
+        return msg.chat.type == "private"
+
+    async def text(self, update: Update, context: Context) -> None:
+        """Plain text: an answer to "✏️ edit this", a message addressed to us, or a hint."""
+        msg = update.effective_message
+        if msg is None or not msg.text:
+            return
+        me = (msg.get_bot().username or "").lower()
+        body = msg.text.strip()
+        addressed = body.lower().startswith(f"@{me}") if me else False
+        if addressed:
+            body = body[len(me) + 1 :].strip()
+            if body.startswith("/"):  # "@nomad_bot /f a cat": a command addressed by name
+                await self.generate(update, context, text=body)
+                return
+        reply_to = msg.reply_to_message
+        if reply_to is not None and reply_to.from_user and reply_to.from_user.is_bot:
+            key = await self.sessions.result_key(reply_to.chat_id, reply_to.message_id)
+            edit = next(iter(await self._edit_commands()), None)
+            if key and edit and body:  # the instruction for an "edit this" (or a reply to a result)
+                await self.generate(update, context, text=f"/{edit} {body}")
+                return
+        if msg.chat.type != "private" and not addressed:
+            return  # group chatter is not for us
+        await _reply(update, await self._hint(_lang(update)))
+
+    async def _hint(self, lang: str) -> str:
+        kinds = await self.enabled()
+        images = sorted((c for c, k in kinds.items() if k == "image"), key=lambda c: (len(c), c))
+        cmd = next(iter(images), next(iter(kinds), "help"))  # the shortest to type
+        example = texts.example(kinds.get(cmd, "image"), lang)
+        return str(texts.t(lang, "plain_text", cmd=cmd, example=example))
 
     # ---- generation ------------------------------------------------------
-    async def generate(self, update: Update, context: Context) -> None:
+    async def generate(self, update: Update, context: Context, text: str | None = None) -> None:
         """Any configured command (text, or the caption of a photo/document)."""
         msg = update.effective_message
         if msg is None:
             return
-        uid = _uid(update)
+        uid, lang = _uid(update), _lang(update)
         if not self.deps.is_allowed(uid):
-            await _reply(update, texts.not_allowed(uid))
+            await _reply(update, texts.not_allowed(uid, lang))
             return
         try:
-            await self._submit(update, msg, uid)
+            await self._submit(update, msg, uid, text)
         except LimitExceeded as exc:
-            await _reply(update, texts.limit_text(exc, self.deps.clock()))
+            await _reply(update, texts.limit_text(exc, self.deps.clock(), lang))
         except NomadError as exc:
-            await _reply(update, texts.error_text(exc))
+            await _reply(update, texts.error_text(exc, lang))
 
     async def media(self, update: Update, context: Context) -> None:
         """A photo or file sent to the bot: only meaningful with a command caption."""
@@ -99,17 +156,23 @@ class Handlers:
             return
         caption = (msg.caption or "").strip()
         if caption.startswith("/"):
+            head = caption.split()[0]
+            if "@" in head and not self._for_me(msg, head):
+                return
             await self.generate(update, context)
             return
-        example = next(iter(self._edit_commands()), "qwen")
-        await _reply(
-            update,
-            f"To edit this image, send it with a caption like /{example} put a hat on him "
-            "— or reply to it with that command.",
-        )
+        if msg.chat.type != "private":
+            return  # a photo shared in a group is not a request
+        lang = _lang(update)
+        mime = msg.document.mime_type if msg.document else "image/jpeg"
+        if not (mime or "").startswith("image/"):
+            await _reply(update, texts.t(lang, "media_not_image"))
+            return
+        example = next(iter(await self._edit_commands()), "qwen")
+        await _reply(update, texts.t(lang, "media_hint", cmd=example))
 
-    async def _submit(self, update: Update, msg: Message, uid: int) -> None:
-        parsed = parse_message(msg.text or msg.caption or "")
+    async def _submit(self, update: Update, msg: Message, uid: int, text: str | None) -> None:
+        parsed = parse_message(text or msg.text or msg.caption or "")
         name = self.deps.workflow_for(parsed.command)
         if name is None:
             raise UsageError(f"unknown command /{parsed.command}", hint="send /help for the list")
@@ -149,7 +212,17 @@ class Handlers:
         if await self.sessions.delivery(job.id) is not None:  # same message seen twice
             self.tracker.track(job.id)
             return
-        d = Delivery(job.id, msg.chat_id, uid, name, parsed.prompt, seed, kind=_kind(wf))
+        d = Delivery(
+            job.id,
+            msg.chat_id,
+            uid,
+            name,
+            parsed.prompt,
+            seed,
+            kind=_kind(wf),
+            lang=_lang(update),
+            message_id=msg.message_id,
+        )
         await self.sessions.save_delivery(d)
         await self.sessions.add_pending(job.id)
         await self._first_status(msg, d, job.id)
@@ -159,7 +232,7 @@ class Handlers:
         pos = await asyncio.to_thread(self.deps.queue.position, job_id)
         cluster = await asyncio.to_thread(self.deps.queue.get_state, *AUTOSCALER_STATE)
         job = await asyncio.to_thread(self.deps.queue.get, job_id)
-        text = texts.status_text(job, pos, cluster, self.deps.clock())
+        text = texts.status_text(job, pos, cluster, self.deps.clock(), d.lang)
         try:
             sent = await msg.reply_text(
                 text,
@@ -169,6 +242,7 @@ class Handlers:
             log.warning("first status of job %s failed: %s", job_id, exc)
             return
         d.status_message_id = sent.message_id
+        d.shown, d.shown_at = text, self.deps.clock()  # the tracker never repeats it
         await self.sessions.save_delivery(d)
 
     async def _input_image(self, msg: Message, uid: int, workflow: str) -> ImageInput:
@@ -235,60 +309,90 @@ class Handlers:
             with contextlib.suppress(NomadError):
                 await asyncio.to_thread(delete, key)
 
-    def _edit_commands(self) -> list[str]:
-        return [c for c, w in sorted(self.deps.config.commands.items()) if "edit" in w]
+    async def _edit_commands(self) -> list[str]:
+        return [c for c, k in (await self.enabled()).items() if k == "edit"]
 
     # ---- status and cancel -------------------------------------------------
     async def prefs(self, update: Update, context: Context) -> None:
         """/prefs [--opt value …] | /prefs clear: default options for this user's jobs."""
-        uid = _uid(update)
+        uid, lang = _uid(update), _lang(update)
         if not self.deps.is_allowed(uid):
-            await _reply(update, texts.not_allowed(uid))
+            await _reply(update, texts.not_allowed(uid, lang))
             return
         session = await self.sessions.user(uid)
         rest = " ".join(context.args or [])
         try:
             extra, values = parse_options(rest)
         except UsageError as exc:
-            await _reply(update, texts.error_text(exc).replace("Not queued: ", ""))
+            await _reply(update, exc.message + (f"\n→ {exc.hint}" if exc.hint else ""))
             return
         if extra.strip().lower() == "clear":
             session.prefs = {}
         elif extra.strip():
-            await _reply(update, "Usage: /prefs --ar 16:9 --steps 8 (defaults), /prefs clear")
+            await _reply(update, texts.t(lang, "prefs_usage"))
+            return
+        known = await self._option_names()
+        bogus = sorted(k for k in values if k not in known)
+        if bogus:  # stored, it would silently do nothing forever
+            await _reply(
+                update,
+                texts.t(
+                    lang,
+                    "prefs_unknown",
+                    names=", ".join(f"--{b}" for b in bogus),
+                    known=" ".join(f"--{k}" for k in sorted(known)) or "-",
+                ),
+            )
             return
         session.prefs.update(values)
         if values or extra.strip():
             await self.sessions.save_user(uid, session)
-        shown = " ".join(f"--{k} {v}" for k, v in sorted(session.prefs.items())) or "none"
+        shown = " ".join(f"--{k} {v}" for k, v in sorted(session.prefs.items()))
         await _reply(
-            update,
-            f"Your default options: {shown}\n(used by commands whose workflow "
-            "has them; what you type in a command wins)",
+            update, texts.t(lang, "prefs_shown", shown=shown or texts.t(lang, "prefs_none"))
         )
 
+    async def _option_names(self) -> set[str]:
+        """Every option some enabled command takes (not the prompt or the image)."""
+        names: set[str] = set()
+        for command in await self.enabled():
+            wf = await asyncio.to_thread(
+                self.deps.load_workflow, self.deps.config.commands[command]
+            )
+            names.update(
+                n
+                for n in wf.params
+                if n not in (_prompt_param(wf), "image") and not _is_image(wf.params[n])
+            )
+        return names
+
     async def status(self, update: Update, context: Context) -> None:
-        uid = _uid(update)
+        """The GPU, the queue and the caller's jobs — for allowlisted users only."""
+        uid, lang = _uid(update), _lang(update)
+        if not self.deps.is_allowed(uid):
+            await _reply(update, texts.not_allowed(uid, lang))
+            return
         queue = self.deps.queue
         cluster = await asyncio.to_thread(queue.get_state, *AUTOSCALER_STATE)
         counts = await asyncio.to_thread(queue.counts)
         mine = await asyncio.to_thread(queue.list, status=_WAITING, user=str(uid), limit=10)
         now = self.deps.clock()
-        lines = [
-            texts.cluster_line(cluster, now)
-            or "GPU: no autoscaler state yet (is `nomad serve` running?)"
-        ]
+        lines = [texts.cluster_line(cluster, now, lang) or texts.t(lang, "gpu_none")]
         waiting = counts.get(JobStatus.QUEUED, 0) + counts.get(JobStatus.WAKING, 0)
-        lines.append(f"Queue: {waiting} waiting · {counts.get(JobStatus.RUNNING, 0)} running")
+        lines.append(
+            texts.t(lang, "status_queue", waiting=waiting, running=counts.get(JobStatus.RUNNING, 0))
+        )
         if not mine:
-            lines.append("You have no jobs in flight.")
+            lines.append(texts.t(lang, "status_none"))
         for job in mine:
             pos = await asyncio.to_thread(queue.position, job.id)
-            lines.append("• " + texts.status_text(job, pos, cluster, now).replace("\n", " — "))
+            lines.append(
+                "• " + texts.status_text(job, pos, cluster, now, lang).replace("\n", " — ")
+            )
         await _reply(update, texts.clip("\n".join(lines)))
 
     async def cancel(self, update: Update, context: Context) -> None:
-        uid = _uid(update)
+        uid, lang = _uid(update), _lang(update)
         wanted = context.args[0] if context.args else None
         mine = await asyncio.to_thread(
             self.deps.queue.list,
@@ -298,11 +402,132 @@ class Handlers:
         )
         match = [j for j in mine if wanted is None or j.id.startswith(wanted)]
         if not match:
-            what = f"job {wanted}" if wanted else "a job in flight"
-            await _reply(update, f"You have no {what} to cancel. /status lists your jobs.")
+            what = (
+                texts.t(lang, "cancel_none_job", job=wanted)
+                if wanted
+                else texts.t(lang, "cancel_none_any")
+            )
+            await _reply(update, texts.t(lang, "cancel_none", what=what))
             return
         job = await asyncio.to_thread(self.deps.queue.cancel, match[0].id)
-        await _reply(update, f"Cancelled job {texts.short(job.id)} ({job.workflow}).")
+        d = await self.sessions.delivery(job.id)
+        if d is not None and "cancelled" not in d.notices:  # this reply is the news
+            d.notices.append("cancelled")
+            await self.sessions.save_delivery(d)
+        await _reply(
+            update, texts.t(lang, "cancel_done", job=texts.short(job.id), workflow=job.workflow)
+        )
+
+    # ---- buttons under results ----------------------------------------------
+    async def button(self, update: Update, context: Context) -> None:
+        """♻️ again, 🎲 variation, ✏️ edit this, 📄 original file. Every query is answered."""
+        query = update.callback_query
+        if query is None:
+            return
+        uid, lang = _uid(update), _lang(update)
+        _, _, rest = (query.data or "").partition(":")
+        action, _, job_id = rest.partition(":")
+        msg = query.message if isinstance(query.message, Message) else None
+        if msg is None or not job_id:
+            await query.answer(texts.t(lang, "button_gone"))
+            return
+        if action != "orig" and not self.deps.is_allowed(uid):
+            await query.answer(texts.not_allowed(uid, lang)[:200], show_alert=True)
+            return
+        try:
+            if action == "orig":
+                await self._send_original(query, msg, lang)
+            elif action == "edit":
+                await self._ask_edit(query, msg, lang)
+            elif action in ("again", "var"):
+                await self._repeat(query, msg, uid, lang, job_id, new_seed=action == "var")
+            else:
+                await query.answer()
+        except LimitExceeded as exc:
+            await query.answer(
+                texts.limit_text(exc, self.deps.clock(), lang)[:200], show_alert=True
+            )
+        except NomadError as exc:
+            await query.answer(texts.error_text(exc, lang)[:200], show_alert=True)
+
+    async def _send_original(self, query: Any, msg: Message, lang: str) -> None:
+        """The stored output itself (lossless PNG), not Telegram's recompressed photo."""
+        key = await self.sessions.result_key(msg.chat_id, msg.message_id)
+        if key is None:
+            await query.answer(texts.t(lang, "button_gone"))
+            return
+        data = await asyncio.to_thread(self.deps.storage.get_bytes, key)
+        await query.answer()
+        await msg.reply_document(
+            data,
+            filename=key.rsplit("/", 1)[-1] or "result.png",
+            reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True),
+        )
+
+    async def _ask_edit(self, query: Any, msg: Message, lang: str) -> None:
+        """Ask for the instruction; the answer (a reply) becomes an edit of exactly this output."""
+        key = await self.sessions.result_key(msg.chat_id, msg.message_id)
+        if key is None:
+            await query.answer(texts.t(lang, "button_gone"))
+            return
+        await query.answer()
+        ask = await msg.reply_text(
+            texts.t(lang, "edit_ask"),
+            reply_markup=ForceReply(selective=True),
+            reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True),
+        )
+        job = (await self.sessions.result_job(msg.chat_id, msg.message_id)) or ""
+        await self.sessions.remember_result(ask.chat_id, ask.message_id, key, job)
+
+    async def _repeat(
+        self, query: Any, msg: Message, uid: int, lang: str, job_id: str, *, new_seed: bool
+    ) -> None:
+        """Queue the job again: same inputs and options; a variation gets a different seed."""
+        try:
+            old = await asyncio.to_thread(self.deps.queue.get, job_id)
+        except NomadError:
+            await query.answer(texts.t(lang, "button_gone"))
+            return
+        wf = await asyncio.to_thread(self.deps.load_workflow, old.workflow)
+        values = dict(old.params)
+        seed = values.get("seed") if isinstance(values.get("seed"), int) else None
+        if new_seed and "seed" in wf.params:
+            values.pop("seed", None)
+            while True:
+                seed = _pick_seed(wf, values)
+                if seed != old.params.get("seed"):
+                    break
+                values.pop("seed", None)
+        job = await asyncio.to_thread(
+            self.deps.queue.enqueue,
+            old.workflow,
+            values,
+            inputs=dict(old.inputs) or None,
+            front_door="telegram",
+            user=str(uid),
+            chat=str(msg.chat_id),
+            client_key=f"telegram:cb:{query.id}",
+        )
+        await query.answer(texts.t(lang, "button_queued"))
+        if await self.sessions.delivery(job.id) is not None:  # the same press delivered twice
+            self.tracker.track(job.id)
+            return
+        prompt = str(values.get(_prompt_param(wf), ""))
+        d = Delivery(
+            job.id,
+            msg.chat_id,
+            uid,
+            old.workflow,
+            prompt,
+            seed,
+            kind=_kind(wf),
+            lang=lang,
+            message_id=msg.message_id,
+        )
+        await self.sessions.save_delivery(d)
+        await self.sessions.add_pending(job.id)
+        await self._first_status(msg, d, job.id)
+        self.tracker.track(job.id)
 
     # ---- admin -----------------------------------------------------------
     async def admin_up(self, update: Update, context: Context) -> None:
@@ -336,28 +561,40 @@ class Handlers:
         midnight = now - (now % 86400)
         s = await asyncio.to_thread(self.deps.queue.stats_since, midnight)
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
-        await _reply(
-            update,
-            (
-                f"Today ({day} UTC): {int(s.get('jobs', 0))} jobs · "
-                f"{int(s.get('succeeded', 0))} done · "
-                f"{int(s.get('failed', 0))} failed · {int(s.get('cancelled', 0))} cancelled · "
-                f"spend ${s.get('cost', 0.0):.2f}"
-            ),
-        )
+        lines = [
+            f"Today ({day} UTC): {int(s.get('jobs', 0))} jobs · "
+            f"{int(s.get('succeeded', 0))} done · "
+            f"{int(s.get('failed', 0))} failed · {int(s.get('cancelled', 0))} cancelled · "
+            f"spend ${s.get('cost', 0.0):.2f}"
+        ]
+        cluster = await asyncio.to_thread(self.deps.queue.get_state, *AUTOSCALER_STATE)
+        if cluster and cluster.get("detail"):  # operator wording, for admins only
+            lines.append(f"Autoscaler: {cluster['detail']}")
+        failed = await asyncio.to_thread(self.deps.queue.list, status=[JobStatus.FAILED], limit=5)
+        if failed:
+            lines.append("Last failures:")
+            lines += [
+                f"• {texts.short(j.id)} {j.workflow}: {(j.error or '?').strip().splitlines()[0][:300]}"
+                for j in failed
+            ]
+        await _reply(update, texts.clip("\n".join(lines)))
 
     async def on_error(self, update: object, context: Context) -> None:
         """Last resort: log (never the token) and tell the user in plain words."""
         log.error("bot handler failed: %s", context.error, exc_info=context.error)
         if isinstance(update, Update) and update.effective_message is not None:
             with contextlib.suppress(TelegramError):
-                await update.effective_message.reply_text(
-                    "Something went wrong on my side and nothing was queued. Please try again."
-                )
+                await update.effective_message.reply_text(texts.t(_lang(update), "went_wrong"))
 
 
 def _uid(update: Update) -> int:
     return update.effective_user.id if update.effective_user else 0
+
+
+def _lang(update: Update) -> str:
+    """The catalogue language for this user (Telegram's language_code; English otherwise)."""
+    code = update.effective_user.language_code if update.effective_user else None
+    return str(texts.lang_of(code))
 
 
 async def _reply(update: Update, text: str) -> None:
@@ -391,6 +628,11 @@ def _needs_image(wf: WorkflowLike) -> bool:
         return str(getattr(kind, "value", kind)) == "image"
     declared: list[str] = list(getattr(wf, "image_inputs", None) or [])
     return "image" in declared
+
+
+def _is_image(spec: Any) -> bool:
+    kind = spec.get("type") if isinstance(spec, dict) else getattr(spec, "type", "")
+    return str(getattr(kind, "value", kind)) == "image"
 
 
 def _options_hint(command: str, wf: WorkflowLike) -> str:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from nomad.errors import UsageError
 
 _OPTION = re.compile(r"^--?([a-zA-Z][\w-]*)(?:=(.*))?$")
+_DASHED = re.compile(
+    r"^[\u2014\u2013\u2012\u2015\u2212]{1,2}(?=[a-zA-Z])"
+)  # em/en dash, minus sign
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+)$")
 
@@ -41,8 +44,12 @@ def parse_message(text: str) -> Parsed:
 
 
 def parse_options(rest: str) -> tuple[str, dict[str, Value]]:
-    """Take ``--name value`` / ``--name=value`` pairs out of free text; the rest is the prompt."""
-    words = rest.split()
+    """Take ``--name value`` / ``--name=value`` pairs out of free text; the rest is the prompt.
+
+    Phones autocorrect ``--`` to an em dash (``—steps 2``) or an en dash
+    (U+2013): a dash glued to an option-like word counts as ``--``.
+    """
+    words = [_DASHED.sub("--", w) for w in rest.split()]
     prompt: list[str] = []
     values: dict[str, Value] = {}
     i = 0

@@ -41,6 +41,11 @@ class Delivery:
     status_message_id: int | None = None
     sent: int = 0  # outputs already sent (a restart resumes after them)
     delivered: bool = False
+    lang: str = "en"  # catalogue language (from the user's Telegram language_code)
+    shown: str | None = None  # what the status message says now (never edited to the same)
+    shown_at: float | None = None  # when it last changed (edits are spaced; bot/pacing.py)
+    notices: list[str] = field(default_factory=list)  # new messages already sent (once each)
+    message_id: int | None = None  # the user's command message
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Delivery:
@@ -104,6 +109,10 @@ class Sessions:
 
     async def remember_result(self, chat_id: int, message_id: int, key: str, job_id: str) -> None:
         await self._put(RESULT, f"{chat_id}:{message_id}", {"key": key, "job": job_id})
+
+    async def result_job(self, chat_id: int, message_id: int) -> str | None:
+        doc = await self._get(RESULT, f"{chat_id}:{message_id}")
+        return str(doc["job"]) if doc and doc.get("job") else None
 
     async def result_key(self, chat_id: int, message_id: int) -> str | None:
         doc = await self._get(RESULT, f"{chat_id}:{message_id}")

@@ -17,13 +17,14 @@ import asyncio
 import logging
 from typing import Any
 
-from telegram import Bot, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from nomad.errors import JobNotFound, NomadError
 from nomad.queue.base import Job, JobStatus
 from nomad_bot import texts
 from nomad_bot.deps import BotDeps
+from nomad_bot.pacing import Pacer
 from nomad_bot.sessions import Delivery, Sessions, UserSession
 
 log = logging.getLogger("nomad.bot")
@@ -32,7 +33,9 @@ PHOTO_LIMIT = 10 * 1024 * 1024
 UPLOAD_LIMIT = 50 * 1024 * 1024
 AUTOSCALER_STATE = ("autoscaler", "status")  # published by nomad.serve's autoscaler
 DELIVERY_ATTEMPTS = 5
-_VIDEO_EXT = (".mp4", ".webm", ".mov", ".mkv", ".gif")
+FINAL_EDIT_TRIES = 60  # polls the final status edit may wait for a group's room
+_VIDEO_EXT = (".mp4", ".webm", ".mov", ".mkv")
+_ANIMATION_EXT = (".gif",)
 
 
 def is_not_modified(exc: BadRequest) -> bool:
@@ -43,8 +46,9 @@ def is_not_modified(exc: BadRequest) -> bool:
 class Tracker:
     """Owns the per-job tasks of one bot process."""
 
-    def __init__(self, deps: BotDeps, sessions: Sessions, bot: Bot) -> None:
+    def __init__(self, deps: BotDeps, sessions: Sessions, bot: Bot, pacer: Pacer) -> None:
         self.deps = deps
+        self.pacer = pacer
         self.sessions = sessions
         self.bot = bot
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -77,6 +81,10 @@ class Tracker:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
+    def active(self) -> int:
+        """Jobs being followed right now (tests driving a simulated clock wait for them)."""
+        return sum(1 for t in self._tasks.values() if not t.done())
+
     async def wait(self, job_id: str) -> None:
         """Wait for a job's task to end (tests, graceful drains)."""
         task = self._tasks.get(job_id)
@@ -96,7 +104,6 @@ class Tracker:
         if d is None or d.delivered:
             await self.sessions.remove_pending(job_id)
             return
-        shown: str | None = None
         while True:
             try:
                 job = await asyncio.to_thread(self.deps.queue.get, job_id)
@@ -105,18 +112,69 @@ class Tracker:
                 return
             if job.status.finished:
                 break
-            text = await self._status(job)
-            if text != shown:
+            waiting = job.status in (JobStatus.QUEUED, JobStatus.WAKING)
+            pos = await asyncio.to_thread(self.deps.queue.position, job.id) if waiting else None
+            cluster = await asyncio.to_thread(self.deps.queue.get_state, *AUTOSCALER_STATE)
+            if waiting:
+                await self._wait_notices(d, job, cluster)
+            text = texts.status_text(job, pos, cluster, self.deps.clock(), d.lang)
+            if text != d.shown and self.pacer.may_edit(d.chat_id, d.shown_at):
                 await self._show(d, text)
-                shown = text
-            await asyncio.sleep(self.deps.poll_interval)
+            await self.deps.sleep(self.deps.poll_interval)
         await self._finish(d, job)
 
-    async def _status(self, job: Job) -> str:
-        waiting = job.status in (JobStatus.QUEUED, JobStatus.WAKING)
-        pos = await asyncio.to_thread(self.deps.queue.position, job.id) if waiting else None
-        cluster = await asyncio.to_thread(self.deps.queue.get_state, *AUTOSCALER_STATE)
-        return texts.status_text(job, pos, cluster, self.deps.clock())
+    async def _wait_notices(self, d: Delivery, job: Job, cluster: dict[str, Any] | None) -> None:
+        """Bad news while waiting (budget, price cap, launch retries, a slow wake) as new messages.
+
+        Edits are silent in Telegram; a user with the app closed must still
+        learn that their job is stuck. Each kind is said once per job.
+        """
+        now = self.deps.clock()
+        fresh = cluster is not None and not (
+            isinstance(cluster.get("updated_at"), int | float)
+            and now - float(cluster["updated_at"]) > texts.STALE_AFTER_S
+        )
+        blocked = texts.blocked_reason(cluster, job) if fresh else None
+        if blocked is not None and f"wait:{blocked}" not in d.notices:
+            log.info(
+                "job %s waits: %s", job.id, job.detail or (cluster or {}).get("detail")
+            )  # the operator's wording stays in the log
+            reason = texts.t(d.lang, f"reason_{blocked}")
+            await self._notify(
+                d,
+                f"wait:{blocked}",
+                texts.t(d.lang, "wait_msg", job=texts.short(job.id), reason=reason),
+            )
+        if fresh and "slow" not in d.notices and texts.wake_is_slow(cluster, job, now):
+            elapsed = texts.wake_elapsed(cluster, job, now) or 0.0
+            log.info("job %s: wake slower than usual (%.0f s so far)", job.id, elapsed)
+            await self._notify(
+                d,
+                "slow",
+                texts.t(d.lang, "slow_msg", job=texts.short(job.id), elapsed=texts.coarse(elapsed)),
+            )
+
+    async def _notify(self, d: Delivery, kind: str, text: str) -> bool:
+        """A NEW message (Telegram notifies for these, not for edits), sent once per ``kind``."""
+        reply = (
+            ReplyParameters(d.status_message_id, allow_sending_without_reply=True)
+            if d.status_message_id
+            else None
+        )
+        for _ in range(DELIVERY_ATTEMPTS):
+            try:
+                await self.bot.send_message(d.chat_id, texts.clip(text), reply_parameters=reply)
+                break
+            except RetryAfter as exc:
+                await self.deps.sleep(_seconds(exc.retry_after))
+            except TelegramError as exc:
+                log.warning("notice %s for job %s failed: %s", kind, d.job_id, exc)
+                return False
+        else:
+            return False
+        d.notices.append(kind)
+        await self.sessions.save_delivery(d)
+        return True
 
     async def _show(self, d: Delivery, text: str) -> None:
         """Edit the status message (send a new one if it is gone), never raising."""
@@ -125,9 +183,11 @@ class Tracker:
                 await self.bot.edit_message_text(
                     text, chat_id=d.chat_id, message_id=d.status_message_id
                 )
+                await self._shown(d, text)
                 return
         except BadRequest as exc:
             if is_not_modified(exc):
+                await self._shown(d, text)
                 return
             log.info(
                 "status message of job %s not editable (%s); sending a new one",
@@ -143,6 +203,10 @@ class Tracker:
             log.warning("status message of job %s failed: %s", d.job_id, exc)
             return
         d.status_message_id = msg.message_id
+        await self._shown(d, text)
+
+    async def _shown(self, d: Delivery, text: str) -> None:
+        d.shown, d.shown_at = text, self.deps.clock()
         await self.sessions.save_delivery(d)
 
     async def _finish(self, d: Delivery, job: Job) -> None:
@@ -152,19 +216,36 @@ class Tracker:
                     await self._deliver(d, job)
                     break
                 except RetryAfter as exc:
-                    await asyncio.sleep(_seconds(exc.retry_after))
+                    await self.deps.sleep(_seconds(exc.retry_after))
                 except (TelegramError, NomadError) as exc:
                     log.warning(
                         "delivering job %s failed (attempt %d): %s", job.id, attempt + 1, exc
                     )
-                    await asyncio.sleep(self.deps.poll_interval * 2**attempt)
+                    await self.deps.sleep(self.deps.poll_interval * 2**attempt)
             else:
                 log.error("job %s not delivered; it stays pending and resumes on restart", job.id)
                 return
+        elif job.status is JobStatus.FAILED and "failed" not in d.notices:
+            log.warning("job %s failed: %s", job.id, job.error)  # operator detail; /stats too
+            await self._notify(d, "failed", texts.failure_text(job, d.lang))
+        elif job.status is JobStatus.CANCELLED and "cancelled" not in d.notices:
+            text = texts.t(d.lang, "cancelled_msg", job=texts.short(job.id), workflow=job.workflow)
+            await self._notify(d, "cancelled", text)
         d.delivered = True
         await self.sessions.save_delivery(d)
-        await self._show(d, texts.status_text(job, None, None, self.deps.clock()))
+        await self._final_status(d, job)
         await self.sessions.remove_pending(job.id)
+
+    async def _final_status(self, d: Delivery, job: Job) -> None:
+        """The last status edit waits (bounded) for the chat's room: it is the least urgent."""
+        text = texts.status_text(job, None, None, self.deps.clock(), d.lang)
+        if text == d.shown:
+            return
+        for _ in range(FINAL_EDIT_TRIES):
+            if self.pacer.may_edit(d.chat_id, d.shown_at):
+                break
+            await self.deps.sleep(max(1.0, self.deps.poll_interval))
+        await self._show(d, text)
 
     async def _deliver(self, d: Delivery, job: Job) -> None:
         sent = d.sent
@@ -179,7 +260,7 @@ class Tracker:
             await self.sessions.save_delivery(d)
         if not job.outputs:
             await self.bot.send_message(
-                d.chat_id, f"Job {texts.short(job.id)} finished but produced no output."
+                d.chat_id, texts.t(d.lang, "no_output", job=texts.short(job.id))
             )
         await self._remember_for_chaining(d, job)
 
@@ -191,10 +272,19 @@ class Tracker:
             if d.status_message_id
             else None
         )
-        common: dict[str, Any] = {"caption": caption, "reply_parameters": reply}
-        if d.kind == "video" or name.lower().endswith(_VIDEO_EXT):
+        common: dict[str, Any] = {
+            "caption": caption,
+            "reply_parameters": reply,
+            "reply_markup": result_buttons(d),
+        }
+        low = name.lower()
+        if low.endswith(_ANIMATION_EXT) or (d.kind == "video" and low.endswith(".webp")):
             if len(data) > UPLOAD_LIMIT:
-                return await self._too_big(d, key, len(data))
+                return await self._too_big(d, len(data))
+            return await self.bot.send_animation(d.chat_id, data, filename=name, **common)
+        if d.kind == "video" or low.endswith(_VIDEO_EXT):
+            if len(data) > UPLOAD_LIMIT:
+                return await self._too_big(d, len(data))
             return await self.bot.send_video(
                 d.chat_id, data, filename=name, supports_streaming=True, **common
             )
@@ -204,14 +294,14 @@ class Tracker:
             except BadRequest as exc:  # e.g. PHOTO_INVALID_DIMENSIONS: a document always works
                 log.info("photo refused (%s); sending job %s as a document", exc.message, d.job_id)
         if len(data) > UPLOAD_LIMIT:
-            return await self._too_big(d, key, len(data))
+            return await self._too_big(d, len(data))
         return await self.bot.send_document(d.chat_id, data, filename=name, **common)
 
-    async def _too_big(self, d: Delivery, key: str, size: int) -> Message:
+    async def _too_big(self, d: Delivery, size: int) -> Message:
+        log.warning("job %s: result of %d bytes is over Telegram's upload limit", d.job_id, size)
         return await self.bot.send_message(
             d.chat_id,
-            f"The result is {size / 2**20:.0f} MB — over Telegram's 50 MB upload limit. "
-            f"It is stored as {key}; ask the admin for it.",
+            texts.t(d.lang, "too_big_result", mb=f"{size / 2**20:.0f}", job=texts.short(d.job_id)),
         )
 
     async def _remember_for_chaining(self, d: Delivery, job: Job) -> None:
@@ -219,6 +309,27 @@ class Tracker:
             return
         session = await self.sessions.user(d.user_id)
         await self.sessions.save_user(d.user_id, UserSession(job.outputs[0], job.id, session.prefs))
+
+
+def result_buttons(d: Delivery) -> InlineKeyboardMarkup:
+    """♻️ again · 🎲 variation / ✏️ edit this · 📄 original file, under every result.
+
+    ``callback_data`` carries the action and the job id (≤ 64 bytes); the
+    button's own message tells which output it is about.
+    """
+    row1 = [
+        InlineKeyboardButton(texts.t(d.lang, "btn_again"), callback_data=f"nb:again:{d.job_id}"),
+        InlineKeyboardButton(texts.t(d.lang, "btn_variation"), callback_data=f"nb:var:{d.job_id}"),
+    ]
+    row2 = [
+        InlineKeyboardButton(texts.t(d.lang, "btn_original"), callback_data=f"nb:orig:{d.job_id}")
+    ]
+    if d.kind == "image":
+        row2.insert(
+            0,
+            InlineKeyboardButton(texts.t(d.lang, "btn_edit"), callback_data=f"nb:edit:{d.job_id}"),
+        )
+    return InlineKeyboardMarkup([row1, row2])
 
 
 def _seconds(value: Any) -> float:

@@ -57,6 +57,7 @@ class Call:
     status: int = 200  # what the stub answered
     result: Any = None
     description: str = ""  # the error description, when status != 200
+    at: float = 0.0  # the stub's clock when the call arrived (virtual in simulated-time tests)
 
 
 @dataclass
@@ -69,8 +70,17 @@ class _Fault:
 class BotApiStub:
     """A loopback Bot API double. Use ``async with BotApiStub() as stub:``."""
 
-    def __init__(self, token: str = DEFAULT_TOKEN, *, bot_username: str = "nomad_stub_bot") -> None:
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        *,
+        bot_username: str = "nomad_stub_bot",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.token = token
+        self.clock = clock
+        self.commands: list[dict[str, Any]] = []  # the last setMyCommands menu
+        self.callback_answers: dict[str, dict[str, Any]] = {}  # query id -> answerCallbackQuery
         self.bot_user = {
             "id": int(token.split(":", 1)[0]),
             "is_bot": True,
@@ -86,6 +96,9 @@ class BotApiStub:
         self._file_ids = itertools.count(1)
         self._files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, data)
         self._faults: dict[str, list[_Fault]] = {}
+        self._queries: set[str] = set()
+        self._languages: dict[int, str | None] = {}
+        self._query_ids = itertools.count(1)
         self._cond: asyncio.Condition | None = None
         self._stopping = False
         self.webhook: dict[str, Any] | None = None  # what setWebhook registered
@@ -163,6 +176,33 @@ class BotApiStub:
             msg["entities"] = entities
         return self._push(msg)
 
+    def user_presses_button(self, user_id: int, message: tuple[int, int], data: str) -> str:
+        """The user taps an inline button with ``callback_data`` under the bot's ``message``
+        (``(chat_id, message_id)``); returns the callback query id the bot must answer."""
+        query_id = f"q{next(self._query_ids)}"
+        self._queries.add(query_id)
+        query = {
+            "id": query_id,
+            "from": self._user(user_id),
+            "chat_instance": f"ci{message[0]}",
+            "message": self.messages[message],
+            "data": data,
+        }
+        self._updates.append({"update_id": next(self._update_ids), "callback_query": query})
+        if self._cond is not None:
+            asyncio.get_running_loop().create_task(self._notify())
+        return query_id
+
+    def buttons(self, message: tuple[int, int]) -> list[str]:
+        """``callback_data`` of every inline button under one of the bot's messages."""
+        markup = self.messages[message].get("reply_markup") or {}
+        return [
+            str(b.get("callback_data"))
+            for row in markup.get("inline_keyboard", [])
+            for b in row
+            if b.get("callback_data")
+        ]
+
     def user_sends_photo(
         self,
         user_id: int,
@@ -223,6 +263,16 @@ class BotApiStub:
         async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
             response = await client.post(self.webhook["url"], json=update, headers=headers)
         return response.status_code
+
+    def user_language(self, user_id: int, code: str | None) -> None:
+        """Set the ``language_code`` Telegram reports for a user (None: not reported)."""
+        self._languages[user_id] = code
+
+    def _user(self, user_id: int) -> dict[str, Any]:
+        user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+        if self._languages.get(user_id):
+            user["language_code"] = self._languages[user_id]
+        return user
 
     def calls_to(self, method: str, *, ok_only: bool = True) -> list[Call]:
         """Recorded calls of one method (successful ones unless ``ok_only=False``)."""
@@ -291,7 +341,7 @@ class BotApiStub:
             )
         method = request.match_info["method"]
         params, files = await _read_body(request)
-        call = Call(method, params, files)
+        call = Call(method, params, files, at=self.clock())
         fault = self._take_fault(method)
         if fault is not None:
             return await self._answer_error(
@@ -366,7 +416,29 @@ class BotApiStub:
         return True
 
     async def _m_setMyCommands(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:
+        self.commands = list(p.get("commands") or [])
         return True
+
+    async def _m_answerCallbackQuery(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:
+        query_id = str(p.get("callback_query_id"))
+        if query_id not in self._queries:
+            raise _ApiError(400, "Bad Request: query is too old and response timeout expired")
+        self.callback_answers[query_id] = p
+        return True
+
+    async def _m_sendAnimation(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:
+        data = self._upload(p, f, "animation", 50 * 1024 * 1024)
+        msg = self._bot_message(p)
+        file_id = self._store_file(data, "animations", "gif")
+        msg["animation"] = {
+            "file_id": file_id,
+            "file_unique_id": f"u{file_id}",
+            "width": 64,
+            "height": 64,
+            "duration": 1,
+            "file_size": len(data),
+        }
+        return self._keep(self._with_caption(msg, p))
 
     async def _m_sendChatAction(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:
         return True
@@ -491,9 +563,12 @@ class BotApiStub:
         msg: dict[str, Any] = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private"},
+            "chat": {"id": chat_id, "type": "group" if chat_id < 0 else "private"},
             "from": self.bot_user,
         }
+        markup = p.get("reply_markup")
+        if isinstance(markup, dict) and "inline_keyboard" in markup:  # as Telegram: inline only
+            msg["reply_markup"] = markup
         reply = p.get("reply_parameters")
         if isinstance(reply, dict) and (chat_id, reply.get("message_id")) in self.messages:
             msg["reply_to_message"] = self.messages[(chat_id, reply["message_id"])]
@@ -516,8 +591,8 @@ class BotApiStub:
         msg: dict[str, Any] = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
-            "chat": {"id": chat, "type": "private", "first_name": f"user{user_id}"},
-            "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+            "chat": _chat(chat, user_id),
+            "from": self._user(user_id),
         }
         if reply_to is not None:
             msg["reply_to_message"] = self.messages[(chat, reply_to)]
@@ -542,6 +617,12 @@ class BotApiStub:
         assert self._cond is not None
         async with self._cond:
             self._cond.notify_all()
+
+
+def _chat(chat_id: int, user_id: int) -> dict[str, Any]:
+    if chat_id < 0:
+        return {"id": chat_id, "type": "group", "title": f"group{-chat_id}"}
+    return {"id": chat_id, "type": "private", "first_name": f"user{user_id}"}
 
 
 class _ApiError(Exception):
@@ -586,3 +667,49 @@ def _decode(key: str, value: str) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+
+
+class VirtualClock:
+    """Simulated time for a bot under test: ``BotDeps(clock=vc, sleep=vc.sleep)``.
+
+    Nothing waits for real: :meth:`advance` moves time forward and wakes the
+    sleepers that are due, then waits (bounded, in real time) until every
+    task the test expects to be alive is asleep again — so a five-minute
+    wake runs in a second or two and every decision sees a consistent "now".
+    """
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Return once the clock has been advanced by ``seconds``."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + max(0.0, seconds), future))
+        await future
+
+    def asleep(self) -> int:
+        """Tasks currently waiting in :meth:`sleep`."""
+        return sum(1 for _, f in self._sleepers if not f.done())
+
+    async def settle(self, alive: Callable[[], int], timeout: float = 15.0) -> None:
+        """Wait (real time, bounded) until ``alive()`` tasks are all asleep."""
+        deadline = time.monotonic() + timeout
+        while self.asleep() < alive():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{alive()} task(s) expected asleep, {self.asleep()} are")
+            await asyncio.sleep(0.002)
+
+    async def advance(self, seconds: float, alive: Callable[[], int]) -> None:
+        """Move time forward, wake what is due, and let it run until it sleeps again."""
+        self.now += seconds
+        due = [(at, f) for at, f in self._sleepers if at <= self.now]
+        self._sleepers = [(at, f) for at, f in self._sleepers if at > self.now and not f.done()]
+        for _, future in due:
+            if not future.done():
+                future.set_result(None)
+        await asyncio.sleep(0)
+        await self.settle(alive)

@@ -76,16 +76,22 @@ def make_bot(
         from nomad_bot.run import running
 
         webhook = overrides.pop("webhook", None)
+        app_kwargs = overrides.pop("app_kwargs", {})
+        overrides.setdefault("poll_interval", 0.05)
+        overrides.setdefault("edit_interval", 0.0)  # pacing has its own simulated-time tests
         deps = BotDeps(
             config=overrides.pop("config", bot_config),
             queue=queue,
             storage=overrides.pop("storage", storage),
             load_workflow=overrides.pop("load_workflow", workflows),
-            poll_interval=0.05,
             **overrides,
         )
         app = build_application(
-            deps, token=botapi.token, base_url=botapi.base_url, base_file_url=botapi.base_file_url
+            deps,
+            token=botapi.token,
+            base_url=botapi.base_url,
+            base_file_url=botapi.base_file_url,
+            **app_kwargs,
         )
         async with running(app, poll_timeout=1, webhook=webhook) as rt:
             yield rt

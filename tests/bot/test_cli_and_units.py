@@ -124,18 +124,19 @@ def test_limit_text_names_reset_time() -> None:
 
 
 def test_status_text_phases() -> None:
-    """Each job state reads as plain words: queued+waking ETA, running %, uploading, failed advice."""
+    """Each job state reads as plain words: queued+waking ETA (whole minutes), running % (tens), uploading, failed advice."""
     job = Job(id="abcdef1234", workflow="flux_schnell")
     cold = {"state": "waking", "ready_at": 190.0}
     assert texts.status_text(job, 2, cold, now=100.0).startswith(
-        "⏳ queued #2 · GPU waking, ~1 min 30 s"
+        "⏳ queued #2 · GPU waking, ~2 min"
     )
     job.status, job.progress = JobStatus.RUNNING, 0.42
-    assert texts.status_text(job, None, None, 0).startswith("⚙️ running · 42%")
+    assert texts.status_text(job, None, None, 0).startswith("⚙️ running · 40%")
     job.times["executed_at"] = 1.0
     assert texts.status_text(job, None, None, 0).startswith("⬆️ uploading")
     job.status, job.error = JobStatus.FAILED, "no capacity for any candidate"
-    assert "Try again in a few minutes" in texts.status_text(job, None, None, 0)
+    assert texts.status_text(job, None, None, 0).startswith("❌ failed")
+    assert "Try again in a few minutes" in texts.failure_text(job)
 
 
 def test_caption_fits() -> None:

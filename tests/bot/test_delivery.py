@@ -48,7 +48,7 @@ async def test_status_follows_the_job(
             {"state": "waking", "eta_seconds": 90, "updated_at": time.time()},
         )
         queue.set_status([job.id], JobStatus.WAKING)
-        await botapi.wait_for_text(ALICE, "GPU waking, ~1 min 30 s")
+        await botapi.wait_for_text(ALICE, "GPU waking, ~2 min")
         leased = lease(queue, job.id)
         queue.heartbeat(job.id, leased.lease_token, progress=0.5)
         await botapi.wait_for_text(ALICE, "running · 50%")
@@ -113,14 +113,55 @@ async def test_long_prompt_caption_is_clipped(
     assert len(photo.params["caption"]) <= 1024 and photo.params["caption"].endswith("seed 7")
 
 
-async def test_failure_is_explained(botapi: BotApiStub, make_bot: Any, queue: Any) -> None:
-    """A failed job's status says what happened and what to try."""
+async def test_failure_is_a_new_message(botapi: BotApiStub, make_bot: Any, queue: Any) -> None:
+    """A failed job arrives as a NEW message (Telegram notifies), saying what happened and what to try."""
     async with make_bot():
         job = await queued_job(botapi, queue, ALICE, "/f a cat")
+        mark = botapi.mark()
         leased = lease(queue, job.id)
         queue.fail(job.id, leased.lease_token, "CUDA out of memory", retry=False)
-        call = await botapi.wait_for_text(ALICE, "failed")
+        call = await botapi.wait_for_text(ALICE, "failed", since=mark)
+    assert call.method == "sendMessage"
     assert "out of memory" in call.params["text"] and "Try" in call.params["text"]
+
+
+async def test_failure_hides_operator_detail(
+    botapi: BotApiStub, make_bot: Any, queue: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server-side failure reads as plain words in chat; the path and config key go to the log."""
+    error = "could not start infra.local.command '/nonexistent/comfyui': see ComfyUI's log"
+    async with make_bot():
+        job = await queued_job(botapi, queue, ALICE, "/f a cat")
+        mark = botapi.mark()
+        queue.fail(job.id, lease(queue, job.id).lease_token, error, retry=False)
+        call = await botapi.wait_for_text(ALICE, "failed", since=mark)
+    text = call.params["text"]
+    assert call.method == "sendMessage" and "server had a problem" in text
+    assert not any(w in text for w in ("infra.", "/nonexistent", "ComfyUI"))
+    assert "/nonexistent/comfyui" in caplog.text
+
+
+async def test_cancel_elsewhere_and_budget_wait_are_new_messages(
+    botapi: BotApiStub, make_bot: Any, queue: Any
+) -> None:
+    """A budget wait and a cancel from outside the chat (CLI, admin) are new messages, once each."""
+    async with make_bot():
+        job = await queued_job(botapi, queue, ALICE, "/f a cat")
+        mark = botapi.mark()
+        detail = "waiting: daily budget $5.00 reached ($5.10 spent today); it resets at 00:00 UTC"
+        queue.put_state(
+            "autoscaler", "status", {"state": "cold", "detail": detail, "updated_at": time.time()}
+        )
+        queue.set_status([job.id], JobStatus.QUEUED, detail=detail)
+        wait = await botapi.wait_for_text(ALICE, "waiting", since=mark)
+        queue.cancel(job.id)
+        gone = await botapi.wait_for_text(ALICE, "was cancelled", since=mark)
+        await botapi.wait_for_text(ALICE, "🚫 cancelled", since=mark)
+    assert wait.method == "sendMessage" and "budget" in wait.params["text"]
+    assert "$" not in wait.params["text"]
+    assert gone.method == "sendMessage"
+    news = [c for c in botapi.calls_to("sendMessage")[1:] if "waiting" in c.params["text"]]
+    assert len(news) == 1
 
 
 @BOTH_QUEUES
@@ -143,16 +184,19 @@ async def test_restart_mid_job_delivers_exactly_once(
     assert queue.get_state("bot", "pending") == {"jobs": []}
 
 
-async def test_restart_not_modified_is_success(
-    botapi: BotApiStub, make_bot: Any, queue: Any
+async def test_restart_does_not_repeat_the_status(
+    botapi: BotApiStub, make_bot: Any, queue: Any, storage: Any
 ) -> None:
-    """After a restart the same status text gets 400 'not modified': no duplicate message."""
+    """After a restart the status message is not re-edited to the text it already shows, nor re-sent."""
     async with make_bot():
-        await queued_job(botapi, queue, ALICE, "/f a cat")
+        job = await queued_job(botapi, queue, ALICE, "/f a cat")
     sent_before = len(botapi.calls_to("sendMessage"))
     async with make_bot():
-        edit = await botapi.wait_for(lambda c: c.method == "editMessageText" and c.status == 400)
-    assert "not modified" in edit.description
+        leased = lease(queue, job.id)
+        queue.heartbeat(job.id, leased.lease_token, progress=0.5)
+        await botapi.wait_for_text(ALICE, "running · 50%")
+    assert botapi.calls_to("editMessageText", ok_only=False)[0].params["text"].startswith("⚙️")
+    assert [c for c in botapi.calls if c.status == 400] == []
     assert len(botapi.calls_to("sendMessage")) == sent_before
 
 
