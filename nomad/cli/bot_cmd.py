@@ -42,7 +42,7 @@ def bot(ctx: Ctx, mode: str | None, check: bool) -> None:
         from nomad.cli.errors import not_available
 
         not_available(
-            "`nomad bot`", "python-telegram-bot is not installed", hint="pip install 'nomad[bot]'"
+            "`nomad bot`", "python-telegram-bot is not installed", hint="pip install 'nomad-comfy[bot]'"
         )
     from nomad_bot.run import bot_token, build_deps, run_bot
 

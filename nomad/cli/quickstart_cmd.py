@@ -38,7 +38,7 @@ def quickstart(click_ctx: click.Context, skip_plan: bool) -> None:
     if not skip_plan:
         say("== 5/5 launch plan (SkyPilot optimizer, pinned catalog snapshot; prices are a fixture)")
         if importlib.util.find_spec("sky") is None:
-            say("SkyPilot is not installed: pip install 'nomad[sky]' to see the plan")
+            say("SkyPilot is not installed: pip install 'nomad-comfy[sky]' to see the plan")
         else:
             plan = [*cfg, "plan", "--backend", "skypilot", "--catalog", str(catalog_dir())]
             qs.invoke(cli, [*plan, "--bench", "@reference"])

@@ -25,7 +25,7 @@ def web(ctx: Ctx, listen: str | None, port: int | None) -> None:
         from nomad.errors import NotAvailableError
 
         raise NotAvailableError(
-            "`nomad web` needs aiohttp", hint="pip install 'nomad[web]'"
+            "`nomad web` needs aiohttp", hint="pip install 'nomad-comfy[web]'"
         ) from None
     from nomad.web.app import make_app
     from nomad.web.deps import build_deps

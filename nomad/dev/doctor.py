@@ -64,6 +64,8 @@ def run_doctor(cfg: NomadConfig, data_dir: Path) -> Report:
         lambda: _registry(cfg, data_dir),
         lambda: _database(cfg, data_dir),
         lambda: _privacy(cfg, data_dir),
+        lambda: command_on_path(os.environ.get("PATH", ""), this_command()),
+        _catalog,
     ]
     with ThreadPoolExecutor(max_workers=len(probes)) as pool:
         for result in pool.map(_safe, probes):
@@ -316,3 +318,58 @@ def _privacy_live(cfg: NomadConfig, data_dir: Path, path: str | None, install: s
                          "wait for it, or check the network / the client's log", True)  # fmt: skip
         detail += ", bootstrapped 100%"
     return Check(label, "ok", detail, None, True)
+
+
+def this_command() -> Path | None:
+    """The ``nomad`` console script of this install (the one running, or beside its Python)."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "nomad" and argv0.is_file():
+        return argv0.resolve()
+    beside = Path(sys.executable).parent / "nomad"
+    return beside.resolve() if beside.is_file() else None
+
+
+def _is_ours(path: Path) -> bool:
+    """A nomad console script (any install of this project): a small text file naming our entry point."""
+    try:
+        with path.open("rb") as fh:
+            return b"nomad.cli.main" in fh.read(4096)
+    except OSError:
+        return False
+
+
+def command_on_path(path_env: str, ours: Path | None) -> Check:
+    """Which ``nomad`` a shell runs: warn when another program (HashiCorp Nomad…) shadows this one."""
+    found: list[Path] = []
+    for folder in filter(None, path_env.split(os.pathsep)):
+        cand = Path(folder) / "nomad"
+        if cand.is_file() and os.access(cand, os.X_OK) and cand.resolve() not in found:
+            found.append(cand.resolve())
+    here = str(ours) if ours else "this install's nomad"
+    activate = f"run {here} by its full path, or put {ours.parent if ours else 'its bin/'} first on PATH"
+    if not found:
+        return Check("nomad on PATH", "warn", f"no `nomad` on PATH (this one is {here})",
+                     f"{activate} (e.g. `source .venv/bin/activate`)")  # fmt: skip
+    first = found[0]
+    if ours is not None and first == ours:
+        others = [str(p) for p in found[1:]]
+        detail = str(first) + (f" (also on PATH, shadowed: {', '.join(others)})" if others else "")
+        return Check("nomad on PATH", "ok", detail)
+    if _is_ours(first):
+        return Check("nomad on PATH", "warn", f"`nomad` runs another install of nomad: {first}",
+                     activate)  # fmt: skip
+    return Check(
+        "nomad on PATH", "warn",
+        f"`nomad` on PATH is a different program ({first}, e.g. HashiCorp Nomad); it shadows this one",
+        activate,
+    )
+
+
+def _catalog() -> Check:
+    from nomad.resources import catalog_dir
+
+    try:
+        path = catalog_dir()
+    except NomadError as exc:
+        return Check("catalog snapshot", "fail", exc.message, exc.hint)
+    return Check("catalog snapshot", "ok", f"{path} (offline plans: nomad plan --catalog {path})")

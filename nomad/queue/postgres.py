@@ -30,7 +30,7 @@ def _psycopg() -> Any:
         import psycopg
     except ImportError as exc:
         raise NotAvailableError(
-            "the PostgreSQL queue needs psycopg", hint="pip install 'nomad[postgres]'"
+            "the PostgreSQL queue needs psycopg", hint="pip install 'nomad-comfy[postgres]'"
         ) from exc
     return psycopg
 

@@ -145,7 +145,7 @@ def check_front_doors(cfg: NomadConfig, opts: ServeOptions) -> None:
     except ImportError:
         raise NotAvailableError(
             "`nomad serve --with-bot` is not available: python-telegram-bot is not installed",
-            hint="pip install 'nomad[bot]', or run serve without --with-bot",
+            hint="pip install 'nomad-comfy[bot]', or run serve without --with-bot",
         ) from None
     from nomad_bot.run import bot_token
 

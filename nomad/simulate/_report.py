@@ -76,7 +76,7 @@ def plot_png(results: Sequence[SimResult], arrivals: Sequence[Arrival], horizon:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise NotAvailableError(
-            "plotting needs matplotlib", hint="pip install 'nomad[sim]' (or drop --plot/--html)"
+            "plotting needs matplotlib", hint="pip install 'nomad-comfy[sim]' (or drop --plot/--html)"
         ) from exc
     fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(15, 4.2))
     hours = max(1, int(-(-horizon // HOUR)))

@@ -84,11 +84,11 @@ def test_dry_run_prints_a_validated_task_without_secrets(sky_offline: Any, tmp_p
 def test_plan_without_sky_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """With `sky` unimportable, plan exits 3 and prints pip install 'nomad[sky]'."""
+    """With `sky` unimportable, plan exits 3 and prints pip install 'nomad-comfy[sky]'."""
     monkeypatch.setitem(sys.modules, "sky", None)
     res = _invoke(tmp_path, "plan")
     assert isinstance(res.exception, NotAvailableError) and res.exception.exit_code == 3
-    assert res.exception.hint == "pip install 'nomad[sky]'"
+    assert res.exception.hint == "pip install 'nomad-comfy[sky]'"
 
 
 def test_help_and_status_work_without_sky(tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_help_and_status_work_without_sky(tmp_path: Path) -> None:
     planned = subprocess.run(
         [*base, "plan"], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
-    assert planned.returncode == 3 and "pip install 'nomad[sky]'" in planned.stderr
+    assert planned.returncode == 3 and "pip install 'nomad-comfy[sky]'" in planned.stderr
 
 
 def test_up_and_status_for_people(fake: FakeBackend, tmp_path: Path) -> None:

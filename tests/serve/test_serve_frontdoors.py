@@ -99,7 +99,7 @@ def test_with_bot_without_telegram_extra_exits_before_starting(
     monkeypatch.setitem(sys.modules, "telegram", None)  # `import telegram` now fails
     code, err = run_nomad(tmp_path, "serve", "--with-bot")
     assert code == 3, err
-    assert "python-telegram-bot" in err and "pip install 'nomad[bot]'" in err
+    assert "python-telegram-bot" in err and "pip install 'nomad-comfy[bot]'" in err
     assert not (tmp_path / "data" / "queue.db").exists()
 
 

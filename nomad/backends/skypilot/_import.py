@@ -8,7 +8,7 @@ from types import ModuleType
 
 from nomad.errors import NotAvailableError
 
-INSTALL_HINT = "pip install 'nomad[sky]'"
+INSTALL_HINT = "pip install 'nomad-comfy[sky]'"
 
 
 def sky_available() -> bool:
