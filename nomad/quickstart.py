@@ -84,7 +84,9 @@ def verify_push(data_dir: Path, say: Say) -> dict[str, Any]:
         host = base.split("://", 1)[1]
         proc = subprocess.run(
             ["skopeo", "inspect", "--tls-verify=false", f"docker://{host}/{repo}@{digest}"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if proc.returncode != 0:
             raise RegistryError(f"skopeo inspect failed: {proc.stderr.strip()[:300]}")

@@ -36,13 +36,17 @@ def quickstart(click_ctx: click.Context, skip_plan: bool) -> None:
     say("== 4/5 verify")
     result = qs.verify_push(ctx.data_dir, say)
     if not skip_plan:
-        say("== 5/5 launch plan (SkyPilot optimizer, pinned catalog snapshot; prices are a fixture)")
+        say(
+            "== 5/5 launch plan (SkyPilot optimizer, pinned catalog snapshot; prices are a fixture)"
+        )
         if importlib.util.find_spec("sky") is None:
             say("SkyPilot is not installed: pip install 'nomad-comfy[sky]' to see the plan")
         else:
             plan = [*cfg, "plan", "--backend", "skypilot", "--catalog", str(catalog_dir())]
             qs.invoke(cli, [*plan, "--bench", "@reference"])
-            say("($/image from the published RTX 4090/5090 reference timings; run `nomad bench` for your own)")
+            say(
+                "($/image from the published RTX 4090/5090 reference timings; run `nomad bench` for your own)"
+            )
     stop = f"nomad --data-dir {ctx.data_dir} dev down" if ctx.data_dir_opt else "nomad dev down"
     say(
         f"\nimage: {result['ref']}\n"

@@ -346,7 +346,9 @@ def command_on_path(path_env: str, ours: Path | None) -> Check:
         if cand.is_file() and os.access(cand, os.X_OK) and cand.resolve() not in found:
             found.append(cand.resolve())
     here = str(ours) if ours else "this install's nomad"
-    activate = f"run {here} by its full path, or put {ours.parent if ours else 'its bin/'} first on PATH"
+    activate = (
+        f"run {here} by its full path, or put {ours.parent if ours else 'its bin/'} first on PATH"
+    )
     if not found:
         return Check("nomad on PATH", "warn", f"no `nomad` on PATH (this one is {here})",
                      f"{activate} (e.g. `source .venv/bin/activate`)")  # fmt: skip
@@ -359,7 +361,8 @@ def command_on_path(path_env: str, ours: Path | None) -> Check:
         return Check("nomad on PATH", "warn", f"`nomad` runs another install of nomad: {first}",
                      activate)  # fmt: skip
     return Check(
-        "nomad on PATH", "warn",
+        "nomad on PATH",
+        "warn",
         f"`nomad` on PATH is a different program ({first}, e.g. HashiCorp Nomad); it shadows this one",
         activate,
     )
