@@ -8,6 +8,7 @@ from typing import Any
 
 from nomad.config.schema import NomadConfig
 from nomad.images._build import BuildResult, build_image, inputs_from_config
+from nomad.images._disk import disk_full_is_clear
 from nomad.images._dockerfile import DockerfileExport, export_dockerfile
 from nomad.images._fetch import ModelCache, fetch_models
 from nomad.images._lock import Lock, lock_path, order_models
@@ -44,30 +45,32 @@ def build_from_config(
     The weight layer order comes from (and is written back to) ``nomad.lock`` next to
     nomad.yaml; it is saved only after the build succeeded.
     """
-    inputs = inputs_from_config(cfg, config_dir, workflows_dir or workflows_dir_for(config_dir))
-    if tag:
-        inputs.tag = tag
     cache = ModelCache(default_cache_dir(cache_dir))
-    s3 = (
-        _s3_settings(cfg, data_dir)
-        if any(m.source.startswith("s3://") for m in inputs.models)
-        else None
-    )
-    lock = Lock.load(lock_path(config_dir))
-    result = build_image(
-        inputs, out, cache, parallel=parallel, progress=progress, s3_settings=s3,
-        lock=lock, drop=drop, relock=relock,
-    )  # fmt: skip
-    lock.save()
-    export = None
-    if dockerfile_dir is not None:
-        fetched = fetch_models(inputs.models, cache, base_dir=config_dir, s3_settings=s3)
-        fetched = order_models(fetched, lock)  # the same layer order as the OCI image
-        export = export_dockerfile(
-            inputs, fetched, dockerfile_dir, f"{cfg.project}:{inputs.tag}",
-            base_digest=result.base_digest,
+    places = {"model cache": cache.root, "image layout": Path(out)}
+    with disk_full_is_clear(f"building {out}", places):
+        inputs = inputs_from_config(cfg, config_dir, workflows_dir or workflows_dir_for(config_dir))
+        if tag:
+            inputs.tag = tag
+        s3 = (
+            _s3_settings(cfg, data_dir)
+            if any(m.source.startswith("s3://") for m in inputs.models)
+            else None
+        )
+        lock = Lock.load(lock_path(config_dir))
+        result = build_image(
+            inputs, out, cache, parallel=parallel, progress=progress, s3_settings=s3,
+            lock=lock, drop=drop, relock=relock,
         )  # fmt: skip
-    return result, export
+        lock.save()
+        export = None
+        if dockerfile_dir is not None:
+            fetched = fetch_models(inputs.models, cache, base_dir=config_dir, s3_settings=s3)
+            fetched = order_models(fetched, lock)  # the same layer order as the OCI image
+            export = export_dockerfile(
+                inputs, fetched, dockerfile_dir, f"{cfg.project}:{inputs.tag}",
+                base_digest=result.base_digest,
+            )  # fmt: skip
+        return result, export
 
 
 def _s3_settings(cfg: NomadConfig, data_dir: Path) -> Any:

@@ -237,9 +237,28 @@ class RegistryClient:
     def _fail(
         self, resp: httpx.Response, what: str, cls: type[RegistryError] = RegistryError
     ) -> RegistryError:
+        msg = f"registry {self.host}: {what} failed: HTTP {resp.status_code} ({_error_text(resp)})"
+        if resp.status_code < 500:
+            return cls(msg)
+        # 5xx from a distribution registry almost always means its storage (S3) failed: say
+        # so, and ask /v2/ (503 when the registry's own storage health check fails)
+        storage = self._storage_state()
         return cls(
-            f"registry {self.host}: {what} failed: HTTP {resp.status_code} ({_error_text(resp)})"
+            f"{msg}; {storage}",
+            hint="check the S3 storage behind the registry (endpoint up, keys, disk not full"
+            "; `nomad dev status` for the embedded stack) and the registry's log, then run the "
+            "same command again: finished blobs are skipped, a half-sent one resumes",
         )
+
+    def _storage_state(self) -> str:
+        """One phrase about the registry's storage, from a quick GET /v2/ (1 s)."""
+        try:
+            probe = self.http.get(self.base_url + "/v2/", timeout=1.0)
+        except httpx.HTTPError:
+            return "the registry itself stopped answering"
+        if probe.status_code == 503:
+            return "the registry reports its storage (S3) unhealthy"
+        return "the registry is up, so its storage (S3) most likely failed or timed out"
 
     # -- API --------------------------------------------------------------------------
 
