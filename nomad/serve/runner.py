@@ -25,6 +25,7 @@ from nomad.errors import (
     ComfyExecutionError,
     ComfyValidationError,
     NomadError,
+    PrivacyError,
     QueueError,
     StorageError,
     UsageError,
@@ -86,8 +87,8 @@ def failure_kind(exc: BaseException) -> FailureKind:
         return "job"
     if isinstance(exc, StorageError | QueueError):
         return "infra"
-    if isinstance(exc, ComfyError | TimeoutError | OSError):
-        return "endpoint"
+    if isinstance(exc, ComfyError | PrivacyError | TimeoutError | OSError):
+        return "endpoint"  # a silent proxy (PrivacyError) is the way to the endpoint failing
     return "job"
 
 

@@ -68,6 +68,7 @@ def test_failure_kinds() -> None:
         ComfyError,
         ComfyExecutionError,
         ComfyValidationError,
+        PrivacyError,
         WorkflowError,
     )
 
@@ -79,6 +80,7 @@ def test_failure_kinds() -> None:
     assert failure_kind(ComfyConnectionError("gone")) == "endpoint"
     assert failure_kind(ComfyError("HTTP 500")) == "endpoint"
     assert failure_kind(TimeoutError()) == "endpoint"
+    assert failure_kind(PrivacyError("the SOCKS proxy did not answer")) == "endpoint"
     assert failure_kind(KeyError("bug")) == "job"  # a bug must not loop a job forever
 
 
