@@ -187,7 +187,7 @@ def _tick_one(
 ) -> None:
     state = queue.get_state(STATE_SCOPE, job.name) or {}
     last = dt.datetime.fromisoformat(state["last_slot"]) if "last_slot" in state else None
-    slot, why = due_slot(job.schedule, last, now, catch_up=job.catch_up)
+    slot, why = due_slot(job.schedule, last, now, catch_up=job.catch_up, window=job.window)
     if slot is None:
         if why.startswith("missed") and state.get("skipped") != why:
             _note(queue, job.name, skipped=why)

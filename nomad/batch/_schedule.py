@@ -40,6 +40,7 @@ def due_slot(
     now: dt.datetime,
     *,
     catch_up: CatchUp = "latest",
+    window: str | None = None,
     grace: dt.timedelta = dt.timedelta(minutes=2),
 ) -> tuple[dt.datetime | None, str]:
     """The slot to run now (or None) and why, never older slots than the latest.
@@ -47,12 +48,14 @@ def due_slot(
     ``catch_up: latest`` runs the latest slot not yet run, however late (a
     machine off for a week makes one wallpaper, not seven; a brand-new job
     runs its latest past slot at once — the reason says so). ``none`` runs a
-    slot only within ``grace`` of its time; a missed one is skipped.
+    slot only within ``grace`` of its time — of its ``window``'s opening when
+    it has one (a 23:00 slot with a 02:00-05:00 window is on time at 02:00);
+    a missed one is skipped.
     """
     slot = latest_slot(schedule, now)
     if last is not None and slot <= last:
         return None, "already run"
-    late = as_utc(now) - slot
+    late = as_utc(now) - (window_opens(window, slot) if window else slot)
     if late <= grace:
         return slot, "on time"
     if catch_up == "none":

@@ -77,6 +77,24 @@ def test_window_defers_a_slot_until_it_opens(sqlite_queue: JobQueue) -> None:
     assert [f.slot for f in rep.fired] == [t(23, 23)]
 
 
+def test_jobs_due_in_one_window_fire_together(sqlite_queue: JobQueue) -> None:
+    """Two jobs (23:00 and 01:00 slots) with one 02:00-05:00 window are enqueued in the same tick."""
+    a = WALLPAPER.model_copy(update={"name": "a", "schedule": "0 23 * * *", "window": "02:00-05:00"})
+    b = WALLPAPER.model_copy(update={"name": "b", "schedule": "0 1 * * *", "window": "02:00-05:00"})
+    assert batch.tick(sqlite_queue, [a, b], t(23, 22, 0)).fired == []  # window closed
+    assert batch.tick(sqlite_queue, [a, b], t(24, 1, 30)).fired == []  # still closed
+    rep = batch.tick(sqlite_queue, [a, b], t(24, 2, 0))
+    assert sorted((f.name, f.slot) for f in rep.fired) == [("a", t(23, 23)), ("b", t(24, 1))]
+
+
+def test_catch_up_none_counts_lateness_from_the_window() -> None:
+    """With `catch_up: none` a 23:00 slot held for a 02:00 window is on time at 02:00, missed at 03:00."""
+    due = batch.due_slot("0 23 * * *", t(22, 23), t(24, 2, 0), catch_up="none", window="02:00-05:00")
+    assert due == (t(23, 23), "on time")
+    late = batch.due_slot("0 23 * * *", t(22, 23), t(24, 3, 0), catch_up="none", window="02:00-05:00")
+    assert late[0] is None
+
+
 def test_find_unknown_lists_known() -> None:
     """An unknown batch name is a usage error that lists the configured ones."""
     with pytest.raises(UsageError, match="known: wallpaper"):

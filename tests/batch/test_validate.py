@@ -133,3 +133,12 @@ def test_good_config_runs(tmp_path: Path) -> None:
         assert len(queue.list()) == 1
     finally:
         queue.close()
+
+
+def test_serve_with_batch_refuses_a_bad_batch_config(tmp_path: Path) -> None:
+    """`nomad serve --with-batch` checks the batch jobs before starting anything (exit 2, file:line)."""
+    cfg = tmp_path / "nomad.yaml"
+    cfg.write_text(GOOD.replace("flux_schnell", "nope"))
+    code, _, err = run_nomad(tmp_path / "data", "-c", str(cfg), "serve", "--with-batch")
+    assert code == 2 and f"{cfg}:6: batch.jobs.0.workflow: unknown workflow 'nope'" in err
+    assert not (tmp_path / "data" / "queue.db").exists()
