@@ -197,6 +197,33 @@ def _s3_source(endpoint: str | None, region: str, bucket: str) -> Any:
     return S3Source(Storage(settings, bucket))
 
 
+@node.command("slim")
+@click.argument("ref")
+@click.option("--insecure", is_flag=True, help="Plain HTTP to a non-loopback registry.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def slim(ref: str, insecure: bool, as_json: bool) -> None:
+    """Publish REF's slim twin (same image minus weight layers) and print its reference.
+
+    The container engine pulls the slim image in fetched mode; no layer bytes
+    move (they are in the repository already): one small config, one manifest.
+    Needs push rights (NOMAD_REGISTRY_USERNAME/PASSWORD).
+    """
+    from nomad.node import publish_slim
+    from nomad.registry import RegistryClient, base_url_for, parse_reference
+
+    r = parse_reference(ref)
+    with RegistryClient(
+        base_url_for(r.host, insecure),
+        username=os.environ.get("NOMAD_REGISTRY_USERNAME") or None,
+        password=os.environ.get("NOMAD_REGISTRY_PASSWORD") or None,
+    ) as client:
+        out = publish_slim(client, r)
+    if as_json:
+        emit_json({"ref": ref, "slim": out})
+        return
+    click.echo(out)
+
+
 @node.command("cache")
 @cache_options
 @click.option("--json", "as_json", is_flag=True, help="Print entries as JSON.")

@@ -9,6 +9,7 @@ Public API::
     MountPlan                         -v SRC:DST:ro per weight, or a symlink tree
     PhaseRecorder, PHASES             cold-start phases as structured events
     weights_mode_for(cloud)           "baked" or "fetched" per backend/cloud
+    publish_slim(client, ref)         the image minus its weight layers (what the engine pulls)
 
 See docs/cold-start.md.
 """
@@ -20,6 +21,7 @@ from nomad.node._fetch import BlobFetch, CorruptBlobError
 from nomad.node._image import ImagePlan, WeightLayer, resolve, split_layers
 from nomad.node._modes import BAKED, FETCHED, POD_CLOUDS, weights_mode_for
 from nomad.node._pull import LayerResult, Mount, MountPlan, PullResult, pull_weights
+from nomad.node._slim import publish_slim, slim_documents
 from nomad.node._source import RegistrySource, S3Source, Target
 from nomad.node.phases import PHASES, PhaseRecorder
 
@@ -42,8 +44,10 @@ __all__ = [
     "S3Source",
     "Target",
     "WeightLayer",
+    "publish_slim",
     "pull_weights",
     "resolve",
+    "slim_documents",
     "split_layers",
     "weights_mode_for",
 ]

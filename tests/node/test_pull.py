@@ -204,3 +204,35 @@ def test_registry_redirect_sends_every_range_straight_to_s3(
     res = _pull(registries[True], pushed, NodeCache(tmp_path / "c"))
     assert {r.via for r in res.layers} == {"registry→s3"}
     _check_files(res, pushed)
+
+
+def test_slim_twin_has_every_layer_but_the_weights_and_pulls_with_skopeo(
+    registries: Regs, push_weights: Push, tmp_path: Path
+) -> None:
+    """`nomad node slim` publishes base+files only (a valid image: skopeo copies it) naming the full one."""
+    import shutil
+
+    pushed = push_weights(TWO, seed="slim")
+    url = registries[False]
+    host = url.split("://", 1)[1]
+    code, out, err = run_nomad(
+        tmp_path / "d", "node", "slim", f"{host}/{pushed.ref.split('/', 1)[1]}", "--json"
+    )
+    assert code == 0, err
+    slim_ref = json.loads(out)["slim"]
+    ref = parse_reference(slim_ref)
+    with RegistryClient(url) as client:
+        raw, _ = client.get_manifest(ref.repository, ref.target)
+    doc = json.loads(raw)
+    weights = {layer["digest"] for layer in pushed.layers if "model" in layer["what"]}
+    assert len(weights) == 2
+    assert [layer["digest"] for layer in doc["layers"]] == [
+        layer["digest"] for layer in pushed.layers if layer["digest"] not in weights
+    ]
+    assert doc["annotations"]["io.nomad.weights.from"] == pushed.ref.split("@", 1)[1]
+    if shutil.which("skopeo"):
+        subprocess.run(
+            ["skopeo", "copy", "--src-tls-verify=false", f"docker://{slim_ref}",
+             f"oci:{tmp_path / 'oci'}:slim"],
+            check=True, capture_output=True,
+        )  # fmt: skip
