@@ -40,6 +40,7 @@ from nomad.errors import (
     QuotaError,
     UsageError,
 )
+from nomad.node._modes import node_envs
 from nomad.queue.ledger import (
     ClusterLedger,
     LedgerConflict,
@@ -152,6 +153,7 @@ def spec_from_config(
         idle_minutes=infra.idle_minutes,
         disk_gb=infra.disk_gb or disk_gb_for_image(pushed.get("size_bytes")),
         comfy_port=cfg.image.comfyui.port,
+        envs=node_envs(cfg),  # node.*: baked/fetched weights, cache (nomad.node, docs/cold-start.md)
     )
 
 

@@ -401,6 +401,30 @@ class PrivacyConfig(Strict):
 ProjectName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 
 
+class WarmupConfig(Strict):
+    """A workflow run once on every new node before the first real job (docs/cold-start.md)."""
+
+    workflow: str = Field(..., description="a known workflow name; its model load is paid here")
+    params: dict[str, Any] = Field(default_factory=dict, description="parameters (small: a few steps)")
+    timeout_s: float = Field(900, gt=0, description="give up after this; the node still serves")
+
+
+class NodeConfig(Strict):
+    """The GPU node's side of a wake: how weights arrive, the node cache, warm-up."""
+
+    weights: Literal["auto", "baked", "fetched"] = Field(
+        "auto",
+        description="baked: the provider pulls the full image; fetched: small base + `nomad node "
+        "pull` (where nomad has the host); auto: fetched on VM clouds/ssh/local, baked on pod clouds",
+    )
+    base_image: str | None = Field(
+        None, description="fetched mode: the slim image the engine pulls (REPO@sha256:…, `nomad node slim`)"
+    )
+    cache_dir: str = Field("~/.nomad/cache", description="the node's weight cache (on the node)")
+    cache_max_gb: float | None = Field(None, gt=0, description="cache limit; least recently used weights go first")
+    warmup: WarmupConfig | None = None
+
+
 class NomadConfig(Strict):
     """The whole of ``nomad.yaml``."""
 
@@ -416,6 +440,7 @@ class NomadConfig(Strict):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    node: NodeConfig = Field(default_factory=NodeConfig)
 
     @model_validator(mode="after")
     def _sets_exist(self) -> NomadConfig:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from nomad.node._cache import CacheEntry, NodeCache
 from nomad.node._fetch import BlobFetch, CorruptBlobError
 from nomad.node._image import ImagePlan, WeightLayer, resolve, split_layers
-from nomad.node._modes import BAKED, FETCHED, POD_CLOUDS, weights_mode_for
+from nomad.node._modes import BAKED, FETCHED, POD_CLOUDS, node_envs, weights_mode_for
 from nomad.node._pull import LayerResult, Mount, MountPlan, PullResult, pull_weights
 from nomad.node._slim import publish_slim, slim_documents
 from nomad.node._source import RegistrySource, S3Source, Target
@@ -44,6 +44,7 @@ __all__ = [
     "S3Source",
     "Target",
     "WeightLayer",
+    "node_envs",
     "publish_slim",
     "pull_weights",
     "resolve",

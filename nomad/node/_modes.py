@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from nomad.errors import ConfigError
 
@@ -38,3 +39,14 @@ def weights_mode_for(clouds: Iterable[str], requested: str = "auto") -> str:
     if not names or any(c in POD_CLOUDS for c in names):
         return BAKED
     return FETCHED
+
+
+def node_envs(cfg: Any) -> dict[str, str]:
+    """The ``node:`` config as the environment a launch hands to the node (LaunchSpec.envs)."""
+    n = cfg.node
+    env = {"NOMAD_WEIGHTS_MODE": n.weights, "NOMAD_NODE_CACHE": n.cache_dir}
+    if n.base_image:
+        env["NOMAD_BASE_IMAGE"] = n.base_image
+    if n.cache_max_gb:
+        env["NOMAD_NODE_CACHE_LIMIT"] = f"{n.cache_max_gb:g}G"
+    return env

@@ -22,6 +22,9 @@ DEFAULT_TEMPLATE = "comfyui.yaml"
 MIN_DISK_GB = 50
 WATCHDOG_REMOTE = "~/.nomad/watchdog.py"
 DOCKER_SECRETS = ("SKYPILOT_DOCKER_USERNAME", "SKYPILOT_DOCKER_PASSWORD", "SKYPILOT_DOCKER_SERVER")
+# fetched mode: the run script logs the host's engine in and `nomad node pull`s with these
+NODE_SECRETS = ("NOMAD_REGISTRY_USERNAME", "NOMAD_REGISTRY_PASSWORD", "NOMAD_REGISTRY_SERVER")
+NODE_PKG_REMOTE = "~/.nomad/pkg/nomad"
 
 
 def template_path(name: str = DEFAULT_TEMPLATE) -> Path:
@@ -80,21 +83,82 @@ def build_task_config(
 ) -> dict[str, Any]:
     """The task as a SkyPilot YAML mapping; ``offer`` pins cloud/region/instance/GPU."""
     cfg = copy.deepcopy(template if template is not None else load_template())
+    mode = weights_mode(spec, offer)
     resources = dict(cfg.get("resources") or {})
     resources.update(_resources(spec, offer))
+    if mode == "fetched":  # the VM itself runs the script: docker + nomad node pull on the host
+        resources.pop("image_id")
     cfg["resources"] = resources
     cfg["envs"] = {
         **{k: str(v) for k, v in (cfg.get("envs") or {}).items()},
         "NOMAD_COMFY_PORT": str(spec.comfy_port),
         "NOMAD_IDLE_MINUTES": _num(spec.idle_minutes),
         **spec.envs,
+        "NOMAD_WEIGHTS_MODE": mode,
     }
     # ship the stdlib-only watchdog with the task, so any runtime image can run it
     cfg["file_mounts"] = {**(cfg.get("file_mounts") or {}), WATCHDOG_REMOTE: str(watchdog_source())}
     secrets = _docker_secrets(spec)
+    if mode == "fetched":
+        cfg["envs"].update(_fetched_envs(spec))
+        cfg["file_mounts"][NODE_PKG_REMOTE] = str(_nomad_package_dir())
+        secrets = dict(zip(NODE_SECRETS, secrets.values(), strict=True)) if secrets else {}
     if secrets:
         cfg["secrets"] = {**(cfg.get("secrets") or {}), **secrets}
     return cfg
+
+
+def weights_mode(spec: LaunchSpec, offer: Offer | None) -> str:
+    """baked or fetched for this launch (``NOMAD_WEIGHTS_MODE`` in spec.envs; docs/cold-start.md).
+
+    auto fetches only when every candidate cloud gives nomad a host and the
+    slim image (``NOMAD_BASE_IMAGE``) is known; otherwise the image is baked.
+    """
+    from nomad.node import FETCHED, weights_mode_for
+
+    requested = spec.envs.get("NOMAD_WEIGHTS_MODE", "auto")
+    clouds = (
+        [offer.cloud] if offer is not None and offer.cloud not in ("", "any") else list(spec.clouds)
+    )
+    mode = weights_mode_for(clouds, requested)
+    if mode == FETCHED and not spec.envs.get("NOMAD_BASE_IMAGE"):
+        if requested == FETCHED:
+            raise ConfigError(
+                "weights mode 'fetched' needs the slim image the engine pulls",
+                hint="run `nomad node slim REF` and set node.base_image to what it prints",
+            )
+        return "baked"
+    return mode
+
+
+def _fetched_envs(spec: LaunchSpec) -> dict[str, str]:
+    import importlib.metadata
+
+    docker_image_id(spec.image_ref)  # pinned by digest, same rule as baked
+    docker_image_id(spec.envs["NOMAD_BASE_IMAGE"])
+    try:  # core requirements only (no extras): what `nomad node pull` imports on the node
+        reqs = [r for r in importlib.metadata.requires("nomad") or [] if "extra ==" not in r]
+    except importlib.metadata.PackageNotFoundError:
+        reqs = [
+            "httpx>=0.27",
+            "click>=8.1",
+            "rich>=13",
+            "pydantic>=2.7",
+            "PyYAML>=6.0",
+            "boto3>=1.34",
+        ]
+    return {
+        "NOMAD_IMAGE": spec.image_ref.removeprefix("docker:"),
+        "NOMAD_BASE_IMAGE": spec.envs["NOMAD_BASE_IMAGE"].removeprefix("docker:"),
+        "NOMAD_NODE_DEPS": " ".join(f"'{r}'" for r in reqs),
+    }
+
+
+def _nomad_package_dir() -> Path:
+    """This nomad package's folder (synced to the node; its deps are pip-installed there)."""
+    import nomad.node
+
+    return Path(nomad.node.__file__).resolve().parents[1]
 
 
 def to_sky_task(config: dict[str, Any]) -> Any:
