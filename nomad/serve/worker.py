@@ -85,7 +85,7 @@ class _Running:
     progress: float | None = None
     shutdown: bool = False
     cancelled: bool = False
-    sick: bool = False  # the endpoint failed this run: wait for it to answer before leasing again
+    sick: bool = False  # handed back: back off, and wait for the endpoint to answer, before leasing
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -345,6 +345,7 @@ class WorkerPool:
                 )
             await self._complete(rt, name, run, keys, report.times)
         except _GiveBack as back:
+            run.sick = True  # pause (and check the endpoint) before leasing again
             await self._release(job, back.reason)
 
     async def _run(
@@ -375,7 +376,6 @@ class WorkerPool:
                     return None
                 if kind == "endpoint":
                     if endpoint_tries >= cfg.retries:
-                        run.sick = True
                         raise _GiveBack(f"requeued: ComfyUI failed ({error_text(exc)})") from exc
                     await self.sleep(cfg.backoff(endpoint_tries))
                     endpoint_tries += 1

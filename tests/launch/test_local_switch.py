@@ -152,3 +152,35 @@ def test_secret_names_and_values() -> None:
     for keep in ("PATH", "HOME", "LANG", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "HF_HOME"):
         assert not is_secret_env(keep, "/usr/bin")
     assert not is_secret_env("PIP_INDEX_URL", "https://pypi.example/simple")
+
+
+def test_docker_mode_startup_failure_reads_the_stopped_container(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker mode: a container that exited during start-up is reported with its exit code and
+    the tail of `docker logs` (through the SDK; a stand-in client here, no engine on CI)."""
+    from types import SimpleNamespace
+
+    from nomad.backends.local import docker_engine
+
+    box = SimpleNamespace(
+        name="nomad-box-0",
+        labels={"nomad.cluster": "box", "nomad.gpu": "0", "nomad.port": "9000"},
+        status="running",
+        attrs={"State": {"ExitCode": 0}},
+        logs=lambda tail: b"starting ComfyUI\nCUDA error: no kernel image is available\n",
+    )
+
+    class Containers:
+        def list(self, all: bool, filters: dict[str, str]) -> list[SimpleNamespace]:
+            return [box] if filters["label"] == "nomad.cluster=box" else []
+
+    monkeypatch.setattr(docker_engine, "available", lambda: True)
+    monkeypatch.setattr(docker_engine, "_client", lambda: SimpleNamespace(containers=Containers()))
+    backend = LocalBackend(LocalBackendConfig(mode="docker"), tmp_path)
+    (tmp_path / "local" / "box").mkdir(parents=True)
+    (tmp_path / "local" / "box" / "cluster.json").write_text('{"mode": "docker", "ports": [9000]}')
+    assert backend.startup_failure("box") is None
+    box.status, box.attrs = "exited", {"State": {"ExitCode": 1}}
+    reason = backend.startup_failure("box") or ""
+    assert "nomad-box-0 exited (exit code 1)" in reason and "no kernel image" in reason
