@@ -154,7 +154,15 @@ def spec_from_config(
         disk_gb=infra.disk_gb or disk_gb_for_image(pushed.get("size_bytes")),
         comfy_port=cfg.image.comfyui.port,
         envs=node_envs(cfg),  # node.*: baked/fetched weights, cache (nomad.node, docs/cold-start.md)
+        placement=_placement(cfg),
     )
+
+
+def _placement(cfg: NomadConfig) -> Any:
+    """``infra.placement`` as a :class:`nomad.placement.Placement` (None: rank by $/hour)."""
+    from nomad.placement import from_config
+
+    return from_config(cfg)
 
 
 def _pinned_ref(pushed: dict[str, Any]) -> str | None:
@@ -293,7 +301,8 @@ def _up(
         return existing
     if guard is not None:
         guard()
-    offers = _within_budget(backend.plan(spec), spec)
+    offers, why = ranked_offers(backend, spec)
+    say(f"placement: {why}")
     offers = _deprioritise(offers, book.last(spec.cluster_name))
     attempts: list[Attempt] = []
     candidates: list[Offer | None] = list(offers[:max_attempts]) or [None]
@@ -479,9 +488,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def ranked_offers(backend: Backend, spec: LaunchSpec) -> tuple[list[Offer], str]:
+    """The backend's offers within ``max_price_per_hour``, cheapest per job first when benchmark
+    results exist (``infra.placement``), else in the backend's $/hour order; plus why."""
+    from nomad.placement import order_offers
+
+    return order_offers(_within_budget(backend.plan(spec), spec), spec.placement)
+
+
 def affordable_offers(backend: Backend, spec: LaunchSpec) -> list[Offer]:
-    """The backend's ranked offers within ``max_price_per_hour``; never empty (raises instead)."""
-    offers = _within_budget(backend.plan(spec), spec)
+    """:func:`ranked_offers` without the explanation; never empty (raises instead)."""
+    offers, why = ranked_offers(backend, spec)
+    log.info("placement: %s", why)
     if not offers:
         raise NoCapacityError(
             f"{backend.name} offered no GPU for {spec.cluster_name}",

@@ -187,3 +187,86 @@ def stop_or_down(
         return StopOrDown("stop", keep, repull, why)
     why = f"re-pull ${repull:.4f} ≤ keeping {disk_gb:g} GB for {idle_gap_seconds / HOUR:.1f} h ${keep:.4f}"
     return StopOrDown("down", keep, repull, why)
+
+
+# -- offers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What ranking by $/job needs: benchmark results, the job mix, the wake model."""
+
+    results: tuple[Any, ...]  # nomad.bench.BenchResult
+    mix: Mapping[str, float]
+    wake: WakeModel = WakeModel()
+
+    def seconds(self, gpu: str) -> dict[str, float]:
+        """Mean seconds per run of each workflow on ``gpu`` (measured results win over published)."""
+        from nomad.bench import price_per_image
+
+        # At $3600/h a dollar is one second: price_per_image gives the mean seconds per run.
+        return price_per_image(self.results, gpu, HOUR)
+
+
+def order_offers(offers: Sequence[Any], placement: Placement | None) -> tuple[list[Any], str]:
+    """Offers (``nomad.backends.base.Offer``) cheapest per job first, each with $/image filled in.
+
+    Returns the offers and one sentence saying why the first was chosen. With no
+    placement (no benchmark results, or ``rank_by: hour``) the order is kept.
+    """
+    from dataclasses import replace
+
+    if placement is None or not offers:
+        return list(offers), "ranked by $/hour (no benchmark results configured)"
+    candidates = []
+    for i, o in enumerate(offers):
+        secs = placement.seconds(o.gpu)
+        candidates.append(Candidate(str(i), o.gpu, o.price_per_hour, max(1, o.gpu_count), secs))
+    ranked = rank(candidates, placement.mix, placement.wake)
+    out = []
+    for r in ranked:
+        o = offers[int(r.candidate.name)]
+        per = {
+            wf: round(o.price_per_hour * s / HOUR / max(1, o.gpu_count), 6)
+            for wf, s in r.candidate.seconds.items()
+        }
+        out.append(replace(o, price_per_image=per or dict(o.price_per_image)))
+    first = ranked[0]
+    if first.usd_per_job is None:
+        return out, "ranked by $/hour (no benchmark covers these GPUs)"
+    o = out[0]
+    why = f"{o.gpu}×{o.gpu_count} ${o.price_per_hour:.2f}/h: ${first.usd_per_job:.6f}/job ({first.basis})"
+    second = next((r for r in ranked[1:] if r.usd_per_job is not None), None)
+    if second is not None:
+        o2 = offers[int(second.candidate.name)]
+        why += f"; next {o2.gpu} ${o2.price_per_hour:.2f}/h at ${second.usd_per_job:.6f}/job"
+    return out, why
+
+
+def from_config(cfg: Any, results: Sequence[Any] | None = None) -> Placement | None:
+    """The deployment's Placement from ``infra.placement`` (None: rank by $/hour)."""
+    pc = cfg.infra.placement
+    if pc.rank_by == "hour":
+        return None
+    if results is None:
+        if not pc.bench:
+            return None
+        from nomad.bench import load_results
+
+        results = load_results(pc.bench)
+    if not results:
+        return None
+    mix = dict(pc.mix) or {w: 1.0 for w in cfg.workflows.enabled} or _all_workflows(results)
+    wake = WakeModel(
+        cold_start_seconds=pc.cold_start_seconds,
+        idle_tail_seconds=float(cfg.infra.idle_minutes) * 60.0,
+        jobs_per_wake=pc.jobs_per_wake,
+    )
+    return Placement(tuple(results), mix, wake)
+
+
+def _all_workflows(results: Sequence[Any]) -> dict[str, float]:
+    names: set[str] = set()
+    for r in results:
+        names.update(r.workflows)
+    return {n: 1.0 for n in sorted(names)}

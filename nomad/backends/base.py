@@ -77,6 +77,8 @@ class LaunchSpec:
     disk_gb: int | None = None
     comfy_port: int = 8188
     envs: dict[str, str] = field(default_factory=dict)
+    # how offers are ranked (nomad.placement.Placement); None: the backend's $/hour order
+    placement: Any = None
 
 
 @dataclass(frozen=True)

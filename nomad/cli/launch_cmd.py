@@ -172,7 +172,13 @@ def up(
         config = build_task_config(spec)
         if (backend_name or ctx.config.infra.backend) == "skypilot":
             to_sky_task(config)  # SkyPilot's own validation, secrets and autostop included
+        choice = _dry_placement(ctx, backend_name, catalog, spec)
+        if as_json:
+            emit_json({"task": redacted(config), "placement": choice})
+            return
         click.echo(yaml.safe_dump(redacted(config), sort_keys=False))
+        if choice is not None:
+            _show_placement(choice)
         return
     backend = _backend(ctx, backend_name, catalog)
     from nomad.queue.ledger import open_ledger
@@ -202,6 +208,26 @@ def up(
         return
     _show(report)
     click.echo(f"tear down with: nomad down {report.info.name}")
+
+
+def _dry_placement(
+    ctx: Ctx, backend_name: str | None, catalog: str | None, spec: LaunchSpec
+) -> dict[str, Any] | None:
+    """Which offer `up` would launch on, and why — only where planning needs no cloud account."""
+    name = backend_name or ctx.config.infra.backend
+    if name == "skypilot" and not (catalog or ctx.config.infra.catalog_dir):
+        return None  # a live plan needs credentials; `nomad plan` says more
+    from nomad import launch
+
+    offers, why = launch.ranked_offers(_backend(ctx, backend_name, catalog), spec)
+    return {"why": why, "offers": [o.to_json() for o in offers]}
+
+
+def _show_placement(choice: dict[str, Any]) -> None:
+    click.echo(f"# would launch on the first offer: {choice['why']}")
+    for o in choice["offers"][:5]:
+        per = ", ".join(f"{k} ${v:.6f}" for k, v in sorted(o["price_per_image"].items())) or "-"
+        click.echo(f"#   {o['cloud']} {o['gpu']}×{o['gpu_count']} ${o['price_per_hour']:.2f}/h  $/image: {per}")
 
 
 @click.command("down")

@@ -62,6 +62,12 @@ def _anchor_paths(cfg: NomadConfig, base: Path) -> NomadConfig:
     dirs = [str(d if Path(d).is_absolute() else base / d) for d in cfg.workflows.dirs]
     if dirs != cfg.workflows.dirs:
         cfg.workflows.dirs = dirs
+    bench = [
+        b if b.startswith("@") or Path(b).is_absolute() else str(base / b)
+        for b in cfg.infra.placement.bench
+    ]
+    if bench != cfg.infra.placement.bench:
+        cfg.infra.placement.bench = bench
     return cfg
 
 

@@ -161,6 +161,27 @@ class SSHBackendConfig(Strict):
     hosts: list[SSHHost] = Field(default_factory=list)
 
 
+class PlacementConfig(Strict):
+    """How offers are ranked: expected $ per job from benchmarks (docs/cost.md), else $/hour."""
+
+    rank_by: Literal["job", "hour"] = Field(
+        "job", description="job: expected $ per job when benchmark results exist; hour: $/hour"
+    )
+    bench: list[str] = Field(
+        default_factory=list,
+        description="benchmark result files (`nomad bench --out`), or @reference for the published figures",
+    )
+    mix: dict[str, float] = Field(
+        default_factory=dict, description="workflow -> weight; empty = enabled workflows equally"
+    )
+    jobs_per_wake: float | None = Field(
+        None, gt=0, description="jobs one wake serves; set to amortise cold start + idle tail per job"
+    )
+    cold_start_seconds: float = Field(
+        0.0, ge=0, description="provision + pull + load, priced per wake (with jobs_per_wake)"
+    )
+
+
 class InfraConfig(Strict):
     """Where and how the GPU runs, and how much it may cost."""
 
@@ -190,6 +211,7 @@ class InfraConfig(Strict):
     disk_gb: int | None = Field(None, ge=20)
     cluster_name: str | None = None
     catalog_dir: str | None = Field(None, description="pinned SkyPilot catalog snapshot")
+    placement: PlacementConfig = Field(default_factory=PlacementConfig)
     local: LocalBackendConfig = Field(default_factory=LocalBackendConfig)
     ssh: SSHBackendConfig = Field(default_factory=SSHBackendConfig)
 
