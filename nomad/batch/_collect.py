@@ -70,8 +70,10 @@ def collect(
     configs = {j.name: j for j in jobs or []}
     report = CollectReport()
     finished = queue.list(status=[JobStatus.SUCCEEDED], limit=limit)
-    for job in finished:
-        if job.front_door != "batch" or queue.get_state(COLLECTED_SCOPE, job.id):
+    candidates = {j.id: j for j in _pending(queue, configs)}
+    candidates.update({j.id: j for j in finished if j.front_door == "batch"})
+    for job in candidates.values():
+        if job.status is not JobStatus.SUCCEEDED or queue.get_state(COLLECTED_SCOPE, job.id):
             continue
         owner = f"{socket.gethostname()}:{os.getpid()}"
         if not queue.claim_state(CLAIM_SCOPE, job.id, {"owner": owner}, stale_after=CLAIM_SECONDS):
@@ -95,6 +97,33 @@ def collect(
         finally:
             queue.delete_state(CLAIM_SCOPE, job.id)
     return report
+
+
+def _pending(queue: JobQueue, configs: dict[str, BatchJob]) -> list[Job]:
+    """Runs the batch jobs enqueued and not yet seen finished, however old (a collector that was
+    down for a week still finds them); finished-and-handled ones are dropped from the list."""
+    out: list[Job] = []
+    for name in configs:
+        state = queue.get_state(STATE_SCOPE, name) or {}
+        ids = list(state.get("pending", []))
+        keep = []
+        for job_id in ids:
+            try:
+                job = queue.get(job_id)
+            except NomadError:
+                continue
+            handled = job.status.finished and (
+                job.status is not JobStatus.SUCCEEDED or queue.get_state(COLLECTED_SCOPE, job_id)
+            )
+            if not handled:
+                keep.append(job_id)
+                out.append(job)
+        if keep != ids:
+            fresh = queue.get_state(STATE_SCOPE, name) or {}
+            added = [p for p in fresh.get("pending", []) if p not in ids]  # fired meanwhile
+            fresh["pending"] = keep + added
+            queue.put_state(STATE_SCOPE, name, fresh)
+    return out
 
 
 def _collect_one(

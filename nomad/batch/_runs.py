@@ -129,7 +129,8 @@ def fire(
     state = queue.get_state(STATE_SCOPE, job.name) or {}
     fires = [f for f in state.get("fires", []) if _age(f, at) < DAY and f.get("job") != queued.id]
     fires.append({"job": queued.id, "at": at.isoformat()})
-    state.update(fires=fires, last_job=queued.id)
+    pending = [p for p in state.get("pending", []) if p != queued.id] + [queued.id]
+    state.update(fires=fires, pending=pending, last_job=queued.id)
     if attempt == 1:
         state.update(last_slot=as_utc(slot).isoformat(), last_kind=kind)
     state.pop("blocked", None)
@@ -156,9 +157,9 @@ def blocked_by_limits(queue: JobQueue, job: BatchJob, now: dt.datetime) -> str |
         return f"limit: {len(fires)} runs in the last 24 h (limits.per_day {lim.per_day})"
     if lim.in_flight is not None:
         active = 0
-        for f in fires:
+        for job_id in state.get("pending", []):  # however old: a run queued for days still counts
             try:
-                if not queue.get(f["job"]).status.finished:
+                if not queue.get(job_id).status.finished:
                     active += 1
             except NomadError:
                 continue

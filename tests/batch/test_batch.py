@@ -58,6 +58,7 @@ def test_tick_enqueues_each_slot_once_with_a_recorded_seed(sqlite_queue: JobQueu
     assert job.user is None  # not a user: the per-user quotas never apply
     assert isinstance(job.params["seed"], int) and job.meta["seed"] == job.params["seed"]
     assert job.params["prompt"] == "a calm lake at dawn" and job.meta["try"] == 1
+    sqlite_queue.cancel(job.id)  # finished: the in_flight limit frees
     assert len(batch.tick(sqlite_queue, [WALLPAPER], t(24, 7, 0)).fired) == 1
 
 
@@ -79,7 +80,9 @@ def test_window_defers_a_slot_until_it_opens(sqlite_queue: JobQueue) -> None:
 
 def test_jobs_due_in_one_window_fire_together(sqlite_queue: JobQueue) -> None:
     """Two jobs (23:00 and 01:00 slots) with one 02:00-05:00 window are enqueued in the same tick."""
-    a = WALLPAPER.model_copy(update={"name": "a", "schedule": "0 23 * * *", "window": "02:00-05:00"})
+    a = WALLPAPER.model_copy(
+        update={"name": "a", "schedule": "0 23 * * *", "window": "02:00-05:00"}
+    )
     b = WALLPAPER.model_copy(update={"name": "b", "schedule": "0 1 * * *", "window": "02:00-05:00"})
     assert batch.tick(sqlite_queue, [a, b], t(23, 22, 0)).fired == []  # window closed
     assert batch.tick(sqlite_queue, [a, b], t(24, 1, 30)).fired == []  # still closed
@@ -89,10 +92,22 @@ def test_jobs_due_in_one_window_fire_together(sqlite_queue: JobQueue) -> None:
 
 def test_catch_up_none_counts_lateness_from_the_window() -> None:
     """With `catch_up: none` a 23:00 slot held for a 02:00 window is on time at 02:00, missed at 03:00."""
-    due = batch.due_slot("0 23 * * *", t(22, 23), t(24, 2, 0), catch_up="none", window="02:00-05:00")
+    due = batch.due_slot(
+        "0 23 * * *", t(22, 23), t(24, 2, 0), catch_up="none", window="02:00-05:00"
+    )
     assert due == (t(23, 23), "on time")
-    late = batch.due_slot("0 23 * * *", t(22, 23), t(24, 3, 0), catch_up="none", window="02:00-05:00")
+    late = batch.due_slot(
+        "0 23 * * *", t(22, 23), t(24, 3, 0), catch_up="none", window="02:00-05:00"
+    )
     assert late[0] is None
+
+
+def test_in_flight_limit_counts_a_run_queued_for_days(sqlite_queue: JobQueue) -> None:
+    """A run still queued after three days (GPU budget exhausted) holds the in_flight slot."""
+    batch.tick(sqlite_queue, [WALLPAPER], t(20, 7, 0))
+    rep = batch.tick(sqlite_queue, [WALLPAPER], t(23, 7, 0))
+    assert rep.fired == [] and "limits.in_flight 1" in rep.waiting["wallpaper"]
+    assert len(batch_jobs(sqlite_queue)) == 1
 
 
 def test_find_unknown_lists_known() -> None:

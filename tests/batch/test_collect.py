@@ -282,3 +282,19 @@ def test_conditional_write_refuses_a_second_put(storage: Any) -> None:
     assert storage.put_bytes_if_absent("k/once.bin", b"first") is True
     assert storage.put_bytes_if_absent("k/once.bin", b"second") is False
     assert storage.get_bytes("k/once.bin") == b"first"
+
+
+def test_collector_finds_an_old_run_behind_many_newer_jobs(
+    sqlite_queue: JobQueue, storage: Any
+) -> None:
+    """A batch run buried under newer interactive jobs (past the listing limit) is still collected."""
+    job = wallpaper()
+    fired = batch.fire(sqlite_queue, job, SLOT).job
+    finish(sqlite_queue, storage, fired.id, noise_png())
+    for i in range(5):
+        other = sqlite_queue.enqueue("g.json", {"n": i}, front_door="telegram")
+        finish(sqlite_queue, storage, other.id, noise_png(seed=i))
+    rep = batch.collect(sqlite_queue, storage, jobs=[job], limit=3)
+    assert rep.stored == ["batch/wallpaper/2026-11-23/0700/0.png"]
+    assert batch.collect(sqlite_queue, storage, jobs=[job], limit=3).stored == []
+    assert (sqlite_queue.get_state(batch.STATE_SCOPE, "wallpaper") or {})["pending"] == []
