@@ -173,9 +173,17 @@ def tick_(ctx: Ctx, now_opt: str | None, as_json: bool) -> None:
 @click.option("--interval", default=30.0, show_default=True, help="Seconds between ticks.")
 @click.pass_obj
 def serve(ctx: Ctx, interval: float) -> None:
-    """Tick forever (Ctrl-C to stop)."""
+    """Tick forever (Ctrl-C to stop); a round that fails (queue down) is reported and retried."""
+    from nomad.errors import ConfigError, NomadError
+
+    _env(ctx)  # a bad config stops here, before the first round
     while True:
-        _print_round(_tick(ctx, dt.datetime.now(dt.UTC)))
+        try:
+            _print_round(_tick(ctx, dt.datetime.now(dt.UTC)))
+        except ConfigError:
+            raise
+        except NomadError as exc:
+            console().print(f"[red]round failed[/]: {exc.message} (retrying in {interval:g} s)")
         time.sleep(interval)
 
 
