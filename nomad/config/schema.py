@@ -277,6 +277,21 @@ class WebConfig(Strict):
     )
     max_upload_mb: float = Field(20, gt=0, le=200)
     workflows: list[str] = Field(default_factory=list, description="offered workflows; empty = all enabled")
+    public_status: bool = Field(
+        False, description="serve /api/status (queue depth, GPU state) without a token"
+    )
+    auth_failures_per_minute: int = Field(
+        10, ge=1, description="wrong or missing tokens per client address per minute before 429"
+    )
+
+    @field_validator("tokens")
+    @classmethod
+    def _no_blank_tokens(cls, tokens: list[SecretStr]) -> list[SecretStr]:
+        """An empty token would let anyone who sends ``Bearer `` spend GPU money."""
+        for token in tokens:
+            if len(token.get_secret_value().strip()) < 8:
+                raise ValueError("a token must have at least 8 non-blank characters (try `openssl rand -hex 16`)")
+        return tokens
 
 
 class BatchLimits(Strict):

@@ -13,16 +13,26 @@ because a job can wake a GPU, which costs money):
 - ``GET /api/jobs/{id}`` — status, progress, position, outputs.
 - ``GET /api/jobs/{id}/outputs/{i}`` — the output bytes.
 - ``POST /api/jobs/{id}/cancel``.
-- ``GET /api/status`` — queue depth by status.
+- ``GET /api/status`` — queue depth by status and the GPU state (token unless
+  ``web.public_status``).
+
+Safe to expose: wrong or missing tokens are rate limited per client address
+(``web.auth_failures_per_minute``, then 429 with ``Retry-After``); every answer
+carries security headers and a ``Server`` header without versions; bodies
+that are not UTF-8 or nest deeper than :data:`MAX_JSON_DEPTH` are a 400, never
+a traceback; an ``Idempotency-Key`` replayed with a different body is a 422.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import json
+import logging
 import mimetypes
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,9 +42,32 @@ from aiohttp import web
 
 from nomad.config.schema import WebConfig
 from nomad.errors import JobNotFound, LimitExceeded, NomadError, WorkflowError
-from nomad.queue.base import Job, JobQueue
+from nomad.queue.base import Job, JobQueue, JobStatus
 
 JSON = dict[str, Any]
+log = logging.getLogger("nomad.web")
+MAX_JSON_DEPTH = 32  # workflow params are flat; deeper is an attack or a bug
+AUTOSCALER_STATE = ("autoscaler", "status")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "img-src 'self' blob:; media-src 'self' blob:; connect-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+class BadRequest(WorkflowError):
+    """A request body we cannot read (encoding, depth): 400 with one clear line."""
+
+
+class IdempotencyConflict(NomadError):
+    """The same Idempotency-Key came back with a different request body."""
 
 
 class StorageLike(Protocol):
@@ -56,6 +89,8 @@ class WebDeps:
     workflow_names: list[str]
     tokens: list[str] = field(default_factory=list)
     input_prefix: str = "inputs/web/"
+    clock: Callable[[], float] = time.monotonic  # the auth-failure window (tests inject one)
+    failures: dict[str, collections.deque[float]] = field(default_factory=dict)
 
 
 DEPS: web.AppKey[WebDeps] = web.AppKey("deps", WebDeps)
@@ -67,6 +102,7 @@ def make_app(deps: WebDeps) -> web.Application:
         client_max_size=int(deps.config.max_upload_mb * 1024 * 1024),
         middlewares=[_errors],
     )
+    app.on_response_prepare.append(_headers)
     app[DEPS] = deps
     app.router.add_get("/", _index)
     app.router.add_get("/api/health", _health)
@@ -86,12 +122,23 @@ def _error(status: int, message: str, hint: str | None = None, **extra: Any) -> 
     return web.json_response(body, status=status)
 
 
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Security headers on every answer; ``Server`` names no versions."""
+    response.headers["Server"] = "nomad"
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """NomadError → JSON with a status; never a traceback page."""
     try:
         resp: web.StreamResponse = await handler(request)
         return resp
+    except IdempotencyConflict as exc:
+        return _error(422, exc.message, exc.hint)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[DEPS].config.max_upload_mb
         return _error(413, f"upload larger than {limit:g} MB", "send a smaller image")
@@ -105,23 +152,66 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _error(503, exc.message, exc.hint)
     except json.JSONDecodeError as exc:
         return _error(400, f"body is not valid JSON: {exc.msg}")
+    except (UnicodeDecodeError, RecursionError):
+        return _error(400, "body is not valid UTF-8 JSON")
 
 
 def _user(request: web.Request) -> str:
-    """The token's identity ('web:<8 hex>'), or raise 401/403. Tokens are never logged."""
-    tokens = request.app[DEPS].tokens
+    """The token's identity ('web:<8 hex>'), or raise 401/403/429. Tokens are never logged."""
+    deps = request.app[DEPS]
+    client = request.remote or "?"
+    _check_rate(deps, client)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
+        _failed(deps, client)
         raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "missing bearer token", "hint": "Authorization: Bearer TOKEN"}),
+            text=json.dumps(
+                {"error": "missing bearer token", "hint": "Authorization: Bearer TOKEN"}
+            ),
             content_type="application/json",
         )
     given = header.removeprefix("Bearer ").strip()
-    if not any(hmac.compare_digest(given, t) for t in tokens):
+    matched = False
+    for token in deps.tokens:  # compare with every token: the time does not tell which matched
+        matched |= bool(given) and hmac.compare_digest(given.encode(), token.encode())
+    if not matched:
+        _failed(deps, client)
         raise web.HTTPForbidden(
             text=json.dumps({"error": "token not accepted"}), content_type="application/json"
         )
     return "web:" + hashlib.sha256(given.encode()).hexdigest()[:8]
+
+
+def _recent(deps: WebDeps, client: str) -> collections.deque[float]:
+    window = deps.failures.setdefault(client, collections.deque())
+    edge = deps.clock() - 60.0
+    while window and window[0] <= edge:
+        window.popleft()
+    return window
+
+
+def _check_rate(deps: WebDeps, client: str) -> None:
+    """Too many wrong tokens from one address in the last minute ⇒ 429 until the window passes."""
+    window = _recent(deps, client)
+    if len(window) >= deps.config.auth_failures_per_minute:
+        retry = max(1, int(window[0] + 60.0 - deps.clock()) + 1)
+        raise web.HTTPTooManyRequests(
+            text=json.dumps(
+                {"error": "too many failed token attempts", "hint": f"retry in {retry} s"}
+            ),
+            content_type="application/json",
+            headers={"Retry-After": str(retry)},
+        )
+
+
+def _failed(deps: WebDeps, client: str) -> None:
+    window = _recent(deps, client)
+    window.append(deps.clock())
+    if len(window) == deps.config.auth_failures_per_minute:
+        log.warning("web: %d failed token attempts from %s in a minute", len(window), client)
+    if len(deps.failures) > 10_000:  # bounded memory under a spray of addresses
+        for key in [k for k, v in deps.failures.items() if not v][:5_000]:
+            deps.failures.pop(key, None)
 
 
 async def _index(request: web.Request) -> web.Response:
@@ -144,13 +234,60 @@ async def _workflows(request: web.Request) -> web.Response:
     for name in deps.workflow_names:
         wf = await asyncio.to_thread(deps.load_workflow, name)
         params = {k: _param_doc(v) for k, v in getattr(wf, "params", {}).items()}
-        out.append({"name": name, "output_kind": getattr(wf, "output_kind", "image"), "params": params})
+        out.append(
+            {"name": name, "output_kind": getattr(wf, "output_kind", "image"), "params": params}
+        )
     return web.json_response(out)
 
 
 async def _status(request: web.Request) -> web.Response:
-    counts = await asyncio.to_thread(request.app[DEPS].queue.counts)
-    return web.json_response({"jobs": {k.value: v for k, v in counts.items()}})
+    deps = request.app[DEPS]
+    if not deps.config.public_status:
+        _user(request)
+    counts = await asyncio.to_thread(deps.queue.counts)
+    state = await asyncio.to_thread(deps.queue.get_state, *AUTOSCALER_STATE) or {}
+    gpu = {k: state.get(k) for k in ("state", "eta_seconds", "updated_at") if k in state}
+    return web.json_response({"jobs": {k.value: v for k, v in counts.items()}, "gpu": gpu})
+
+
+async def _json_body(request: web.Request) -> Any:
+    """Strict UTF-8 JSON no deeper than MAX_JSON_DEPTH (else a 400, never a 500)."""
+    return _loads(await request.read())
+
+
+def _loads(raw: bytes | str) -> Any:
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise BadRequest("body is not valid UTF-8", hint="send JSON encoded as UTF-8") from None
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+def _depth(text: str) -> int:
+    """Maximum bracket nesting, ignoring brackets inside strings (linear, no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 async def _read_submission(request: web.Request) -> tuple[str, JSON, bytes | None, str | None]:
@@ -159,11 +296,11 @@ async def _read_submission(request: web.Request) -> tuple[str, JSON, bytes | Non
         form = await request.post()
         image = form.get("image")
         raw = form.get("params") or "{}"
-        params = _params(json.loads(raw if isinstance(raw, str) else "{}"))
+        params = _params(_loads(raw if isinstance(raw, str) else "{}"))
         data = image.file.read() if isinstance(image, web.FileField) else None
         name = image.filename if isinstance(image, web.FileField) else None
         return str(form.get("workflow", "")), params, data, name
-    body = await request.json()
+    body = await _json_body(request)
     if not isinstance(body, dict):
         raise WorkflowError("body must be a JSON object {workflow, params}")
     return str(body.get("workflow", "")), _params(body.get("params") or {}), None, None
@@ -187,8 +324,10 @@ async def _submit(request: web.Request) -> web.Response:
         known = ", ".join(deps.workflow_names)
         raise WorkflowError(f"unknown workflow {workflow!r}; offered here: {known}")
     wf = await asyncio.to_thread(deps.load_workflow, workflow)
+    _refuse_empty_prompt(wf, params)
     images = {"image": image} if image is not None else None
     await asyncio.to_thread(wf.bind, params, images)  # validate: nothing is queued on error
+    fingerprint = _fingerprint(workflow, params, image)
     inputs: dict[str, str] = {}
     if image is not None:
         ext = mimetypes.guess_extension(mimetypes.guess_type(filename or "")[0] or "") or ".png"
@@ -203,8 +342,33 @@ async def _submit(request: web.Request) -> web.Response:
         front_door="web",
         user=user,
         client_key=_client_key(user, request.headers.get("Idempotency-Key")),
+        meta={"request_sha256": fingerprint},
     )
+    if job.meta.get("request_sha256", fingerprint) != fingerprint:
+        raise IdempotencyConflict(
+            f"Idempotency-Key was already used for a different request (job {job.id})",
+            hint="use a new key for a new request",
+        )
     return web.json_response(await _job_doc(deps, job), status=202)
+
+
+def _refuse_empty_prompt(wf: Any, params: JSON) -> None:
+    """A blank prompt is a mistake (it would spend GPU time on noise): 400."""
+    spec = getattr(wf, "params", {}).get("prompt")
+    if spec is None:
+        return
+    value = params.get("prompt", getattr(spec, "default", None))
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise WorkflowError("the prompt is empty", hint="describe what you want to see")
+
+
+def _fingerprint(workflow: str, params: JSON, image: bytes | None) -> str:
+    """What makes two submissions "the same request" for Idempotency-Key replays."""
+    doc = json.dumps([workflow, params], sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(doc.encode())
+    if image is not None:
+        digest.update(hashlib.sha256(image).digest())
+    return digest.hexdigest()
 
 
 def _client_key(user: str, key: str | None) -> str | None:
@@ -215,6 +379,7 @@ def _client_key(user: str, key: str | None) -> str | None:
 async def _job_doc(deps: WebDeps, job: Job) -> JSON:
     position = await asyncio.to_thread(deps.queue.position, job.id)
     return {
+        "eta_seconds": await _eta(deps, job, position),
         "id": job.id,
         "workflow": job.workflow,
         "status": job.status.value,
@@ -227,6 +392,26 @@ async def _job_doc(deps: WebDeps, job: Job) -> JSON:
         "gpu": job.gpu,
         "cost": job.cost,
     }
+
+
+async def _eta(deps: WebDeps, job: Job, position: int | None) -> float | None:
+    """Rough seconds until this job is done: wake left + queue ahead + its run (learned medians)."""
+    if job.status.finished:
+        return None
+    from nomad.serve.eta import EtaModel
+
+    state = await asyncio.to_thread(deps.queue.get_state, *AUTOSCALER_STATE) or {}
+    history = await asyncio.to_thread(deps.queue.get_state, "autoscaler", "history")
+    model = EtaModel.from_json(history)
+    cold = state.get("eta_seconds") if job.status is not JobStatus.RUNNING else None
+    cold_left = float(cold) if isinstance(cold, int | float) else None
+    if job.status is JobStatus.RUNNING:
+        run = model.run_time(job.workflow, job.gpu)
+        if run is None:
+            return None
+        return round(max(0.0, run * (1.0 - (job.progress or 0.0))))
+    eta = model.wait(position or 1, 1, job.workflow, job.gpu, cold_left)
+    return None if eta is None else round(eta)
 
 
 async def _owned_job(request: web.Request) -> Job:

@@ -64,7 +64,9 @@ async def test_submit_needs_token(client: TestClient, queue: JobQueue) -> None:
 async def test_submit_and_follow(client: TestClient, queue: JobQueue) -> None:
     """A valid submission is queued (202) from the web door and can be followed by id."""
     r = await client.post(
-        "/api/jobs", json={"workflow": "flux_schnell", "params": {"prompt": "an astronaut"}}, headers=AUTH
+        "/api/jobs",
+        json={"workflow": "flux_schnell", "params": {"prompt": "an astronaut"}},
+        headers=AUTH,
     )
     assert r.status == 202, await r.text()
     doc = await r.json()
@@ -111,7 +113,9 @@ async def test_oversized_upload_is_413(client: TestClient, queue: JobQueue) -> N
     """An upload over the limit gets a JSON 413 naming the limit; nothing queued."""
     form = aiohttp.FormData()
     form.add_field("workflow", "qwen_image_edit")
-    form.add_field("image", b"\x00" * (2 * 1024 * 1024), filename="big.png", content_type="image/png")
+    form.add_field(
+        "image", b"\x00" * (2 * 1024 * 1024), filename="big.png", content_type="image/png"
+    )
     r = await client.post("/api/jobs", data=form, headers=AUTH)
     assert r.status == 413
     assert "1 MB" in (await r.json())["error"]
@@ -120,7 +124,9 @@ async def test_oversized_upload_is_413(client: TestClient, queue: JobQueue) -> N
 
 async def test_outputs_served_and_private(client: TestClient, queue: JobQueue, storage) -> None:  # type: ignore[no-untyped-def]
     """A finished job's output bytes are served to its owner only."""
-    r = await client.post("/api/jobs", json={"workflow": "flux_schnell", "params": {"prompt": "x"}}, headers=AUTH)
+    r = await client.post(
+        "/api/jobs", json={"workflow": "flux_schnell", "params": {"prompt": "x"}}, headers=AUTH
+    )
     job_id = (await r.json())["id"]
     storage.put_bytes(f"outputs/{job_id}/0.png", PNG)
     leased = queue.lease("w")
