@@ -37,6 +37,7 @@ from nomad.errors import (
     NoCapacityError,
     NoCloudAccessError,
     NomadError,
+    PrivacyError,
     QuotaError,
     UsageError,
 )
@@ -573,6 +574,17 @@ def _deprioritise(offers: list[Offer], previous: LedgerRow | None) -> list[Offer
 BAD_ENDINGS = ("lost", "launch failed")
 
 
+def health_client(cfg: NomadConfig) -> httpx.Client | None:
+    """The health checks' HTTP client: through the proxy (with its handshake deadline) when
+    privacy is on, so an ``.onion`` endpoint is reachable and nothing goes to DNS; else None."""
+    if not cfg.privacy.enabled:
+        return None
+    from nomad import privacy
+
+    privacy.configure(cfg.privacy)
+    return httpx.Client(timeout=5.0, **privacy.sync_client_kwargs(cfg.privacy.proxy))
+
+
 def wait_healthy(
     urls: list[str],
     *,
@@ -593,7 +605,7 @@ def wait_healthy(
             "the backend reported no ComfyUI endpoints", hint="check the task's ports"
         )
     own = client is None
-    http = client or httpx.Client(timeout=5.0)
+    http = client or httpx.Client(timeout=5.0, trust_env=False)  # no proxy from the environment
     deadline = clock() + timeout_s
     pending = list(urls)
     last_error = ""
@@ -628,6 +640,11 @@ def _probe(http: httpx.Client, urls: list[str], last_error: str) -> tuple[list[s
             if resp.status_code == 200 and isinstance(resp.json(), dict):
                 continue
             last_error = f"HTTP {resp.status_code}"
+        except httpx.ProxyError as exc:  # privacy on and the proxy is dead: no point waiting
+            raise PrivacyError(
+                f"health check of {url} through the proxy: {exc}",
+                hint="is the anon/tor client running and bootstrapped? check `nomad doctor`",
+            ) from exc
         except (httpx.HTTPError, ValueError) as exc:
             last_error = type(exc).__name__
         left.append(url)

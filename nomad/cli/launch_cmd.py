@@ -188,21 +188,24 @@ def up(
         launch.check_daily_budget(ctx.config, ctx.data_dir)
 
     book = open_ledger(ctx.config, ctx.data_dir)
+    health = launch.health_client(ctx.config)  # through the proxy when privacy is on
     try:
         if as_json:
             report = launch.up(
                 backend, spec, ctx.data_dir, max_attempts=attempts, health_timeout_s=timeout,
-                guard=guard, ledger=book,
+                guard=guard, ledger=book, health_client=health,
             )  # fmt: skip
         else:
             con = console()
             with con.status("provisioning and waiting for ComfyUI to answer…", spinner="dots"):
                 report = launch.up(
                     backend, spec, ctx.data_dir, max_attempts=attempts, health_timeout_s=timeout,
-                    events=con.log, guard=guard, ledger=book,
+                    events=con.log, guard=guard, ledger=book, health_client=health,
                 )  # fmt: skip
     finally:
         book.close()
+        if health is not None:
+            health.close()
     if as_json:
         emit_json(report.to_json())
         return

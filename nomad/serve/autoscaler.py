@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nomad.backends.base import Backend, ClusterInfo, ClusterState, Endpoint, LaunchSpec, Offer
 from nomad.errors import BackendError
@@ -30,6 +30,9 @@ from nomad.serve.policy import Action, Annotate, Down, Phase, Policy, Requeue, U
 from nomad.serve.runner import error_text
 from nomad.serve.threads import DaemonThreads
 from nomad.serve.worker import ClusterRuntime
+
+if TYPE_CHECKING:
+    import httpx
 
 SCOPE = "autoscaler"
 LAUNCH_STOP_S = 8.0  # shutdown waits this long for called-off launches to tear down
@@ -84,8 +87,10 @@ class BackendOps:
         max_attempts: int = 3,
         ledger: ClusterLedger | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        health_client: httpx.Client | None = None,
     ) -> None:
         self.backend, self.spec, self.data_dir = backend, spec, data_dir
+        self.health_client = health_client  # through the proxy when privacy is on
         self.health_timeout_s, self.clock = health_timeout_s, clock
         self.max_attempts = max(1, max_attempts)
         self.ledger, self.sleep = ledger, sleep
@@ -165,6 +170,7 @@ class BackendOps:
                 self.backend, spec, offer, self.ledger, requested_by="autoscaler",
                 health_timeout_s=self.health_timeout_s, clock=self.clock, sleep=self.sleep,
                 failed=lambda: self._startup_failure(spec.cluster_name),
+                health_client=self.health_client,
             )  # fmt: skip
         try:  # no ledger (unit tests): same teardown rule, nothing recorded
             info = self.backend.launch(spec, offer)
@@ -173,6 +179,7 @@ class BackendOps:
                     [e.url for e in info.endpoints],
                     timeout_s=self.health_timeout_s,
                     failed=lambda: self._startup_failure(spec.cluster_name),
+                    client=self.health_client,
                 )
         except BaseException:
             teardown_confirmed(self.backend, spec.cluster_name, sleep=self.sleep)

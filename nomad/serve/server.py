@@ -344,7 +344,12 @@ def _backend_ops(
     backend = backend or get_backend(None, cfg, data_dir)
     spec = spec_from_config(cfg, data_dir, need_image=backend.name != "local")
     timeout = opts.health_timeout_s or cfg.infra.health_timeout_seconds
-    return BackendOps(backend, spec, data_dir, health_timeout_s=timeout)
+    from nomad.launch import health_client
+
+    return BackendOps(
+        backend, spec, data_dir, health_timeout_s=timeout,
+        health_client=health_client(cfg),  # through the proxy when privacy is on
+    )  # fmt: skip
 
 
 def _runner(cfg: NomadConfig, store: OutputStore) -> Runner:

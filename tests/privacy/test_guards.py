@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -302,12 +303,16 @@ def test_nomad_run_strips_png_text_chunks_when_asked(
     assert (keys == []) is stripped, keys
 
 
-def test_doctor_probes_the_socks_port_not_just_the_binary(tmp_path: Path, silent_proxy: str) -> None:
+def test_doctor_probes_the_socks_port_not_just_the_binary(
+    tmp_path: Path, silent_proxy: str
+) -> None:
     """Privacy on: doctor fails when nothing listens or the proxy never answers, names the fix; ok when SOCKS answers."""
     from nomad.config.schema import NomadConfig
     from nomad.dev.doctor import _privacy
 
-    closed = NomadConfig(privacy=PrivacyConfig(enabled=True, proxy=f"socks5h://127.0.0.1:{_free_port()}"))
+    closed = NomadConfig(
+        privacy=PrivacyConfig(enabled=True, proxy=f"socks5h://127.0.0.1:{_free_port()}")
+    )
     check = _privacy(closed, tmp_path)
     assert check.level == "fail" and "nothing answers" in check.detail and check.fix
     silent = NomadConfig(privacy=PrivacyConfig(enabled=True, proxy=silent_proxy))
@@ -337,7 +342,9 @@ async def test_supervised_door_is_inert_unless_managed_and_fails_clearly(tmp_pat
         assert c is None
     async with supervised(PrivacyConfig(enabled=True, mode="external"), tmp_path) as c:
         assert c is None
-    bad = PrivacyConfig(enabled=True, mode="managed", client="tor", binary=str(tmp_path / "missing"))
+    bad = PrivacyConfig(
+        enabled=True, mode="managed", client="tor", binary=str(tmp_path / "missing")
+    )
     with pytest.raises(PrivacyError, match="cannot start"):
         async with supervised(bad, tmp_path):
             pass
@@ -364,3 +371,40 @@ def test_prompts_do_not_reach_the_logs_even_at_debug(
     assert any(r.name.startswith(("httpx", "nomad")) for r in caplog.records)  # logging was on
     assert marker not in caplog.text and marker not in err
     assert marker not in out  # the summary prints params only with --json
+
+
+def test_nomad_up_health_check_goes_through_the_proxy_and_fails_at_its_deadline(
+    tmp_path: Path, silent_proxy: str
+) -> None:
+    """`nomad up` (local backend, a real FakeComfy process) with privacy on and a silent proxy: exit 8 within the deadline, the server torn down."""
+    import sys
+
+    from nomad.testing.cli import run_nomad
+
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "nomad.testing.comfy",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    ]
+    cfg = tmp_path / "nomad.yaml"
+    cfg.write_text(
+        "project: p\n"
+        f"image:\n  comfyui:\n    port: {port}\n"
+        f"infra:\n  backend: local\n  local:\n    mode: command\n    command: {json.dumps(command)}\n"
+        f"privacy:\n  enabled: true\n  proxy: {silent_proxy}\n  connect_timeout: 1\n"
+    )
+    code, _, err = run_nomad(
+        tmp_path / "data", "--config", str(cfg), "up", "--json", "--timeout", "120"
+    )
+    assert code == 8, err
+    assert "through the proxy" in err and "no answer within 1 s" in err
+    assert (
+        "did not answer /system_stats" not in err
+    )  # the proxy deadline ended it, not the health timeout
+    with pytest.raises(OSError):  # the ComfyUI nomad started was torn down with the failed launch
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
