@@ -46,6 +46,9 @@ PORT_NAMES = [*WEED_PORTS, "registry"]
 _ADMIN_GRPC_OFFSET = 10000
 
 START_TIMEOUT = 60.0
+# an object the stack reads back on every start: proof that stored data is readable again
+READINESS_KEY = "_nomad/readiness"
+READINESS_BODY = b"nomad embedded stack\n"
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class Stack:
         else:
             say("SeaweedFS already running")
         self._ensure_buckets(info, say)
+        self._wait_data_readable(info)
         self._purge_uploads(info, say)
         self._write_registry_config(ports, creds)
         if not self._registry_alive():
@@ -370,6 +374,34 @@ class Stack:
                         ) from exc
                     time.sleep(0.25)
         say("buckets ready")
+
+    def _wait_data_readable(self, info: StackInfo) -> None:
+        """Read back an object written in an earlier life (write it first if new), bounded.
+
+        After a restart SeaweedFS's S3 answers, and even lists, before its filer
+        can fetch chunks from the volume server again: a GET in that window is a
+        500 InternalError. Reading a known object proves the data path is back
+        (the same volume server holds every volume in ``weed mini``).
+        """
+        from nomad.storage import ObjectNotFound, Storage
+
+        store = Storage(info.s3_settings(info.registry_bucket), attempts=1)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                if store.get_bytes(READINESS_KEY) == READINESS_BODY:
+                    return
+                store.put_bytes(READINESS_KEY, READINESS_BODY)
+            except ObjectNotFound:
+                with contextlib.suppress(StorageError):
+                    store.put_bytes(READINESS_KEY, READINESS_BODY)
+            except StorageError as exc:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"S3 is up but stored objects cannot be read back: {exc.message}",
+                        hint=f"see {self._log_file('weed')}",
+                    ) from exc
+            time.sleep(0.1)
 
     def _purge_uploads(self, info: StackInfo, say: Progress) -> None:
         """Drop week-old abandoned uploads (distribution's own purger is off: it panics)."""

@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from nomad._compat import safe_extractall
 from nomad.errors import BuildError
 from nomad.images._tar import Entry, file_entry, write_layer_file
 from nomad.registry import pull_image
@@ -64,7 +65,7 @@ def _split_tag(rest: str, config_dir: Path) -> tuple[Path, str | None]:
 def _untar(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive) as tf:
-            tf.extractall(dest, filter="data")
+            safe_extractall(tf, dest)  # filter="data" where Python has it (≥ 3.11.4)
     except (OSError, tarfile.TarError) as exc:
         raise BuildError(f"base {archive}: cannot read OCI archive: {exc}") from None
 
