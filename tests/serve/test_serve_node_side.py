@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,7 @@ def test_sigkilled_serve_leaves_no_servers_behind(tmp_path: Path, stack: Any) ->
         assert len(pids) == 2 and all(pid_alive(p) for p in pids), "the cluster should still be up"
         serve.send_signal(signal.SIGKILL)
         serve.wait(timeout=30)
+        killed_at = time.monotonic()
         eventually(
             lambda: not any(pid_alive(p) for p in pids),
             timeout=120,
@@ -135,6 +137,9 @@ def test_sigkilled_serve_leaves_no_servers_behind(tmp_path: Path, stack: Any) ->
             (tmp_path / "data" / "local" / "node-serve" / "stopped.json").read_text()
         )
         assert stopped["reason"].startswith("idle")
+        print(
+            f"servers gone {time.monotonic() - killed_at:.1f}s after SIGKILL of serve (window 18 s)"
+        )
     finally:
         _cleanup(serve, tmp_path)
 
@@ -149,8 +154,10 @@ def test_sigterm_mid_wake_exits_promptly_and_tears_down(tmp_path: Path, stack: A
         pids = eventually(
             lambda: _cluster_pids(tmp_path), timeout=60, what="the wake to start a server"
         )
+        asked = time.monotonic()
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=15)  # the contract: bounded shutdown even mid-launch
+        print(f"serve exited {time.monotonic() - asked:.1f}s after SIGTERM mid-wake")
         assert not any(pid_alive(p) for p in pids), (tmp_path / "serve.log").read_text()[-2000:]
     finally:
         _cleanup(serve, tmp_path)
