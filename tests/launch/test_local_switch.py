@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,3 +185,23 @@ def test_docker_mode_startup_failure_reads_the_stopped_container(
     box.status, box.attrs = "exited", {"State": {"ExitCode": 1}}
     reason = backend.startup_failure("box") or ""
     assert "nomad-box-0 exited (exit code 1)" in reason and "no kernel image" in reason
+
+
+def test_ssh_startup_failure_is_skypilots_verdict(sky_offline: Any, tmp_path: Path) -> None:
+    """SSH pools: a cluster SkyPilot marks failed (INIT/unhealthy) or no longer has ends the wake;
+    a plain INIT or UP says nothing; a failing status call says nothing either."""
+    from nomad.backends.ssh import SSHBackend
+    from tests.launch.test_ssh_and_sky_backend import SkySdkStub, _ssh_cfg
+
+    sdk = SkySdkStub()
+    backend = SSHBackend(
+        _ssh_cfg(tmp_path), tmp_path / "d", pools_path=tmp_path / "p.yaml", sdk=sdk
+    )
+    sdk.clusters["c"] = "INIT"
+    assert backend.startup_failure("c") is None
+    sdk.init_kind["c"] = "unhealthy"
+    assert "failed: node terminated" in (backend.startup_failure("c") or "")
+    del sdk.clusters["c"]
+    assert "vanished" in (backend.startup_failure("c") or "")
+    sdk.raise_on["status"] = RuntimeError("API server unreachable")
+    assert backend.startup_failure("c") is None

@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nomad.backends.base import Backend, ClusterInfo, LaunchSpec, Offer
+from nomad.backends.base import Backend, ClusterInfo, ClusterState, LaunchSpec, Offer
 from nomad.backends.skypilot.backend import SkyPilotBackend
 from nomad.backends.skypilot.errors import translate
 from nomad.backends.ssh import node_pool
 from nomad.config.schema import SSHBackendConfig
+from nomad.errors import NomadError
 
 
 class SSHBackend(Backend):
@@ -79,6 +80,21 @@ class SSHBackend(Backend):
         info = self.sky.status(cluster_name)
         info.backend = self.name
         return info
+
+    def startup_failure(self, cluster_name: str) -> str | None:
+        """SkyPilot's verdict while the servers start: a cluster it marks failed (node lost,
+        runtime broken) or no longer has cannot come up. A status call that fails says nothing
+        (the wake goes on). A ComfyUI exiting inside the job is left to the health deadline and
+        the node's watchdog: SkyPilot keeps the cluster UP then."""
+        try:
+            info = self.status(cluster_name)
+        except NomadError:
+            return None
+        if info.state is ClusterState.FAILED:
+            return f"SkyPilot marks {cluster_name} failed: {info.detail or 'no reason given'}"
+        if info.state is ClusterState.GONE:
+            return f"{cluster_name} vanished from the SSH pool while starting"
+        return None
 
     def teardown(self, cluster_name: str) -> None:
         """``sky down`` (idempotent); the pool itself stays for the next launch."""
