@@ -58,6 +58,7 @@ class Call:
     result: Any = None
     description: str = ""  # the error description, when status != 200
     at: float = 0.0  # the stub's clock when the call arrived (virtual in simulated-time tests)
+    peer: str | None = None  # the TCP peer's address (a SOCKS proxy's outgoing side, in proxy tests)
 
 
 @dataclass
@@ -341,7 +342,7 @@ class BotApiStub:
             )
         method = request.match_info["method"]
         params, files = await _read_body(request)
-        call = Call(method, params, files, at=self.clock())
+        call = Call(method, params, files, at=self.clock(), peer=request.remote)
         fault = self._take_fault(method)
         if fault is not None:
             return await self._answer_error(
