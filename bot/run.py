@@ -208,3 +208,42 @@ def _url_path(url: str) -> str:
     from urllib.parse import urlsplit
 
     return urlsplit(url).path.lstrip("/")
+
+
+def check_token(cfg: NomadConfig, *, timeout: float = 15.0) -> str:
+    """Ask Telegram (``getMe``) whether the token works; returns the bot's @username.
+
+    ``InvalidToken`` ⇒ ConfigError (exit 2); unreachable ⇒ NotAvailableError
+    (exit 3). Goes through privacy.proxy when privacy is on, like the bot.
+    """
+    import asyncio
+
+    from telegram import Bot
+    from telegram.error import InvalidToken, TelegramError
+    from telegram.request import HTTPXRequest
+
+    token = bot_token(cfg)
+    proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
+    request = HTTPXRequest(connect_timeout=timeout, read_timeout=timeout, proxy=proxy)
+    kwargs: dict[str, Any] = {"request": request}
+    if cfg.bot.base_url:
+        kwargs["base_url"] = cfg.bot.base_url
+
+    async def ask() -> str:
+        async with Bot(token, **kwargs) as bot:  # initialize() calls getMe
+            return str(bot.username)
+
+    try:
+        return asyncio.run(ask())
+    except InvalidToken:
+        raise ConfigError(
+            "Telegram refused the bot token (getMe)",
+            hint="check NOMAD_BOT_TOKEN — copy it again from @BotFather",
+        ) from None
+    except TelegramError as exc:
+        where = cfg.bot.base_url or "api.telegram.org"
+        message = str(exc).replace(token, "<token>")
+        raise NotAvailableError(
+            f"cannot reach the Telegram Bot API at {where} (getMe): {message}",
+            hint="check the network (and privacy.proxy)",
+        ) from None

@@ -27,7 +27,11 @@ pass_ctx = click.make_pass_decorator(Ctx)
     flag_value="polling",
     help="Long-poll Telegram (default; works behind NAT).",
 )
-@click.option("--check", is_flag=True, help="Validate token, queue, storage and workflows; exit.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check queue, storage, workflows and the token (Telegram getMe); exit.",
+)
 @pass_ctx
 def bot(ctx: Ctx, mode: str | None, check: bool) -> None:
     """Run the Telegram bot: /f, /qwen, /status … enqueue jobs on nomad's queue.
@@ -42,9 +46,11 @@ def bot(ctx: Ctx, mode: str | None, check: bool) -> None:
         from nomad.cli.errors import not_available
 
         not_available(
-            "`nomad bot`", "python-telegram-bot is not installed", hint="pip install 'nomad-comfy[bot]'"
+            "`nomad bot`",
+            "python-telegram-bot is not installed",
+            hint="pip install 'nomad-comfy[bot]'",
         )
-    from nomad_bot.run import bot_token, build_deps, run_bot
+    from nomad_bot.run import bot_token, build_deps, check_token, run_bot
 
     cfg = ctx.config
     if check:
@@ -60,7 +66,11 @@ def bot(ctx: Ctx, mode: str | None, check: bool) -> None:
                 deps.load_workflow(name)
         finally:
             deps.queue.close()
-        click.echo(f"ok: token set, queue and storage reachable, {len(names)} workflows bound")
+        username = check_token(cfg)  # a real getMe: the token works, Telegram is reachable
+        click.echo(
+            f"ok: Telegram knows the token (@{username}), queue and storage reachable, "
+            f"{len(names)} workflows bound"
+        )
         return
     click.echo(f"nomad bot: {mode or cfg.bot.mode}; Ctrl-C to stop", err=True)
     run_bot(cfg, ctx.data_dir, mode=mode)

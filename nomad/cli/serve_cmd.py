@@ -171,11 +171,11 @@ def jobs(ctx: click.Context, statuses: tuple[str, ...], limit: int, as_json: boo
 @click.pass_obj
 def show(obj: Ctx, job_id: str, as_json: bool) -> None:
     """One job, with per-phase timings: why did it take that long?"""
-    from nomad.serve.jobs import describe
+    from nomad.serve.jobs import describe, find_job
 
     with _queue(obj) as queue:
-        job = queue.get(job_id)
-        info = describe(job, queue.position(job_id))
+        job = find_job(queue, job_id)  # full id or a unique prefix (the bot shows 8 characters)
+        info = describe(job, queue.position(job.id))
         if job.front_door == "batch":
             from nomad.batch import job_view
 
@@ -192,10 +192,10 @@ def show(obj: Ctx, job_id: str, as_json: bool) -> None:
 @click.pass_obj
 def cancel(obj: Ctx, job_id: str, as_json: bool) -> None:
     """Cancel a waiting or running job (a running one is interrupted in ComfyUI)."""
-    from nomad.serve.jobs import describe
+    from nomad.serve.jobs import describe, find_job
 
     with _queue(obj) as queue:
-        job = queue.cancel(job_id)
+        job = queue.cancel(find_job(queue, job_id).id)
     if as_json:
         emit_json(describe(job))
     else:

@@ -24,6 +24,7 @@ ENV_VARS: dict[str, tuple[str | None, str]] = {
     "NOMAD_BOT_TOKEN": ("bot.token", "Telegram bot token"),
     "NOMAD_BOT_API_URL": ("bot.base_url", "Bot API base URL (self-hosted Bot API server, tests)"),
     "NOMAD_WEB_TOKEN": (None, "a bearer token for the web front door's submit API"),
+    "NOMAD_WEBHOOK_SECRET": ("webhooks.secret", "HMAC key that signs completion webhooks"),
     "NOMAD_HF_TOKEN": (None, "Hugging Face token for gated model downloads (HF_TOKEN also read)"),
     "NOMAD_NODE_CACHE": (None, "`nomad node pull`: the node's weight cache folder (default: DATA_DIR/node-cache)"),
     "NOMAD_NODE_CACHE_LIMIT": (None, "`nomad node pull`: cache size limit, e.g. 200G (LRU eviction; default: none)"),
@@ -42,5 +43,6 @@ SECRET_VARS = frozenset(
         "NOMAD_BOT_TOKEN",
         "NOMAD_HF_TOKEN",
         "NOMAD_WEB_TOKEN",
+        "NOMAD_WEBHOOK_SECRET",
     }
 )

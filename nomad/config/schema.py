@@ -266,6 +266,10 @@ class BotConfig(Strict):
         return self
 
 
+def _https_only() -> list[Literal["https", "http"]]:
+    return ["https"]
+
+
 class WebConfig(Strict):
     """The one-button web page + JSON API front door (``nomad web``)."""
 
@@ -277,6 +281,12 @@ class WebConfig(Strict):
     )
     max_upload_mb: float = Field(20, gt=0, le=200)
     workflows: list[str] = Field(default_factory=list, description="offered workflows; empty = all enabled")
+    image_url_schemes: list[Literal["https", "http"]] = Field(
+        default_factory=_https_only, description="schemes allowed for input images given by URL (image_url)"
+    )
+    image_url_allow_private: bool = Field(
+        False, description="let image_url reach private/loopback addresses (your own network only)"
+    )
     public_status: bool = Field(
         False, description="serve /api/status (queue depth, GPU state) without a token"
     )
@@ -292,6 +302,17 @@ class WebConfig(Strict):
             if len(token.get_secret_value().strip()) < 8:
                 raise ValueError("a token must have at least 8 non-blank characters (try `openssl rand -hex 16`)")
         return tokens
+
+
+class WebhooksConfig(Strict):
+    """Completion webhooks for API users (signed, retried, recorded; sent by ``nomad serve``)."""
+
+    secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key for X-Nomad-Signature (NOMAD_WEBHOOK_SECRET); unset = webhooks refused"
+    )
+    allow_private: bool = Field(False, description="allow webhook URLs on private/loopback addresses")
+    max_attempts: int = Field(6, ge=1, le=20, description="tries per job (exponential backoff from 5 s)")
+    timeout_seconds: float = Field(10, gt=0, le=120)
 
 
 class BatchLimits(Strict):
@@ -476,6 +497,7 @@ class NomadConfig(Strict):
     bot: BotConfig = Field(default_factory=BotConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     node: NodeConfig = Field(default_factory=NodeConfig)
 

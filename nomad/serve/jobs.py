@@ -116,3 +116,36 @@ def describe(job: Job, position: int | None = None) -> dict[str, Any]:
         "phases": {label: round(s, 3) for label, s in phase_timings(job)},
         "total_seconds": total_seconds(job),
     }
+
+
+FIND_SCAN = 2000  # newest jobs searched for a short id prefix
+
+
+def find_job(queue: JobQueue, ref: str) -> Job:
+    """A job by its full id or a unique prefix (front doors show 8 characters, e.g. 2070bb5a).
+
+    Exact ids are looked up directly; a prefix of at least 4 characters is
+    matched among the newest :data:`FIND_SCAN` jobs. Unknown ⇒ ``JobNotFound``;
+    ambiguous ⇒ ``UsageError`` naming the candidates.
+    """
+    from nomad.errors import JobNotFound
+
+    ref = ref.strip()
+    try:
+        return queue.get(ref)
+    except JobNotFound:
+        if len(ref) < 4:
+            raise JobNotFound(
+                f"no job {ref!r}",
+                hint="give at least 4 characters of the id (nomad jobs lists them)",
+            ) from None
+    matches = [j for j in queue.list(limit=FIND_SCAN) if j.id.startswith(ref.lower())]
+    if not matches:
+        raise JobNotFound(f"no job {ref!r}", hint="`nomad jobs` lists recent jobs")
+    if len(matches) > 1:
+        ids = ", ".join(j.id for j in matches[:5])
+        raise UsageError(
+            f"job id prefix {ref!r} matches {len(matches)} jobs ({ids})",
+            hint="give more characters",
+        )
+    return matches[0]

@@ -114,8 +114,10 @@ async def serve(
         try:
             async with contextlib.AsyncExitStack() as doors:
                 from nomad.privacy.managed import supervised
+                from nomad.serve.webhooks import webhook_door
 
                 await doors.enter_async_context(supervised(cfg.privacy, data_dir))  # proxy first
+                await doors.enter_async_context(webhook_door(cfg, queue))  # API users' webhooks
                 if opts.with_bot or opts.with_batch:
                     bucket = storage or _storage(cfg, data_dir, store)
                     await _open_doors(doors, cfg, data_dir, opts, queue, bucket)

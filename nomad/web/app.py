@@ -37,10 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+import httpx
 from aiohttp import web
 
-from nomad.config.schema import WebConfig
+from nomad.config.schema import WebConfig, WebhooksConfig
 from nomad.errors import JobNotFound, LimitExceeded, NomadError, WorkflowError
 from nomad.queue.base import Job, JobQueue, JobStatus
 
@@ -90,6 +92,7 @@ class WebDeps:
     tokens: list[str] = field(default_factory=list)
     input_prefix: str = "inputs/web/"
     clock: Callable[[], float] = time.monotonic  # the auth-failure window (tests inject one)
+    webhooks: WebhooksConfig | None = None  # webhooks.secret set ⇒ jobs may ask for one
     failures: dict[str, collections.deque[float]] = field(default_factory=dict)
 
 
@@ -290,8 +293,20 @@ def _depth(text: str) -> int:
     return deepest
 
 
-async def _read_submission(request: web.Request) -> tuple[str, JSON, bytes | None, str | None]:
-    """(workflow, params, image bytes, image filename) from JSON or multipart."""
+@dataclass
+class Submission:
+    """One POST /api/jobs, from JSON or multipart."""
+
+    workflow: str
+    params: JSON
+    image: bytes | None = None
+    filename: str | None = None
+    webhook: str | None = None  # completion webhook URL
+    image_url: str | None = None  # input image to fetch
+
+
+async def _read_submission(request: web.Request) -> Submission:
+    """The submission from JSON ``{workflow, params, webhook?, image_url?}`` or multipart."""
     if request.content_type.startswith("multipart/"):
         form = await request.post()
         image = form.get("image")
@@ -299,11 +314,25 @@ async def _read_submission(request: web.Request) -> tuple[str, JSON, bytes | Non
         params = _params(_loads(raw if isinstance(raw, str) else "{}"))
         data = image.file.read() if isinstance(image, web.FileField) else None
         name = image.filename if isinstance(image, web.FileField) else None
-        return str(form.get("workflow", "")), params, data, name
+        return Submission(
+            str(form.get("workflow", "")), params, data, name,
+            _text(form.get("webhook")), _text(form.get("image_url")),
+        )  # fmt: skip
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise WorkflowError("body must be a JSON object {workflow, params}")
-    return str(body.get("workflow", "")), _params(body.get("params") or {}), None, None
+    return Submission(
+        str(body.get("workflow", "")), _params(body.get("params") or {}),
+        webhook=_text(body.get("webhook")), image_url=_text(body.get("image_url")),
+    )  # fmt: skip
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise WorkflowError("webhook and image_url must be URL strings")
+    return value.strip()
 
 
 def _params(value: Any) -> JSON:
@@ -319,15 +348,20 @@ def _params(value: Any) -> JSON:
 async def _submit(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     user = _user(request)
-    workflow, params, image, filename = await _read_submission(request)
-    if workflow not in deps.workflow_names:
+    sub = await _read_submission(request)
+    if sub.workflow not in deps.workflow_names:
         known = ", ".join(deps.workflow_names)
-        raise WorkflowError(f"unknown workflow {workflow!r}; offered here: {known}")
-    wf = await asyncio.to_thread(deps.load_workflow, workflow)
-    _refuse_empty_prompt(wf, params)
+        raise WorkflowError(f"unknown workflow {sub.workflow!r}; offered here: {known}")
+    wf = await asyncio.to_thread(deps.load_workflow, sub.workflow)
+    _refuse_empty_prompt(wf, sub.params)
+    if sub.webhook is not None:
+        await _check_webhook(deps, sub.webhook)
+    image, filename = sub.image, sub.filename
+    if image is None and sub.image_url is not None:
+        image, filename = await _fetch_image(deps, sub.image_url), urlsplit(sub.image_url).path
     images = {"image": image} if image is not None else None
-    await asyncio.to_thread(wf.bind, params, images)  # validate: nothing is queued on error
-    fingerprint = _fingerprint(workflow, params, image)
+    await asyncio.to_thread(wf.bind, sub.params, images)  # validate: nothing is queued on error
+    fingerprint = _fingerprint(sub.workflow, sub.params, image, sub.webhook)
     inputs: dict[str, str] = {}
     if image is not None:
         ext = mimetypes.guess_extension(mimetypes.guess_type(filename or "")[0] or "") or ".png"
@@ -336,8 +370,8 @@ async def _submit(request: web.Request) -> web.Response:
         inputs["image"] = key
     job = await asyncio.to_thread(
         deps.queue.enqueue,
-        workflow,
-        params,
+        sub.workflow,
+        sub.params,
         inputs=inputs,
         front_door="web",
         user=user,
@@ -349,7 +383,45 @@ async def _submit(request: web.Request) -> web.Response:
             f"Idempotency-Key was already used for a different request (job {job.id})",
             hint="use a new key for a new request",
         )
+    if sub.webhook is not None:
+        from nomad.serve.webhooks import register
+
+        await asyncio.to_thread(register, deps.queue, job.id, sub.webhook)
     return web.json_response(await _job_doc(deps, job), status=202)
+
+
+async def _check_webhook(deps: WebDeps, url: str) -> None:
+    """Refuse at submit time what the sender would refuse later (nothing queued)."""
+    from nomad.serve.webhooks import UrlRefused, resolve
+
+    hooks = deps.webhooks
+    if hooks is None or hooks.secret is None:
+        raise WorkflowError(
+            "this server sends no webhooks",
+            hint="its operator sets webhooks.secret (NOMAD_WEBHOOK_SECRET)",
+        )
+    try:
+        await resolve(url, schemes=("https", "http"), allow_private=hooks.allow_private)
+    except UrlRefused as exc:
+        raise WorkflowError(f"webhook: {exc.message}", hint=exc.hint) from None
+
+
+async def _fetch_image(deps: WebDeps, url: str) -> bytes:
+    """An input image by URL: allowed schemes, public addresses, at most max_upload_mb."""
+    from nomad.serve.webhooks import UrlRefused, fetch_bytes
+
+    cfg = deps.config
+    try:
+        async with httpx.AsyncClient(timeout=30, follow_redirects=False, trust_env=False) as client:
+            return await fetch_bytes(
+                url,
+                client=client,
+                max_bytes=int(cfg.max_upload_mb * 1024 * 1024),
+                schemes=tuple(cfg.image_url_schemes),
+                allow_private=cfg.image_url_allow_private,
+            )
+    except UrlRefused as exc:
+        raise WorkflowError(f"image_url: {exc.message}", hint=exc.hint) from None
 
 
 def _refuse_empty_prompt(wf: Any, params: JSON) -> None:
@@ -362,9 +434,9 @@ def _refuse_empty_prompt(wf: Any, params: JSON) -> None:
         raise WorkflowError("the prompt is empty", hint="describe what you want to see")
 
 
-def _fingerprint(workflow: str, params: JSON, image: bytes | None) -> str:
+def _fingerprint(workflow: str, params: JSON, image: bytes | None, webhook: str | None) -> str:
     """What makes two submissions "the same request" for Idempotency-Key replays."""
-    doc = json.dumps([workflow, params], sort_keys=True, separators=(",", ":"))
+    doc = json.dumps([workflow, params, webhook], sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(doc.encode())
     if image is not None:
         digest.update(hashlib.sha256(image).digest())
@@ -391,7 +463,16 @@ async def _job_doc(deps: WebDeps, job: Job) -> JSON:
         "times": job.times,
         "gpu": job.gpu,
         "cost": job.cost,
+        "webhook": await _webhook_doc(deps, job),
     }
+
+
+async def _webhook_doc(deps: WebDeps, job: Job) -> JSON | None:
+    """The recorded webhook delivery of this job: outcome and attempts (no secret, no body)."""
+    doc = await asyncio.to_thread(deps.queue.get_state, "webhook", job.id)
+    if doc is None:
+        return None
+    return {"url": doc.get("url"), "outcome": doc.get("outcome"), "attempts": doc.get("attempts", [])}
 
 
 async def _eta(deps: WebDeps, job: Job, position: int | None) -> float | None:

@@ -29,4 +29,5 @@ def build_deps(cfg: NomadConfig, data_dir: Path, extra_tokens: list[str] | None 
         load_workflow=lambda name: load_workflow(name, dirs),
         workflow_names=list(names),
         tokens=tokens,
+        webhooks=cfg.webhooks,
     )

@@ -143,3 +143,33 @@ def test_caption_fits() -> None:
     """Captions stay ≤ 1024 characters and keep the seed."""
     text = texts.caption("x" * 5000, 123, "flux_dev")
     assert len(text) == 1024 and text.endswith("flux_dev · seed 123")
+
+
+async def test_bot_check_calls_get_me(
+    tmp_path: Any, monkeypatch: Any, botapi: BotApiStub, storage: Any
+) -> None:
+    """`nomad bot --check` asks the Bot API (getMe): a good token prints the bot's name, a refused one exits 2."""
+    import asyncio
+
+    from nomad.testing.cli import run_nomad
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NOMAD_BOT_API_URL", botapi.base_url)
+    monkeypatch.setenv("NOMAD_BOT_TOKEN", botapi.token)
+    s3 = storage.settings
+    for var, value in (
+        ("NOMAD_S3_ENDPOINT", s3.endpoint_url),
+        ("NOMAD_S3_BUCKET", s3.bucket),
+        ("NOMAD_S3_REGION", s3.region),
+        ("NOMAD_S3_ACCESS_KEY_ID", s3.access_key_id),
+        ("NOMAD_S3_SECRET_ACCESS_KEY", s3.secret_access_key),
+    ):
+        monkeypatch.setenv(
+            var, str(value.get_secret_value() if hasattr(value, "get_secret_value") else value)
+        )
+    code, out, err = await asyncio.to_thread(run_nomad, tmp_path, "bot", "--check")
+    assert code == 0, err
+    assert "@nomad_stub_bot" in out and botapi.calls_to("getMe")
+    monkeypatch.setenv("NOMAD_BOT_TOKEN", "999:wrong-token")
+    code, out, err = await asyncio.to_thread(run_nomad, tmp_path, "bot", "--check")
+    assert code == 2 and "refused the bot token" in err and "wrong-token" not in out + err
