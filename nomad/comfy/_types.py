@@ -148,8 +148,11 @@ def media_type(filename: str, fmt: str | None = None) -> str:
 class RunResult:
     """A finished prompt: its id, downloaded outputs and per-phase seconds.
 
-    ``timings`` keys: ``upload``, ``queue_wait``, ``execution``, ``download``
-    (and ``total``). ``history`` is ComfyUI's own record, the source of truth.
+    ``timings`` keys: ``upload``, ``queue_wait``, ``execution`` (=
+    ``model_load`` + ``inference``, measured from per-node events: loader
+    nodes and the samplers' first-step load), ``download`` and ``total``.
+    ``cold`` is True when a loader node ran (the model cache was cold).
+    ``history`` is ComfyUI's own record, the source of truth.
     ``outputs`` are the results (``type: output``); ``previews`` lists the
     ``type: temp`` items (PreviewImage) that were shown but are not results.
     """
@@ -160,3 +163,4 @@ class RunResult:
     history: dict[str, Any] = field(default_factory=dict, repr=False)
     cached_nodes: list[str] = field(default_factory=list)
     previews: list[Preview] = field(default_factory=list)
+    cold: bool = False

@@ -37,6 +37,7 @@ import httpx
 
 from nomad import privacy
 from nomad.comfy._errors import ComfyTimeout, execution_error, validation_error
+from nomad.comfy._phases import PhaseClock
 from nomad.comfy._types import (
     ComfyEvent,
     Output,
@@ -287,14 +288,20 @@ class ComfyClient:
         outputs, previews = await self._download(entry)
         t_end = clock()
         started = follower.started_at or t_queued
+        execution = max(0.0, t_done - started)
+        load = min(execution, follower.phases.model_load)
         timings = {
             "upload": t_upload - t0,
             "queue_wait": max(0.0, started - t_upload),  # connect + submit + wait
-            "execution": max(0.0, t_done - started),
+            "execution": execution,  # model_load + inference
+            "model_load": load,
+            "inference": execution - load,
             "download": t_end - t_done,
             "total": t_end - t0,
         }
-        return RunResult(prompt_id, outputs, timings, entry, follower.cached, previews)
+        return RunResult(
+            prompt_id, outputs, timings, entry, follower.cached, previews, follower.phases.loaded
+        )
 
     async def _abandon(self, prompt_id: str) -> None:
         """Drop our prompt if still queued, interrupt it if running; best effort, bounded."""
@@ -395,6 +402,7 @@ class _Follower:
         self.ws: Any = None
         self.started_at: float | None = None
         self.cached: list[str] = []
+        self.phases = PhaseClock()  # model load vs inference, from per-node events
         self.finished = False
         self.handler_failed = False
 
@@ -541,6 +549,7 @@ class _Follower:
         node = data.get("node", data.get("node_id"))
         node = None if node is None else str(node)
         cls = (self.graph.get(node) or {}).get("class_type") if node else None
+        self.phases.observe(str(kind), node, cls, time.monotonic())
         await self._emit(
             ComfyEvent(
                 str(kind), self.prompt_id, node, cls, data.get("value"), data.get("max"), data=data

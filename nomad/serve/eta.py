@@ -25,10 +25,18 @@ class EtaModel:
         """Record how long a wake took (request → every endpoint healthy)."""
         self.cold_starts = [*self.cold_starts, max(0.0, seconds)][-KEEP:]
 
-    def add_run(self, workflow: str, gpu: str | None, seconds: float) -> None:
-        """Record one job's run time (lease → outputs stored) on a GPU type."""
+    def add_run(
+        self, workflow: str, gpu: str | None, seconds: float, cold: bool | None = None
+    ) -> None:
+        """Record one job's run time (lease → outputs stored) on a GPU type.
+
+        ``cold``: whether ComfyUI had to load the models for it (a loader node
+        ran). ComfyUI keeps only the last prompt's models, so a workflow that
+        follows another one pays its load again; those runs are kept apart.
+        """
         key = f"{workflow}@{gpu or '?'}"
-        self.run_times[key] = [*self.run_times.get(key, []), max(0.0, seconds)][-KEEP:]
+        for k in (key, *([f"{key}|{'cold' if cold else 'warm'}"] if cold is not None else [])):
+            self.run_times[k] = [*self.run_times.get(k, []), max(0.0, seconds)][-KEEP:]
 
     def cold_start(self) -> float | None:
         """Median cold start in seconds, or None before the first wake."""
@@ -39,19 +47,44 @@ class EtaModel:
         median = self.cold_start()
         return None if median is None else max(0.0, median - elapsed)
 
-    def run_time(self, workflow: str, gpu: str | None = None) -> float | None:
-        """Median run time for the workflow on that GPU, else on any GPU, else None."""
-        exact = self.run_times.get(f"{workflow}@{gpu or '?'}")
-        if exact:
-            return statistics.median(exact)
-        pooled = [s for k, v in self.run_times.items() if k.startswith(f"{workflow}@") for s in v]
-        return statistics.median(pooled) if pooled else None
+    def run_time(
+        self, workflow: str, gpu: str | None = None, cold: bool | None = None
+    ) -> float | None:
+        """Median run time for the workflow on that GPU, else on any GPU, else None.
+
+        With ``cold`` given, runs with that cache state are preferred (a cold
+        run includes the model load); without such samples, all runs count.
+        """
+        tags = [f"|{'cold' if cold else 'warm'}"] if cold is not None else []
+        for tag in [*tags, ""]:
+            exact = self.run_times.get(f"{workflow}@{gpu or '?'}{tag}")
+            if exact:
+                return statistics.median(exact)
+            pooled = [
+                s
+                for k, v in self.run_times.items()
+                if k.startswith(f"{workflow}@") and k.endswith(tag) and ("|" in k) == bool(tag)
+                for s in v
+            ]
+            if pooled:
+                return statistics.median(pooled)
+        return None
 
     def wait(
-        self, position: int, workers: int, workflow: str, gpu: str | None, cold_left: float | None
+        self,
+        position: int,
+        workers: int,
+        workflow: str,
+        gpu: str | None,
+        cold_left: float | None,
+        cold_cache: bool | None = None,
     ) -> float | None:
-        """Rough seconds until a job at ``position`` finishes: wake left + queue ahead + its own run."""
-        run = self.run_time(workflow, gpu)
+        """Rough seconds until a job at ``position`` finishes: wake left + queue ahead + its own run.
+
+        ``cold_cache``: whether its models will have to load (after a wake, or
+        after another workflow ran on the GPU).
+        """
+        run = self.run_time(workflow, gpu, cold_cache)
         if run is None:
             return cold_left
         ahead = (max(1, position) - 1) // max(1, workers)

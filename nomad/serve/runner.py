@@ -137,8 +137,14 @@ class ComfyRunner:
         tm = result.timings
         uploaded = t0 + tm.get("upload", 0.0)
         executing = uploaded + tm.get("queue_wait", 0.0)
+        loaded = executing + tm.get("model_load", 0.0)  # loaded_at > executing_at: a cold cache
         executed = executing + tm.get("execution", 0.0)
-        times = {"uploaded_at": uploaded, "executing_at": executing, "executed_at": executed}
+        times = {
+            "uploaded_at": uploaded,
+            "executing_at": executing,
+            "loaded_at": loaded,
+            "executed_at": executed,
+        }
         return RunReport([RunOutput(o.extension, o.data) for o in result.outputs], times)
 
     async def _check(self, client: Any, endpoint: str, graph: dict[str, Any]) -> None:

@@ -439,7 +439,7 @@ class WorkerPool:
             ),
         )
         if ok:
-            self.eta.add_run(job.workflow, rt.gpu, now - started)
+            self.eta.add_run(job.workflow, rt.gpu, now - started, cold=_cold_cache(times))
         event(
             "job.done" if ok else "job.stale",
             job=job.id,
@@ -475,3 +475,10 @@ class WorkerPool:
             except NomadError as exc:
                 event("job.release_failed", level=logging.WARNING, job=job.id, error=exc.message)
                 await self.sleep(self.config.backoff(tries))
+
+
+def _cold_cache(times: dict[str, float]) -> bool | None:
+    """Whether ComfyUI loaded models for this run (``loaded_at`` after ``executing_at``)."""
+    if "loaded_at" not in times or "executing_at" not in times:
+        return None
+    return times["loaded_at"] > times["executing_at"]

@@ -41,7 +41,9 @@ async def test_text_to_image_outputs_events_and_timings(t2i: dict[str, Any]) -> 
     assert [e.fraction for e in events if e.type == "progress"][-1] == 1.0
     assert any(e.type == "preview" and e.image and e.image.startswith(PNG_MAGIC) for e in events)
     assert {"31", "9"} <= {e.node for e in events if e.type == "executing"}
-    assert set(result.timings) == {"upload", "queue_wait", "execution", "download", "total"}
+    assert set(result.timings) == {
+        "upload", "queue_wait", "execution", "model_load", "inference", "download", "total"
+    }
     assert result.history["status"]["status_str"] == "success"
 
 
