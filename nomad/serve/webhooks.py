@@ -293,9 +293,15 @@ class WebhookSender:
 
 @contextlib.asynccontextmanager
 async def webhook_door(cfg: Any, queue: JobQueue, *, interval: float = 2.0) -> AsyncIterator[None]:
-    """Run the sender inside ``nomad serve`` when ``webhooks.secret`` is set (else nothing)."""
+    """Run the sender inside ``nomad serve`` when ``webhooks.secret`` is set (else nothing).
+
+    Not with ``privacy.enabled``: a pinned direct connection would bypass the
+    proxy (the web door refuses webhook URLs then, so none are pending).
+    """
     hooks = cfg.webhooks
-    if hooks.secret is None:
+    if hooks.secret is None or cfg.privacy.enabled:
+        if hooks.secret is not None:
+            log.warning("webhooks are off while privacy is enabled (they would bypass the proxy)")
         yield
         return
     stop = asyncio.Event()

@@ -93,6 +93,7 @@ class WebDeps:
     input_prefix: str = "inputs/web/"
     clock: Callable[[], float] = time.monotonic  # the auth-failure window (tests inject one)
     webhooks: WebhooksConfig | None = None  # webhooks.secret set ⇒ jobs may ask for one
+    privacy: bool = False  # privacy.enabled: no outbound calls of our own (they would go direct)
     failures: dict[str, collections.deque[float]] = field(default_factory=dict)
 
 
@@ -395,6 +396,7 @@ async def _check_webhook(deps: WebDeps, url: str) -> None:
     from nomad.serve.webhooks import UrlRefused, resolve
 
     hooks = deps.webhooks
+    _no_direct_calls(deps, "webhook")
     if hooks is None or hooks.secret is None:
         raise WorkflowError(
             "this server sends no webhooks",
@@ -406,11 +408,21 @@ async def _check_webhook(deps: WebDeps, url: str) -> None:
         raise WorkflowError(f"webhook: {exc.message}", hint=exc.hint) from None
 
 
+def _no_direct_calls(deps: WebDeps, what: str) -> None:
+    """With privacy on, an outbound call checked and pinned here would leave without the proxy."""
+    if deps.privacy:
+        raise WorkflowError(
+            f"{what} is not available while privacy is enabled (it would bypass the proxy)",
+            hint="upload the image / poll GET /api/jobs/{id} instead",
+        )
+
+
 async def _fetch_image(deps: WebDeps, url: str) -> bytes:
     """An input image by URL: allowed schemes, public addresses, at most max_upload_mb."""
     from nomad.serve.webhooks import UrlRefused, fetch_bytes
 
     cfg = deps.config
+    _no_direct_calls(deps, "image_url")
     try:
         async with httpx.AsyncClient(timeout=30, follow_redirects=False, trust_env=False) as client:
             return await fetch_bytes(
@@ -472,7 +484,11 @@ async def _webhook_doc(deps: WebDeps, job: Job) -> JSON | None:
     doc = await asyncio.to_thread(deps.queue.get_state, "webhook", job.id)
     if doc is None:
         return None
-    return {"url": doc.get("url"), "outcome": doc.get("outcome"), "attempts": doc.get("attempts", [])}
+    return {
+        "url": doc.get("url"),
+        "outcome": doc.get("outcome"),
+        "attempts": doc.get("attempts", []),
+    }
 
 
 async def _eta(deps: WebDeps, job: Job, position: int | None) -> float | None:

@@ -30,4 +30,5 @@ def build_deps(cfg: NomadConfig, data_dir: Path, extra_tokens: list[str] | None 
         workflow_names=list(names),
         tokens=tokens,
         webhooks=cfg.webhooks,
+        privacy=cfg.privacy.enabled,
     )

@@ -169,3 +169,14 @@ async def test_edit_this_asks_then_edits_that_output(
     assert edit.workflow == "qwen_image_edit" and edit.params["prompt"] == "paint it red"
     assert edit.inputs == {"image": job.outputs[0]}
     assert ask.params["reply_markup"]["force_reply"] is True
+
+
+async def test_out_of_range_seed_shows_integer_bounds(
+    botapi: BotApiStub, make_bot: Any, queue: Any
+) -> None:
+    """`/f --seed -1` is refused with the exact integer range (no float rounding to 2^64), nothing queued."""
+    async with make_bot():
+        botapi.user_sends_text(ALICE, "/f a cat --seed -1")
+        call = await botapi.wait_for_text(ALICE, "Not queued")
+    assert "0..18446744073709551615" in call.params["text"] and "e+" not in call.params["text"]
+    assert queue.list() == []

@@ -213,3 +213,26 @@ async def test_serve_runs_the_sender(queue: JobQueue, receiver: tuple[Receiver, 
         await eventually_async(lambda: rec.requests, timeout=20, what="the webhook")
     doc = queue.get_state("webhook", job.id)
     assert doc is not None and doc["outcome"] == "delivered" and len(rec.requests) == 1
+
+
+async def test_privacy_on_refuses_outbound_calls(queue: JobQueue, storage: Any) -> None:
+    """With privacy enabled the door refuses webhook and image_url (a direct call would bypass the proxy)."""
+    deps = WebDeps(
+        config=WebConfig(image_url_schemes=["https", "http"], image_url_allow_private=True),
+        queue=queue,
+        storage=storage,
+        load_workflow=load_workflow,
+        workflow_names=["flux_schnell", "qwen_image_edit"],
+        tokens=[TOKEN],
+        webhooks=WebhooksConfig(secret=SecretStr(SECRET), allow_private=True),
+        privacy=True,
+    )
+    async with TestClient(TestServer(make_app(deps))) as client:
+        for extra in (
+            {"webhook": "https://example.com/h"},
+            {"image_url": "https://example.com/a.png"},
+        ):
+            body = {"workflow": "qwen_image_edit", "params": {"prompt": "a hat"}, **extra}
+            r = await client.post("/api/jobs", json=body, headers=AUTH)
+            assert r.status == 400 and "privacy" in (await r.json())["error"]
+    assert queue.list() == []
