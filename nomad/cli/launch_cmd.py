@@ -164,6 +164,11 @@ def up(
 
     local = (backend_name or ctx.config.infra.backend) == "local"  # command mode needs no image
     spec = _spec(ctx, not local, image)
+    from nomad.preflight import check_node_can_pull  # before anything launches, dry runs too
+
+    check_node_can_pull(
+        spec.image_ref, backend_name or ctx.config.infra.backend, ctx.config.registry.url
+    )
     if dry_run:
         import yaml
 

@@ -345,6 +345,9 @@ def _backend_ops(
 
     backend = backend or get_backend(None, cfg, data_dir)
     spec = spec_from_config(cfg, data_dir, need_image=backend.name != "local")
+    from nomad.preflight import check_node_can_pull  # refuse at start, not after a paid wake
+
+    check_node_can_pull(spec.image_ref, backend.name, cfg.registry.url)
     timeout = opts.health_timeout_s or cfg.infra.health_timeout_seconds
     from nomad.launch import health_client
 
