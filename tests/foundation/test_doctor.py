@@ -59,7 +59,9 @@ def test_other_nomad_first_on_path_is_reported(tmp_path: Path) -> None:
     other = _exe(tmp_path / "usr-bin" / "nomad", OTHER)
     ours = _exe(tmp_path / "venv" / "bin" / "nomad", OURS)
     check = doctor.command_on_path(f"{other.parent}:{ours.parent}", ours)
-    assert check.level == "warn" and str(other) in check.detail and "different program" in check.detail
+    assert (
+        check.level == "warn" and str(other) in check.detail and "different program" in check.detail
+    )
     assert check.fix and str(ours) in check.fix
 
 
@@ -90,10 +92,18 @@ def test_doctor_process_reports_shadowing_nomad(tmp_path: Path) -> None:
 
     other = _exe(tmp_path / "hashicorp" / "nomad", OTHER)
     ours = Path(sys.executable).with_name("nomad")
-    env = {**os.environ, "PATH": f"{other.parent}:{ours.parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PATH": f"{other.parent}:{ours.parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
     proc = subprocess.run(
         [str(ours), "--data-dir", str(tmp_path / "d"), "doctor", "--json"],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
     )
     line = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "nomad on PATH")
     assert line["level"] == "warn" and str(other) in line["detail"]

@@ -61,8 +61,12 @@ class Installed:
 
     def run(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [self.nomad, *args], cwd=self.cwd, env=self.env(**env),
-            capture_output=True, text=True, timeout=timeout,
+            [self.nomad, *args],
+            cwd=self.cwd,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
@@ -73,22 +77,44 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     out = root / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
-        cwd=root, capture_output=True, text=True, timeout=600,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = out.glob("*.whl")
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
     inst = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
-         "install", "-q", "--no-deps", str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert inst.returncode == 0, inst.stderr[-3000:]
     site = Path(
         subprocess.run(
-            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True,
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     )
     # dependencies (click, pydantic, sky, …) from the test venv; a bare path line, so
@@ -105,7 +131,8 @@ def test_wheel_holds_only_nomad_top_level_packages(installed: Installed) -> None
         tops = {n.split("/", 1)[0] for n in zf.namelist() if ".dist-info/" not in n}
     assert tops == {"nomad", "nomad_bot"}
     own = {
-        p.name for p in installed.site.iterdir()
+        p.name
+        for p in installed.site.iterdir()
         if not p.name.endswith(".dist-info") and p.name not in {"zz_test_deps.pth", "__pycache__"}
     }
     assert own == {"nomad", "nomad_bot"}
@@ -141,8 +168,12 @@ def test_installed_nomad_imports_from_the_venv_not_the_checkout(installed: Insta
         "print(r.__file__); print(nomad_bot.__file__); print(r.workflows_dir()); print(r.catalog_dir())"
     )
     proc = subprocess.run(
-        [installed.python, "-c", code], cwd=installed.cwd, env=installed.env(),
-        capture_output=True, text=True, timeout=60,
+        [installed.python, "-c", code],
+        cwd=installed.cwd,
+        env=installed.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     for line in proc.stdout.split():
@@ -154,7 +185,9 @@ def test_installed_workflows_list(installed: Installed) -> None:
     proc = installed.run("workflows", "list", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert {"flux_schnell", "flux_dev", "qwen_image_edit", "sd35_large", "wan22_t2v"} <= {r["name"] for r in rows}
+    assert {"flux_schnell", "flux_dev", "qwen_image_edit", "sd35_large", "wan22_t2v"} <= {
+        r["name"] for r in rows
+    }
     assert all(Path(r["path"]).is_relative_to(installed.site) for r in rows)
 
 
@@ -181,7 +214,15 @@ def project(installed: Installed, stack: Any) -> Iterator[tuple[Path, dict[str, 
     Storage(stack.s3_settings(bucket)).ensure_bucket()
     root = installed.cwd / f"proj-{uuid.uuid4().hex[:6]}"
     root.mkdir()
-    comfy = [installed.python, "-m", "nomad.testing.comfy", "--host", "127.0.0.1", "--port", "{port}"]
+    comfy = [
+        installed.python,
+        "-m",
+        "nomad.testing.comfy",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    ]
     config = {
         "project": "wheel",
         "storage": {"bucket": bucket},
@@ -207,18 +248,32 @@ def test_installed_serve_and_submit_on_local_backend(
     """`nomad serve` + `nomad submit` from the wheel: the job wakes a FakeComfy, succeeds, output in S3."""
     root, env = project
     graph = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "nomad"}},
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        },
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": "nomad"},
+        },
     }
     (root / "graph.json").write_text(json.dumps(graph))
     server = subprocess.Popen(
         [installed.nomad, "serve", "--interval", "0.2", "--grace", "5"],
-        cwd=root, env=installed.env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=root,
+        env=installed.env(**env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         sub = subprocess.run(
             [installed.nomad, "submit", "graph.json", "--json"],
-            cwd=root, env=installed.env(**env), capture_output=True, text=True, timeout=60,
+            cwd=root,
+            env=installed.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert sub.returncode == 0, sub.stderr
         job_id = json.loads(sub.stdout)["id"]
@@ -226,7 +281,11 @@ def test_installed_serve_and_submit_on_local_backend(
         def done() -> dict[str, Any] | None:
             show = subprocess.run(
                 [installed.nomad, "jobs", "show", job_id, "--json"],
-                cwd=root, env=installed.env(**env), capture_output=True, text=True, timeout=60,
+                cwd=root,
+                env=installed.env(**env),
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             assert show.returncode == 0, show.stderr
             job: dict[str, Any] = json.loads(show.stdout)

@@ -39,7 +39,10 @@ def test_unreachable_registries_are_named(ref: str, url: str | None, why: str) -
         (f"reg.example.com/demo@{DIGEST}", "https://reg.example.com"),
         (f"ghcr.io/org/comfy@{DIGEST}", None),
         (f"org/comfy@{DIGEST}", None),  # Docker Hub
-        (f"reg.example.com/demo@{DIGEST}", "http://other.example.com"),  # http elsewhere, not this ref
+        (
+            f"reg.example.com/demo@{DIGEST}",
+            "http://other.example.com",
+        ),  # http elsewhere, not this ref
     ],
 )
 def test_reachable_registries_pass(ref: str, url: str | None) -> None:
@@ -92,7 +95,9 @@ def test_up_dry_run_refuses_loopback_registry(
     assert "image_id" not in out
 
 
-def test_up_refuses_before_anything_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_refuses_before_anything_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real `nomad up` is refused before a ledger row or any cluster state exists."""
     data = _project(tmp_path, monkeypatch, "skypilot")
     before = sorted(p.relative_to(data) for p in data.rglob("*"))
