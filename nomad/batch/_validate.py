@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 Loc = tuple[int | str, ...]
 IMAGE_CHECKS = ("blank", "size")
+NO_SEED = (
+    "a graph file has no seed parameter, so a re-run after a rejection would repeat the same "
+    "result: use a named workflow (with a binding) or max_tries: 1"
+)
 
 
 def validate(jobs: list[BatchJob], env: BatchEnv) -> None:
@@ -101,6 +105,8 @@ def _workflow(job: BatchJob, env: BatchEnv) -> tuple[str, list[tuple[str, str]]]
                     "a graph file takes no params (they would be ignored); use a named workflow with a binding",
                 )
             ]
+        if job.filters and job.max_tries > 1:
+            return "?", [("max_tries", NO_SEED)]
         return "?", []
     from nomad.serve.jobs import check_bindable
     from nomad.workflows import load_workflow

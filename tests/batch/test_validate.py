@@ -95,6 +95,21 @@ def test_bad_batch_config_refused_with_file_line(
         queue.close()
 
 
+def test_graph_file_with_filters_needs_max_tries_one(tmp_path: Path) -> None:
+    """A graph file has no seed: filters with re-runs are refused (they would repeat the result)."""
+    (tmp_path / "g.json").write_text('{"1": {"class_type": "EmptyImage", "inputs": {}}}')
+    cfg = tmp_path / "nomad.yaml"
+    body = GOOD.replace("workflow: flux_schnell", f"workflow: {tmp_path / 'g.json'}")
+    cfg.write_text(
+        body.replace("      params: {prompt: lake}\n", "      filters: [{check: blank}]\n")
+    )
+    code, _, err = run_nomad(tmp_path / "data", "-c", str(cfg), "batch", "tick")
+    assert code == 2 and "batch.jobs.0.max_tries: a graph file has no seed parameter" in err
+    cfg.write_text(cfg.read_text() + "      max_tries: 1\n")
+    code, _, err = run_nomad(tmp_path / "data", "-c", str(cfg), "batch", "list")
+    assert code == 0, err
+
+
 def test_duplicate_names_refused(tmp_path: Path) -> None:
     """Two batch jobs with one name are refused (the second's line is named)."""
     cfg = tmp_path / "nomad.yaml"
