@@ -20,6 +20,7 @@ from nomad.queue import JobStatus, open_queue
 from nomad.storage import Storage
 from nomad.testing.wait import eventually
 from tests.serve.test_serve_e2e import GRAPH, free_port_pair
+from tests.serve.test_worker import GRAPH as SAMPLER_GRAPH
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NOMAD = [str(Path(sys.executable).with_name("nomad"))]
@@ -35,7 +36,9 @@ FAKE_COMFY = [
 SILENT = [sys.executable, "-c", "import time; time.sleep(600)"]  # alive, never answers health
 
 
-def _project(root: Path, stack: Any, command: list[str], infra: dict[str, Any]) -> dict[str, str]:
+def _project(
+    root: Path, stack: Any, command: list[str], infra: dict[str, Any], **top: Any
+) -> dict[str, str]:
     """nomad.yaml (local backend), a fresh bucket, and the environment serve runs with."""
     bucket = f"node-{uuid.uuid4().hex[:10]}"
     Storage(stack.s3_settings(bucket)).ensure_bucket()
@@ -46,6 +49,7 @@ def _project(root: Path, stack: Any, command: list[str], infra: dict[str, Any]) 
         "image": {"comfyui": {"port": free_port_pair()}},
         "queue": {"lease_seconds": 30},
         "infra": {"backend": "local", "local": local, **infra},
+        **top,
     }
     (root / "nomad.yaml").write_text(json.dumps(cfg))
     (root / "graph.json").write_text(json.dumps(GRAPH))
@@ -73,9 +77,9 @@ def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         out.close()
 
 
-def _submit(env: dict[str, str], root: Path) -> str:
+def _submit(env: dict[str, str], root: Path, graph: str = "graph.json") -> str:
     out = subprocess.run(
-        [*NOMAD, "submit", str(root / "graph.json"), "--json"],
+        [*NOMAD, "submit", str(root / graph), "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -94,6 +98,17 @@ def _cluster_pids(root: Path) -> list[int]:
     except (OSError, ValueError, KeyError):
         return []
     return [int(sup), *servers]
+
+
+def _executing(root: Path) -> bool:
+    """Whether serve's ComfyUI is executing a prompt right now (its own /queue says so)."""
+    import httpx
+
+    doc = json.loads((root / "data" / "local" / "node-serve" / "cluster.json").read_text())
+    try:
+        return bool(httpx.get(doc["urls"][0] + "/queue", timeout=2).json()["queue_running"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
 
 
 def _cleanup(serve: subprocess.Popen[bytes], root: Path) -> None:
@@ -159,5 +174,45 @@ def test_sigterm_mid_wake_exits_promptly_and_tears_down(tmp_path: Path, stack: A
         serve.wait(timeout=15)  # the contract: bounded shutdown even mid-launch
         print(f"serve exited {time.monotonic() - asked:.1f}s after SIGTERM mid-wake")
         assert not any(pid_alive(p) for p in pids), (tmp_path / "serve.log").read_text()[-2000:]
+    finally:
+        _cleanup(serve, tmp_path)
+
+
+def test_comfy_crash_mid_job_costs_no_attempt_in_serve(tmp_path: Path, stack: Any) -> None:
+    """The ComfyUI process (FakeComfy) is SIGKILLed while serve runs a job on it, with
+    queue.max_attempts 1: serve notices the lost cluster, wakes a new one, and the job succeeds
+    there — the crash spent no attempt and the stale run did not go on."""
+    env = _project(
+        tmp_path,
+        stack,
+        [*FAKE_COMFY, "--delay", "1.5"],
+        {"idle_minutes": 5},
+        queue={"lease_seconds": 30, "max_attempts": 1},
+    )
+    (tmp_path / "sampler.json").write_text(json.dumps(SAMPLER_GRAPH))
+    serve = _serve(env, tmp_path / "serve.log")
+    try:
+        job = _submit(env, tmp_path, "sampler.json")
+        queue = open_queue(None, tmp_path / "data")
+        eventually(
+            lambda: queue.get(job).status is JobStatus.RUNNING, timeout=120, what="the job to run"
+        )
+        first = eventually(lambda: _cluster_pids(tmp_path), timeout=30, what="the cluster's pids")
+        eventually(
+            lambda: _executing(tmp_path), timeout=60, what="ComfyUI to be executing the prompt"
+        )
+        os.kill(first[1], signal.SIGKILL)  # the ComfyUI server, mid-sampling
+        done = eventually(
+            lambda: (j := queue.get(job)).status.finished and j,
+            timeout=180,
+            interval=0.5,
+            what="the job to finish on a new cluster",
+        )
+        assert done.status is JobStatus.SUCCEEDED, (
+            done.error,
+            (tmp_path / "serve.log").read_text()[-3000:],
+        )
+        assert done.attempts == 1
+        queue.close()
     finally:
         _cleanup(serve, tmp_path)
