@@ -70,7 +70,11 @@ class ComfyUIConfig(Strict):
     version: str = "v0.3.75"
     port: int = Field(8188, ge=1, le=65535)
     args: list[str] = Field(default_factory=list)
-    custom_nodes: list[str] = Field(default_factory=list, description="git URLs@rev baked into the runtime base")
+    custom_nodes: list[str] = Field(
+        default_factory=list,
+        description="GIT_URL@REV custom nodes: `nomad build` adds one deterministic layer (sources at"
+        " the commit + their pip requirements, locked)",
+    )
 
 
 class ImageConfig(Strict):

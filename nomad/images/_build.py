@@ -49,6 +49,7 @@ class BuildInputs:
     models_root: str
     port: int
     config_dir: Path
+    custom_nodes: list[str] = field(default_factory=list)  # GIT_URL@REV (image.comfyui.custom_nodes)
 
 
 @dataclass
@@ -157,6 +158,7 @@ def inputs_from_config(
         models_root=cfg.image.models_root,
         port=cfg.image.comfyui.port,
         config_dir=config_dir,
+        custom_nodes=list(cfg.image.comfyui.custom_nodes),
     )
 
 
@@ -205,6 +207,10 @@ def build_image(
             LockedLayer(fm.dest, fm.sha256, d.digest, d.size)
             for fm, (d, _) in zip(fetched, added, strict=False)
         ]
+    if inputs.custom_nodes:  # one deterministic layer: sources at their commits + pip deps
+        from nomad.images._custom_nodes import add_layer
+
+        added.append(add_layer(inputs, layout, cache.root.parent / "custom_nodes"))
     if inputs.files:
         entries = [file_entry(dest, src, mode=_mode(src)) for dest, src in inputs.files.items()]
         added.append((_write(entries, layout, None), f"nomad: files ({len(entries)})"))
