@@ -108,7 +108,17 @@ def test_workflows_list_show_validate(tmp_path: Path) -> None:
     assert code == 2 and "node 1 (SaveImage) has no input 'y'" in out
 
 
-@pytest.mark.parametrize("cmd", [["run"], ["workflows"], ["workflows", "show"], ["bench"]])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["run"],
+        ["workflows"],
+        ["workflows", "show"],
+        ["workflows", "validate"],
+        ["workflows", "import"],
+        ["bench"],
+    ],
+)
 def test_help(cmd: list[str], tmp_path: Path) -> None:
     """--help works for every command of this area."""
     code, out, _ = _nomad(tmp_path, *cmd, "--help")
