@@ -56,8 +56,14 @@ class Pacer:
         self._sent: dict[int, collections.deque[float]] = {}
 
     def record(self, chat_id: int) -> None:
-        """One message sent or edited in ``chat_id`` now."""
+        """One message sent or edited in a group now (private chats need no budget)."""
+        if not is_group(chat_id):
+            return
         self._sent.setdefault(chat_id, collections.deque()).append(self.clock())
+        self.recent(chat_id)  # drop what fell out of the window: memory stays bounded
+        if len(self._sent) > 1000:  # many groups: forget the quiet ones
+            for quiet in [c for c, log in self._sent.items() if not log]:
+                del self._sent[quiet]
 
     def recent(self, chat_id: int) -> int:
         """Sends and edits in ``chat_id`` during the last minute."""

@@ -147,3 +147,17 @@ def test_pacer_spaces_edits_of_a_chatty_message() -> None:
             last, edits = vc.now, edits + 1
         vc.now += 2.0
     assert edits <= 60 and edits >= 50
+
+
+def test_pacer_group_budget_and_bounded_memory() -> None:
+    """A group with 10 sends in its last minute gets no optional edit; old sends are forgotten."""
+    vc = VirtualClock(0.0)
+    pacer = Pacer(vc)
+    for _ in range(10):
+        pacer.record(GROUP)
+    assert not pacer.may_edit(GROUP, None)
+    vc.now += 61
+    pacer.record(GROUP)
+    assert pacer.recent(GROUP) == 1 and pacer.may_edit(GROUP, None)
+    pacer.record(ALICE)  # private chats keep no log at all
+    assert pacer.recent(ALICE) == 0
