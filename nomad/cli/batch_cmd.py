@@ -75,11 +75,13 @@ def list_(ctx: Ctx, now_opt: str | None, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("name", "schedule (UTC)", "last slot", "state", "next run", "note", box=None)
+    table = Table("name", "schedule (UTC)", "last slot", "state", "next run", box=None)
+    table.add_column("note", overflow="fold")
     for r in rows:
         state = "ready" if r["ready"] else (r["last_status"] or "-")
         note = r["error"] or r["blocked"] or r["skipped"] or (r["stored_keys"] or [""])[0]
-        table.add_row(r["name"], r["schedule"], r["last_slot"] or "-", state, r["next_slot"], note)
+        last, nxt = _short(r["last_slot"]), _short(r["next_slot"])
+        table.add_row(r["name"], r["schedule"], last, state, nxt, note)
     console().print(table if rows else "no batch jobs configured (see `batch.jobs` in nomad.yaml)")
 
 
@@ -114,7 +116,7 @@ def show(ctx: Ctx, name: str, slot_opt: str | None, as_json: bool) -> None:
     if view is None:
         out.print("  no run yet")
         return
-    out.print(f"  slot {view['slot']}: {view['status']}" + (" (ready)" if view["ready"] else ""))
+    out.print(f"  slot {_short(view['slot'])}: {view['status']}")
     for t in view["tries"]:
         verdict = f"  rejected: {t['rejected']}" if t.get("rejected") else ""
         out.print(f"    try {t['try']}: job {t['job']} seed {t['seed']} {t['status']}{verdict}")
@@ -187,10 +189,17 @@ def serve(ctx: Ctx, interval: float) -> None:
         time.sleep(interval)
 
 
+def _short(iso: str | None) -> str:
+    """``2026-11-30 07:00Z`` for an ISO time (tables stay narrow)."""
+    if not iso:
+        return "-"
+    return dt.datetime.fromisoformat(iso).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%MZ")
+
+
 def _print_round(rows: dict[str, Any]) -> None:
     con = console()
     for f in rows["fired"]:
-        con.print(f"queued {f['name']} slot {f['slot']} as job {f['job']} ({f['reason']})")
+        con.print(f"queued {f['name']} slot {_short(f['slot'])} as job {f['job']} ({f['reason']})")
     for name, why in rows["waiting"].items():
         con.print(f"waiting {name}: {why}")
     for key in rows["stored"]:
