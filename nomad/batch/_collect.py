@@ -25,6 +25,7 @@ import json
 import mimetypes
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +76,10 @@ def collect(
     for job in candidates.values():
         if job.status is not JobStatus.SUCCEEDED or queue.get_state(COLLECTED_SCOPE, job.id):
             continue
-        owner = f"{socket.gethostname()}:{os.getpid()}"
-        if not queue.claim_state(CLAIM_SCOPE, job.id, {"owner": owner}, stale_after=CLAIM_SECONDS):
+        owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        cfg = configs.get(str(job.meta.get("batch")))
+        hold = claim_seconds(cfg, len(job.outputs))
+        if not queue.claim_state(CLAIM_SCOPE, job.id, {"owner": owner}, stale_after=hold):
             continue  # another collector is on it
         try:
             if queue.get_state(COLLECTED_SCOPE, job.id):  # finished while we were claiming
@@ -85,7 +88,7 @@ def collect(
                 queue,
                 storage,
                 job,
-                configs.get(str(job.meta.get("batch"))),
+                cfg,
                 env,
                 now,
                 finished,
@@ -94,9 +97,17 @@ def collect(
         except Exception as exc:  # S3 down, a broken hook: this job's, retried next pass
             report.errors[job.id] = _error_text(exc)
             _note_job(queue, job, last_error=report.errors[job.id])
-        finally:
-            queue.delete_state(CLAIM_SCOPE, job.id)
+        finally:  # release our claim (not one a takeover holds now)
+            if (queue.get_state(CLAIM_SCOPE, job.id) or {}).get("owner") == owner:
+                queue.delete_state(CLAIM_SCOPE, job.id)
     return report
+
+
+def claim_seconds(cfg: BatchJob | None, outputs: int) -> float:
+    """How long a collector's claim holds before it is presumed dead: longer than the slowest
+    its hooks may legitimately take (command timeouts), so a slow hook is never taken over."""
+    hooks = sum(c.timeout for c in (cfg.filters if cfg else []) if c.check == "command")
+    return CLAIM_SECONDS + hooks * max(1, outputs)
 
 
 def _pending(queue: JobQueue, configs: dict[str, BatchJob]) -> list[Job]:
