@@ -61,6 +61,7 @@ class PoolConfig:
     max_backoff_seconds: float = 30.0
     infra_wait_seconds: float = 900.0  # storage/queue down: keep the lease and retry this long
     idle_poll_seconds: float = 1.0
+    health_fresh_seconds: float = 30.0  # an endpoint not seen healthy this long is probed first
     cancel_wait_seconds: float = 1.0  # one wait_for_cancel call (NOTIFY or a 0.25 s poll inside)
     prefix: str = DEFAULT_PREFIX
 
@@ -110,6 +111,7 @@ class WorkerPool:
         self.stopping = False
         self._clusters: dict[str, list[asyncio.Task[None]]] = {}
         self._running: dict[str, _Running] = {}  # worker name -> its current job
+        self._seen_ok: dict[str, float] = {}  # endpoint -> last time it answered (run or probe)
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._started = asyncio.Event()  # a run began: the cancel watcher has something to watch
@@ -207,7 +209,29 @@ class WorkerPool:
                     async with asyncio.timeout(self.config.idle_poll_seconds):
                         await self._wake.wait()
                 continue
-            sick = await self._process(rt, endpoint, name, job)
+            sick = await self._dispatch(rt, endpoint, name, job)
+
+    async def _dispatch(self, rt: ClusterRuntime, endpoint: str, name: str, job: Job) -> bool:
+        """Run a leased job, unless its endpoint was not seen healthy lately and does not answer
+        now (its ComfyUI died while idle): then the job goes straight back, unharmed."""
+        if not await self._fresh(endpoint):
+            event("worker.endpoint_down", level=logging.WARNING, worker=name, endpoint=endpoint)
+            await self._release(job, f"requeued: ComfyUI at {endpoint} did not answer")
+            return True
+        return await self._process(rt, endpoint, name, job)
+
+    async def _fresh(self, endpoint: str) -> bool:
+        """Seen healthy within ``health_fresh_seconds`` (a finished run or a probe), or answers now."""
+        probe: Callable[[str], Awaitable[bool]] | None = getattr(self.runner, "healthy", None)
+        if probe is None:
+            return True
+        seen = self._seen_ok.get(endpoint)
+        if seen is not None and self.clock() - seen < self.config.health_fresh_seconds:
+            return True
+        if not await probe(endpoint):
+            return False
+        self._seen_ok[endpoint] = self.clock()
+        return True
 
     async def _until_healthy(self, endpoint: str, name: str) -> None:
         """After an endpoint failure, lease nothing until it answers again (backoff, capped).
@@ -219,6 +243,7 @@ class WorkerPool:
         while not self.stopping:
             await self.sleep(self.config.backoff(tries))
             if probe is None or await probe(endpoint):
+                self._seen_ok[endpoint] = self.clock()
                 return
             if tries == 0:
                 event("worker.endpoint_down", level=logging.WARNING, worker=name, endpoint=endpoint)
@@ -356,7 +381,9 @@ class WorkerPool:
         endpoint_tries, infra_tries, infra_since = 0, 0, None
         while True:
             try:
-                return await self.runner.run(job, endpoint, progress)
+                report = await self.runner.run(job, endpoint, progress)
+                self._seen_ok[endpoint] = self.clock()
+                return report
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

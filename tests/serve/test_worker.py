@@ -58,7 +58,9 @@ class MemoryOutputs:
 
 async def until(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
     """Bounded wait for a condition, yielding to the event loop between looks."""
-    return await eventually_async(lambda: asyncio.to_thread(check), timeout=timeout, interval=0.02, what=what)
+    return await eventually_async(
+        lambda: asyncio.to_thread(check), timeout=timeout, interval=0.02, what=what
+    )
 
 
 @pytest.fixture
@@ -163,26 +165,49 @@ async def test_bad_graph_fails_without_retry(queue: SqlQueue, tmp_path: Path) ->
     assert failed.attempts == 1 and failed.error
 
 
-async def test_dead_endpoint_is_retried_then_job_handed_back_without_attempt(
-    queue: SqlQueue, graph_file: str
-) -> None:
-    """A dead endpoint (connection refused) is retried in place (1 + 2 tries), then the job goes
-    back to the queue with its attempt refunded: a crashed ComfyUI is not the job's fault."""
-    store = MemoryOutputs()
-    calls: list[str] = []
+class CountingRunner(ComfyRunner):
+    """ComfyRunner that records every run it is asked to do."""
 
-    class CountingRunner(ComfyRunner):
-        async def run(self, job: Any, endpoint: str, progress: Any) -> Any:
-            calls.append(endpoint)
-            return await super().run(job, endpoint, progress)
+    def __init__(self, store: MemoryOutputs) -> None:
+        super().__init__(store)
+        self.calls: list[str] = []
 
-    pool = WorkerPool(queue, CountingRunner(store), store, config=fast_config(retries=2))
+    async def run(self, job: Any, endpoint: str, progress: Any) -> Any:
+        self.calls.append(job.id)
+        return await super().run(job, endpoint, progress)
+
+
+async def test_dead_endpoint_gets_no_job(queue: SqlQueue, graph_file: str) -> None:
+    """An endpoint never seen healthy that does not answer /system_stats is not given the job: it
+    goes straight back to the queue, attempt refunded, and nothing is run against it."""
+    runner = CountingRunner(MemoryOutputs())
+    pool = WorkerPool(queue, runner, runner.store, config=fast_config())  # type: ignore[arg-type]
     job = queue.enqueue(graph_file, {}, max_attempts=1)
     pool.start_cluster(ClusterRuntime("c", ["http://127.0.0.1:9"]))
-    await until("job handed back", lambda: "ComfyUI failed" in (queue.get(job.id).detail or ""))
+    await until("job handed back", lambda: "did not answer" in (queue.get(job.id).detail or ""))
     await pool.shutdown(0.0)
     got = queue.get(job.id)
-    assert got.status is JobStatus.QUEUED and got.attempts == 0 and len(calls) == 3
+    assert got.status is JobStatus.QUEUED and got.attempts == 0 and runner.calls == []
+
+
+async def test_endpoint_dying_after_a_job_is_retried_then_hands_back(
+    queue: SqlQueue, graph_file: str
+) -> None:
+    """ComfyUI answered (a job succeeded), then died: the next job is tried in place 1 + 2 times,
+    then handed back with its attempt refunded — a crashed ComfyUI is not the job's fault."""
+    runner = CountingRunner(MemoryOutputs())
+    pool = WorkerPool(queue, runner, runner.store, config=fast_config(retries=2))  # type: ignore[arg-type]
+    fc = await FakeComfy().start()
+    first = queue.enqueue(graph_file, {"n": 1})
+    pool.start_cluster(ClusterRuntime("c", [fc.url]))
+    await until("first job done", lambda: queue.get(first.id).status is JobStatus.SUCCEEDED)
+    await fc.aclose()
+    second = queue.enqueue(graph_file, {"n": 2}, max_attempts=1)
+    await until("job handed back", lambda: "ComfyUI failed" in (queue.get(second.id).detail or ""))
+    await pool.shutdown(0.0)
+    got = queue.get(second.id)
+    assert got.status is JobStatus.QUEUED and got.attempts == 0
+    assert runner.calls.count(second.id) == 3
 
 
 async def test_named_workflow_is_bound_and_run(queue: SqlQueue) -> None:
@@ -201,9 +226,10 @@ async def test_named_workflow_is_bound_and_run(queue: SqlQueue) -> None:
 async def test_unknown_workflow_fails_at_once(queue: SqlQueue) -> None:
     """An unknown workflow name fails without retry, naming the workflow."""
     pool = pool_for(queue, MemoryOutputs())
-    job = queue.enqueue("no_such_workflow", {})
-    pool.start_cluster(ClusterRuntime("c", ["http://127.0.0.1:9"]))
-    await until("job failure", lambda: queue.get(job.id).status is JobStatus.FAILED)
-    await pool.shutdown(0.0)
+    async with FakeComfy() as fc:
+        job = queue.enqueue("no_such_workflow", {})
+        pool.start_cluster(ClusterRuntime("c", [fc.url]))
+        await until("job failure", lambda: queue.get(job.id).status is JobStatus.FAILED)
+        await pool.shutdown(0.0)
     got = queue.get(job.id)
     assert got.attempts == 1 and "no_such_workflow" in (got.error or "")
