@@ -150,6 +150,19 @@ async def test_wallpaper_enqueue_wake_generate_filter_store_ready_down(
         assert manifest["outputs"][0]["size"] == len(image) and manifest["gpu"] == "fake-gpu"
         assert manifest["cost"]["run_usd"] > 0
         assert storage.list("wallpapers/") == sorted(["wallpapers/latest.json", key, manifest_key])
+        from nomad import batch
+        from nomad.queue.ledger import ClusterLedger
+
+        view = batch.job_view(queue, queue.get(second.id), project="wp")
+        assert view is not None and view["ready"] and view["stored_keys"] == [key]
+        rows = ClusterLedger(queue, "wp").rows_since(0.0)  # type: ignore[arg-type]
+        if rows:  # serve records its wakes in the cluster ledger: the billed figure
+            assert view["cost"]["basis"].startswith("billed: cluster ledger row")
+            assert view["cost"]["total_usd"] > manifest["cost"]["run_usd"]
+        else:  # no ledger rows from this serve: the estimate written with the manifest
+            assert view["cost"] == manifest["cost"]
+            assert manifest["cost"]["basis"].startswith("estimate")
+        assert manifest["cost"]["tries"] == 2  # the rejected try was paid for too
         log = caplog.text
         assert "batch.queued batch=wallpaper" in log and "batch.retry" in log
         assert "batch.ready manifest=" + manifest_key in log
