@@ -354,11 +354,21 @@ class BlobFetch:
                 }
             )
 
+        sha = hashlib.sha256(head)
+        hlock = threading.Lock()
+        hashed = [start]  # blob offset up to which ``sha`` has consumed the file's bytes
+
         def sink(pos: int, data: memoryview) -> None:
             n = len(data)
             if pos < fend:
                 k = min(n, fend - pos)
                 os.pwrite(fd, data[:k], pos - start)
+                # bytes that continue the hashed prefix are hashed now, from memory; only
+                # out-of-order ranges are left for the in-order pass to re-read
+                with hlock:
+                    if pos <= hashed[0] < pos + k:
+                        sha.update(data[hashed[0] - pos : k])
+                        hashed[0] = pos + k
             if pos + n > fend:
                 a = max(pos, fend)
                 tail[a - fend : pos + n - fend] = data[a - pos :]
@@ -390,7 +400,6 @@ class BlobFetch:
         ]
         for t in threads:
             t.start()
-        sha = hashlib.sha256(head)
         buf = bytearray(BUF)
         view = memoryview(buf)
         for i in range(n_chunks):
@@ -399,13 +408,15 @@ class BlobFetch:
                     cond.wait()
                 if errors:
                     break
-            a, b = max(bounds[i][0], start) - start, min(bounds[i][1], fend) - start
-            while a < b:
-                n = os.preadv(fd, [view[: min(BUF, b - a)]], a)
-                if n <= 0:
-                    raise ModelFetchError(f"{self.what}: {self.part} shrank while being fetched")
-                sha.update(view[:n])
-                a += n
+            with hlock:  # chunk i is on disk: hash whatever of it the streams could not
+                a, b = hashed[0] - start, min(bounds[i][1], fend) - start
+                while a < b:
+                    n = os.preadv(fd, [view[: min(BUF, b - a)]], a)
+                    if n <= 0:
+                        raise ModelFetchError(f"{self.what}: {self.part} shrank while fetched")
+                    sha.update(view[:n])
+                    a += n
+                hashed[0] = max(hashed[0], start + b)
         for t in threads:
             t.join()
         if errors:
