@@ -9,6 +9,7 @@ Public API::
     MountPlan                         -v SRC:DST:ro per weight, or a symlink tree
     PhaseRecorder, PHASES             cold-start phases as structured events
     weights_mode_for(cloud)           "baked" or "fetched" per backend/cloud
+    fetch_for_host(ref, cache_dir=, link_into=)   the local/ssh backends' fetched mode
     publish_slim(client, ref)         the image minus its weight layers (what the engine pulls)
 
 See docs/cold-start.md.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from nomad.node._cache import CacheEntry, NodeCache
 from nomad.node._fetch import BlobFetch, CorruptBlobError
+from nomad.node._host import fetch_for_host
 from nomad.node._image import ImagePlan, WeightLayer, resolve, split_layers
 from nomad.node._modes import BAKED, FETCHED, POD_CLOUDS, node_envs, weights_mode_for
 from nomad.node._pull import LayerResult, Mount, MountPlan, PullResult, pull_weights
@@ -44,6 +46,7 @@ __all__ = [
     "S3Source",
     "Target",
     "WeightLayer",
+    "fetch_for_host",
     "node_envs",
     "publish_slim",
     "pull_weights",

@@ -236,3 +236,20 @@ def test_slim_twin_has_every_layer_but_the_weights_and_pulls_with_skopeo(
              f"oci:{tmp_path / 'oci'}:slim"],
             check=True, capture_output=True,
         )  # fmt: skip
+
+
+def test_fetch_for_host_links_weights_into_a_models_folder(
+    registries: Regs, push_weights: Push, tmp_path: Path
+) -> None:
+    """The local/ssh backends' one call: weights cached, symlinked into the models dir, phase recorded."""
+    from nomad.node import PhaseRecorder, fetch_for_host
+    from nomad.node.phases import jsonl, read_jsonl
+
+    pushed = push_weights(TWO, seed="host")
+    image = f"{registries[False].split('://', 1)[1]}/{pushed.ref.split('/', 1)[1]}"
+    rec = PhaseRecorder("w", jsonl(tmp_path / "ev.jsonl"))
+    fetch_for_host(image, cache_dir=tmp_path / "c", link_into=tmp_path / "models", recorder=rec)
+    for dest, data in pushed.files.items():
+        assert (tmp_path / "models" / dest).read_bytes() == data
+    (ev,) = read_jsonl(tmp_path / "ev.jsonl")
+    assert ev["phase"] == "weights_fetch" and ev["bytes_moved"] > 0
