@@ -456,13 +456,25 @@ class BlobFetch:
     def _run_compressed(self) -> FetchOutcome:
         self.part.parent.mkdir(parents=True, exist_ok=True)
         self.state.clear()
+        # a retried GET starts again at byte 0: every piece of stream state starts over with it
         inflate = zlib.decompressobj(wbits=47)  # gzip or zlib header, auto-detected
         sha = hashlib.sha256()
         pending = bytearray()
         span: list[FileSpan] = []
         written = [0]
         tail = bytearray()
+        seen = [0]
         out = open(self.part, "wb")  # noqa: SIM115 - closed in finally, used by the closure
+
+        def restart() -> None:
+            nonlocal inflate, sha
+            inflate, sha = zlib.decompressobj(wbits=47), hashlib.sha256()
+            pending.clear()
+            span.clear()
+            tail.clear()
+            written[0] = 0
+            out.seek(0)
+            out.truncate()
 
         def take(raw: bytes) -> None:
             if not span:
@@ -491,7 +503,10 @@ class BlobFetch:
                 if len(tail) > MAX_TAIL:
                     raise ModelFetchError(f"{self.what}: not a single-file weight layer")
 
-        def sink(_pos: int, data: memoryview) -> None:
+        def sink(pos: int, data: memoryview) -> None:
+            if pos == 0 and seen[0]:
+                restart()
+            seen[0] = pos + len(data)
             sha.update(data)
             take(inflate.decompress(data))
             self._count(len(data))

@@ -88,3 +88,53 @@ def test_gzip_layers_written_by_skopeo_are_inflated_on_the_fly(
         res = pull_weights(client, ref, NodeCache(tmp_path / "c"))
     (m,) = res.mounts.mounts
     assert m.source.read_bytes() == pushed.files["checkpoints/g.safetensors"]
+
+
+def test_gzip_fetch_cut_mid_stream_restarts_cleanly(tmp_path: Path) -> None:
+    """A gzip'd layer whose first GET dies half-way is re-read from byte 0 with fresh state."""
+    import gzip
+    import hashlib
+    import http.server
+    import threading
+
+    from nomad.node import BlobFetch, Target
+
+    data = bytes(range(256)) * 8000
+    blob = gzip.compress(_tar("opt/ComfyUI/models/vae/z.bin", data, tarfile.PAX_FORMAT))
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    cuts = [1]
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            a, b = (int(x) for x in self.headers["Range"].split("=")[1].split("-"))
+            body = blob[a : b + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {a}-{b}/{len(blob)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if cuts:
+                cuts.pop()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(2)
+                return
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    class Src:
+        name = "test"
+
+        def locate(self, d: str) -> Target:
+            return Target(f"http://127.0.0.1:{srv.server_address[1]}/b", "test blob", via="test")
+
+    try:
+        out = BlobFetch(Src(), digest, len(blob), tmp_path / "p", tmp_path / "s",
+                        media_type="application/vnd.oci.image.layer.v1.tar+gzip").run()  # fmt: skip
+    finally:
+        srv.shutdown()
+    assert not cuts and out.path.read_bytes() == data and out.bytes_moved > len(blob)
