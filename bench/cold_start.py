@@ -215,6 +215,7 @@ def main() -> None:
                 "case": case, "ref": ref, "weight_bytes": weight_bytes, "blob_bytes": blob_bytes,
                 "docker_pull_s": docker_s, "nomad_node_pull_s": nomad_s, "ceiling": ceil,
                 "nomad_streams1_s": nomad1_s, "warm_s": warm_s, "warm_bytes_moved": warm["bytes_moved"],
+                "nomad_pull_in_process_s": res["seconds"],
                 "via": sorted({layer["via"] for layer in res["layers"]}),
                 "speedup_vs_docker": docker_s / nomad_s,
                 "share_of_ceiling": ceil["best_s"] / nomad_s,
