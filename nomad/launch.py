@@ -151,7 +151,7 @@ def spec_from_config(
         min_vram_gb=infra.min_vram_gb,
         clouds=tuple(infra.clouds),
         regions=tuple(infra.regions),
-        idle_minutes=infra.idle_minutes,
+        idle_minutes=infra.idle_minutes,  # the autoscaler's; backends add the node margin
         disk_gb=infra.disk_gb or disk_gb_for_image(pushed.get("size_bytes")),
         comfy_port=cfg.image.comfyui.port,
         envs=node_envs(cfg),  # node.*: baked/fetched weights, cache (nomad.node, docs/cold-start.md)

@@ -33,7 +33,10 @@ def get_backend(name: str | None, cfg: NomadConfig, data_dir: Path) -> Backend:
     if name == "skypilot":
         from nomad.backends.skypilot import SkyPilotBackend
 
-        return SkyPilotBackend(catalog_dir=cfg.infra.catalog_dir)
+        return SkyPilotBackend(
+            catalog_dir=cfg.infra.catalog_dir,
+            idle_margin_minutes=cfg.infra.node_idle_margin_minutes,
+        )
     if name == "ssh":
         from nomad.backends.ssh import SSHBackend
 

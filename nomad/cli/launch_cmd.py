@@ -173,8 +173,12 @@ def up(
         import yaml
 
         from nomad.backends.skypilot.task import build_task_config, redacted, to_sky_task
+        from nomad.watchdog import node_window_minutes
 
-        config = build_task_config(spec)
+        margin = ctx.config.infra.node_idle_margin_minutes  # the node waits longer than serve
+        config = build_task_config(
+            replace(spec, idle_minutes=node_window_minutes(spec.idle_minutes, margin))
+        )
         if (backend_name or ctx.config.infra.backend) == "skypilot":
             to_sky_task(config)  # SkyPilot's own validation, secrets and autostop included
         choice = _dry_placement(ctx, backend_name, catalog, spec)
@@ -187,6 +191,7 @@ def up(
         return
     backend = _backend(ctx, backend_name, catalog)
     from nomad.queue.ledger import open_ledger
+
     timeout = timeout or ctx.config.infra.health_timeout_seconds
 
     def guard() -> None:

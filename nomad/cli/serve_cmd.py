@@ -30,6 +30,12 @@ from nomad.cli.output import console, emit_json
 )
 @click.option("--keep-up", is_flag=True, help="Leave clusters running when serve exits.")
 @click.option(
+    "--standby",
+    is_flag=True,
+    help="If another serve runs for this project, wait and take over when it stops "
+    "(default: refuse, naming it).",
+)
+@click.option(
     "--with-bot",
     is_flag=True,
     help="Also run the Telegram bot (bot: in nomad.yaml, NOMAD_BOT_TOKEN) in this process.",
@@ -52,6 +58,7 @@ def serve(
     interval: float,
     grace: float,
     keep_up: bool,
+    standby: bool,
     with_bot: bool,
     with_batch: bool,
     batch_interval: float,
@@ -71,6 +78,7 @@ def serve(
         interval=interval,
         grace_seconds=grace,
         keep_up=keep_up,
+        standby=standby,
         with_bot=with_bot,
         with_batch=with_batch,
         batch_interval=batch_interval,

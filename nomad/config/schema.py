@@ -199,7 +199,7 @@ class InfraConfig(Strict):
     spot: bool = False
     clouds: list[str] = Field(default_factory=list, description="empty = every enabled cloud")
     regions: list[str] = Field(default_factory=list)
-    idle_minutes: float = Field(10, gt=0)
+    idle_minutes: float = Field(10, gt=0, description="serve tears a cluster down after this long without work")
     node_idle_margin_minutes: float = Field(
         3,
         gt=0,
@@ -218,6 +218,18 @@ class InfraConfig(Strict):
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
     local: LocalBackendConfig = Field(default_factory=LocalBackendConfig)
     ssh: SSHBackendConfig = Field(default_factory=SSHBackendConfig)
+
+    @model_validator(mode="after")
+    def _node_window_outlasts_the_drain(self) -> InfraConfig:
+        """The node's switch must not fire while serve still drains (a job arriving then
+        would go to a dead ComfyUI): the margin must exceed the drain (10% of idle, ≤ 30 s)."""
+        drain_s = min(30.0, self.idle_minutes * 6.0)
+        if self.node_idle_margin_minutes * 60.0 <= drain_s:
+            raise ValueError(
+                f"infra.node_idle_margin_minutes ({self.node_idle_margin_minutes:g} min) must be "
+                f"longer than serve's drain ({drain_s:g} s), or the node stops before serve does"
+            )
+        return self
 
 
 class QueueLimits(Strict):

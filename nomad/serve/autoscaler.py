@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from nomad.backends.base import Backend, ClusterInfo, ClusterState, Endpoint, LaunchSpec, Offer
 from nomad.errors import BackendError
 from nomad.queue.base import JobQueue, JobStatus
-from nomad.queue.ledger import ClusterLedger, LedgerState
+from nomad.queue.ledger import ClusterLedger, LedgerState, me
 from nomad.serve.log import event
 from nomad.serve.policy import Action, Annotate, Down, Phase, Policy, Requeue, Up, View
 from nomad.serve.runner import error_text
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 SCOPE = "autoscaler"
 LAUNCH_STOP_S = 8.0  # shutdown waits this long for called-off launches to tear down
+HEALTH_PROBE_TIMEOUT_S = 10.0
 LOST = (ClusterState.FAILED, ClusterState.PREEMPTED, ClusterState.GONE, ClusterState.STOPPED)
 
 
@@ -95,6 +96,7 @@ class BackendOps:
         self.max_attempts = max(1, max_attempts)
         self.ledger, self.sleep = ledger, sleep
         self._called_off = threading.Event()
+        self._slow: dict[str, int] = {}  # endpoint -> consecutive health-probe timeouts
 
     def cancel(self) -> None:
         """Call off launches in flight (serve is stopping): their health wait ends within one
@@ -203,25 +205,53 @@ class BackendOps:
             state.remove(self.data_dir, name)
 
     def status(self, name: str) -> ClusterInfo:
-        """The backend's view; price and offer filled from the ledger (providers omit them)."""
+        """The backend's view, with price, offer and endpoints from the ledger (providers omit
+        them); when launches check health, an UP cluster whose ComfyUI stopped answering is
+        reported FAILED (a dead endpoint is a lost cluster at once, not one to dispatch to)."""
         info = self.backend.status(name)
-        if info.state is ClusterState.UP and not info.price_per_hour:
-            row = self.ledger.find_open(name) if self.ledger is not None else None
-            if row is not None:
-                info.price_per_hour = row.price_per_hour
-                info.offer = info.offer or row.offer
-                if not info.endpoints:
-                    info.endpoints = [
-                        Endpoint(url=u, gpu_index=i) for i, u in enumerate(row.endpoints)
-                    ]
-            elif self.data_dir is not None:
-                from nomad.backends import state
+        if info.state is not ClusterState.UP:
+            return info
+        row = self.ledger.find_open(name) if self.ledger is not None else None
+        if row is not None:
+            info.price_per_hour = info.price_per_hour or row.price_per_hour
+            info.offer = info.offer or row.offer
+            if not info.endpoints:
+                info.endpoints = [Endpoint(url=u, gpu_index=i) for i, u in enumerate(row.endpoints)]
+        elif self.data_dir is not None and not info.price_per_hour:
+            from nomad.backends import state
 
-                rec = state.load(self.data_dir, name)
-                if rec is not None:
-                    info.price_per_hour = rec.price_per_hour
-                    info.offer = info.offer or rec.offer
+            rec = state.load(self.data_dir, name)
+            if rec is not None:
+                info.price_per_hour = rec.price_per_hour
+                info.offer = info.offer or rec.offer
+                info.endpoints = info.endpoints or rec.endpoints
+        if self.health_timeout_s is not None and info.endpoints:
+            dead = self._unanswered(name, [e.url for e in info.endpoints])
+            if dead:
+                info.state = ClusterState.FAILED
+                info.detail = f"ComfyUI stopped answering /system_stats at {dead}"
         return info
+
+    def _unanswered(self, name: str, urls: list[str]) -> str | None:
+        """The first endpoint that is dead: refused at once, or timing out twice in a row
+        (a busy ComfyUI still answers /system_stats; a wedged one does not)."""
+        import httpx
+
+        with httpx.Client(timeout=HEALTH_PROBE_TIMEOUT_S) as http:
+            for url in urls:
+                try:
+                    resp = http.get(url.rstrip("/") + "/system_stats")
+                    if resp.status_code == 200:
+                        self._slow.pop(url, None)
+                        continue
+                    return f"{url} (HTTP {resp.status_code})"
+                except httpx.TimeoutException:
+                    self._slow[url] = self._slow.get(url, 0) + 1
+                    if self._slow[url] >= 2:
+                        return f"{url} (timed out twice)"
+                except httpx.HTTPError as exc:
+                    return f"{url} ({type(exc).__name__})"
+        return None
 
 
 class Autoscaler:
@@ -236,14 +266,17 @@ class Autoscaler:
         *,
         clock: Callable[[], float] = time.time,
         status_every: float = 15.0,
+        ledger: ClusterLedger | None = None,
     ) -> None:
         self.queue, self.ops, self.policy, self.hooks = queue, ops, policy, hooks
         self.clock, self.status_every = clock, status_every
+        self.ledger = ledger
         self._launches: dict[str, asyncio.Task[None]] = {}
         self._threads = DaemonThreads()  # launches never hold serve open at exit
         self._next_status = 0.0
         self._orphans: set[str] = set()  # teardowns that failed; retried every step
         self._view = View(waiting=0)
+        self._woken_at = 0.0
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -257,7 +290,72 @@ class Autoscaler:
             }
         if isinstance(doc.get("price_hint"), int | float):
             self.policy.price_hint = float(doc["price_hint"])
-        await self._adopt(self.policy.config.base_name)
+        self._woken_at = self.clock() - 60.0  # an /up from before this start is stale
+        if self.ledger is None:
+            await self._adopt(self.policy.config.base_name)
+        else:
+            await self.reconcile()
+
+    async def reconcile(self) -> None:
+        """Serve's start: every open ledger row is checked with its backend (way 2 of the
+        leaks: adoption by name missed ``-serve-2``). Up and answering ⇒ adopted (up to
+        ``max_clusters``); confirmed gone ⇒ closed; anything else ⇒ torn down. Rows of
+        another backend, and launches still in flight in another live process, are left
+        alone (``nomad status`` shows them)."""
+        from nomad.launch import in_flight
+
+        assert self.ledger is not None
+        book = self.ledger
+        rows = await asyncio.to_thread(book.open_rows)
+        mine = getattr(getattr(self.ops, "backend", None), "name", None)
+        for row in rows:
+            if mine is not None and row.backend != mine:
+                event(
+                    "cluster.foreign", level=logging.WARNING, cluster=row.name, backend=row.backend
+                )
+                continue
+            if row.owner != me() and in_flight(row, self.clock()):
+                continue
+            try:
+                info = await asyncio.to_thread(self.ops.status, row.name)
+            except Exception as exc:
+                self._orphans.add(row.name)
+                event(
+                    "cluster.status_failed",
+                    level=logging.WARNING,
+                    cluster=row.name,
+                    error=error_text(exc),
+                )
+                continue
+            if info.state is ClusterState.GONE:
+                await asyncio.to_thread(book.confirm_gone, row.id, "gone before serve started")
+                event("cluster.closed", cluster=row.name, detail="gone before serve started")
+            elif (
+                info.state is ClusterState.UP
+                and info.endpoints
+                and len(self.policy.clusters) < self.policy.config.max_clusters
+            ):
+                await asyncio.to_thread(book.claim, row.id)
+                if row.state is not LedgerState.UP:
+                    urls = [e.url for e in info.endpoints]
+                    await asyncio.to_thread(book.mark_up, row.id, urls)
+                self._take_over(row.name, info)
+            else:
+                await self._down(Down(row.name, f"not wanted at start ({info.state.value})"))
+        self.policy.reserved = {r.name for r in await asyncio.to_thread(book.open_rows)} - set(
+            self.policy.clusters
+        )
+
+    def _take_over(self, name: str, info: ClusterInfo) -> None:
+        gpu = info.offer.gpu if info.offer is not None else None
+        self.policy.adopt(
+            name, self.clock(), price_per_hour=info.price_per_hour, gpu=gpu,
+            endpoints=len(info.endpoints),
+        )  # fmt: skip
+        self.hooks.start_cluster(
+            ClusterRuntime(name, [e.url for e in info.endpoints], info.price_per_hour, gpu)
+        )
+        event("cluster.adopted", cluster=name, endpoints=len(info.endpoints))
 
     async def _adopt(self, name: str) -> None:
         """Take over a cluster left running by an earlier serve, so it still idles down."""
@@ -270,18 +368,7 @@ class Autoscaler:
             return
         if info.state is not ClusterState.UP or not info.endpoints:
             return
-        gpu = info.offer.gpu if info.offer is not None else None
-        self.policy.adopt(
-            name,
-            self.clock(),
-            price_per_hour=info.price_per_hour,
-            gpu=gpu,
-            endpoints=len(info.endpoints),
-        )
-        self.hooks.start_cluster(
-            ClusterRuntime(name, [e.url for e in info.endpoints], info.price_per_hour, gpu)
-        )
-        event("cluster.adopted", cluster=name, endpoints=len(info.endpoints))
+        self._take_over(name, info)
 
     async def publish(self) -> dict[str, Any]:
         """Write the status document front doors read, and the learned history."""
@@ -352,8 +439,11 @@ class Autoscaler:
         for name in list(self._orphans):
             await self._down(Down(name, "retry"))
         actions: list[Action] = []
+        await self._read_admin()
         if now >= self._next_status:
             self._next_status = now + self.status_every
+            if self.ledger is not None:
+                actions.extend(await self._sync_ledger(now))
             actions.extend(await self._check_clusters(now))
             for action in actions:  # requeue before looking at the queue again
                 await self._apply(action)
@@ -362,6 +452,37 @@ class Autoscaler:
         for action in decided:
             await self._apply(action)
         return actions + decided
+
+    async def _sync_ledger(self, now: float) -> list[Action]:
+        """Spend (every launcher's), names still open, and clusters someone else closed
+        (an admin's /down, `nomad down`): those are lost to us at once."""
+        assert self.ledger is not None
+        rows = await asyncio.to_thread(self.ledger.open_rows)
+        spend = await asyncio.to_thread(self.ledger.spend_today, now)
+        self.policy.ledger_spend = spend
+        open_names = {r.name for r in rows}
+        self.policy.reserved = (open_names | self._orphans) - set(self.policy.clusters)
+        actions: list[Action] = []
+        for c in list(self.policy.clusters.values()):
+            if c.phase in (Phase.READY, Phase.DRAINING) and c.name not in open_names:
+                event(
+                    "cluster.lost",
+                    level=logging.WARNING,
+                    cluster=c.name,
+                    detail="closed in the ledger",
+                )
+                actions.extend(self.policy.on_lost(c.name, now, "stopped outside serve"))
+        return actions
+
+    async def _read_admin(self) -> None:
+        """An admin's /down holds launches until /up; /up may ask for a GPU now."""
+        doc = await asyncio.to_thread(self.queue.get_state, SCOPE, "admin") or {}
+        hold = doc.get("hold")
+        self.policy.hold = str(hold) if hold else None
+        wake = doc.get("wake_at")
+        if isinstance(wake, int | float) and wake > self._woken_at:
+            self._woken_at = float(wake)
+            self.policy.wake_requested = True
 
     async def settle(self) -> None:
         """Wait for launches in flight (tests; shutdown)."""

@@ -19,6 +19,11 @@ from nomad.serve.eta import EtaModel
 DAY = 86400.0
 
 
+def drain_seconds(idle_seconds: float) -> float:
+    """Draining lasts 10% of the idle period, at most 30 s."""
+    return min(30.0, idle_seconds * 0.1)
+
+
 class Phase(enum.StrEnum):
     """Closed set of cluster phases as the autoscaler sees them."""
 
@@ -75,7 +80,7 @@ class PolicyConfig:
         idle = float(infra.idle_minutes) * 60.0
         return cls(
             idle_seconds=idle,
-            drain_seconds=min(30.0, idle * 0.1),
+            drain_seconds=drain_seconds(idle),
             max_clusters=infra.max_clusters,
             backlog_per_cluster=infra.backlog_per_cluster,
             max_price_per_hour=infra.max_price_per_hour,
@@ -131,6 +136,11 @@ class Policy:
         self.blocked: str | None = None  # why waiting jobs cannot get a GPU now
         self.price_hint: float | None = None  # $/h of the last offer seen
         self.spent: dict[str, float] = {}  # UTC day -> USD of clusters already gone
+        # today's USD from the cluster ledger (every launcher), refreshed by the loop
+        self.ledger_spend: float | None = None
+        self.reserved: set[str] = set()  # names still open in the ledger: never launched again
+        self.hold: str | None = None  # an admin stopped the GPU (/down): no launches until /up
+        self.wake_requested = False  # an admin asked for a GPU now (/up), jobs or not
         self._failures = 0
         self._retry_at = 0.0
         self._last_error: str | None = None
@@ -148,10 +158,12 @@ class Policy:
             busy = busy_all or view.running.get(c.name, 0) > 0
             actions.extend(self._advance(c, busy, now))
         self.blocked = None
-        if view.waiting > 0 and self._wants_cluster(view):
+        wake = self.wake_requested and not self.clusters
+        if (view.waiting > 0 and self._wants_cluster(view)) or wake:
             self.blocked = self._why_not(now)
             if self.blocked is None:
                 actions.append(self._launch(now))
+                self.wake_requested = False
         actions.extend(self._annotate(view, now))
         self._last_waiting = view.waiting
         return actions
@@ -184,6 +196,8 @@ class Policy:
         """A clear sentence when budget, price cap or launch backoff holds jobs back."""
         cfg = self.config
         price = self.price_hint
+        if self.hold is not None:
+            return f"waiting: {self.hold}"
         if (
             cfg.max_price_per_hour is not None
             and price is not None
@@ -212,7 +226,7 @@ class Policy:
             if self._serial == 1
             else f"{self.config.base_name}-{self._serial}"
         )
-        while name in self.clusters:
+        while name in self.clusters or name in self.reserved:
             self._serial += 1
             name = f"{self.config.base_name}-{self._serial}"
         self.clusters[name] = Cluster(
@@ -314,9 +328,11 @@ class Policy:
         self.clusters.pop(c.name, None)
 
     def spend_today(self, now: float) -> float:
-        """USD spent on GPUs since 00:00 UTC: closed clusters plus the ones still up."""
+        """USD spent on GPUs since 00:00 UTC: the ledger's figure (every cluster of the project,
+        whoever launched it) when the loop gave one, never less than this serve's own count."""
         live = sum(_cost_today(c, now) for c in self.clusters.values())
-        return self.spent.get(_day(now), 0.0) + live
+        own = self.spent.get(_day(now), 0.0) + live
+        return own if self.ledger_spend is None else max(own, self.ledger_spend)
 
     def hourly_rate(self) -> float:
         """Current $/hour across clusters (waking ones at the last known price)."""

@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING, Any
 from nomad.backends.base import Backend
 from nomad.config.schema import BatchJob, NomadConfig
 from nomad.errors import ConfigError, NomadError, NotAvailableError
+from nomad.queue._sql import SqlQueue
 from nomad.queue.base import JobQueue
+from nomad.queue.lease import DEFAULT_TTL, LeaderLease
+from nomad.queue.ledger import ClusterLedger
 from nomad.serve.autoscaler import Autoscaler, BackendOps, ClusterOps
 from nomad.serve.eta import EtaModel
 from nomad.serve.log import event
@@ -60,6 +63,9 @@ class ServeOptions:
     batch_interval: float = 30.0
     bot_poll_timeout: int = 30  # seconds one getUpdates long poll may wait
     config_path: str | None = None  # nomad.yaml, for file:line in batch refusals and batch hooks
+    # another serve holds the project's lease: wait for it instead of refusing
+    standby: bool = False
+    lease_ttl: float = DEFAULT_TTL  # seconds a silent serve keeps the lease
 
 
 async def serve(
@@ -84,9 +90,47 @@ async def serve(
         from nomad.queue import open_queue
 
         queue = open_queue(cfg, data_dir)
+    assert isinstance(queue, SqlQueue)
+    lease = LeaderLease(queue, cfg.project, ttl=opts.lease_ttl)
+    _on_signals(stop)
+    try:
+        if opts.standby:
+            await _standby(lease, stop)
+            if stop.is_set():
+                return
+        else:
+            lease.acquire()  # one serve per project: refuse before anything starts
+        event("serve.lease", project=cfg.project, holder=lease.holder)
+        await _serve(cfg, data_dir, opts, queue, lease, backend, ops, store, runner, storage, stop)
+    finally:
+        with contextlib.suppress(Exception):
+            lease.release()
+        if own_queue:
+            queue.close()
+
+
+async def _serve(
+    cfg: NomadConfig,
+    data_dir: Path,
+    opts: ServeOptions,
+    queue: SqlQueue,
+    lease: LeaderLease,
+    backend: Backend | None,
+    ops: ClusterOps | None,
+    store: OutputStore | None,
+    runner: Runner | None,
+    storage: Storage | None,
+    stop: asyncio.Event,
+) -> None:
+    """The serve body, run while this process holds the project's lease."""
+    ledger = ClusterLedger(queue, cfg.project)
+    lost_lease = asyncio.Event()
+    keeper = asyncio.create_task(_keep_lease(lease, stop, lost_lease))
     try:
         store = store or S3Outputs(storage or _storage(cfg, data_dir, None))
         ops = ops or _backend_ops(cfg, data_dir, backend, opts)
+        if isinstance(ops, BackendOps) and ops.ledger is None:
+            ops.ledger = ledger
         eta = EtaModel.from_json(queue.get_state("autoscaler", "history"))
         pool = WorkerPool(
             queue,
@@ -100,9 +144,12 @@ async def serve(
             ),
         )
         scaler = Autoscaler(
-            queue, ops, Policy(PolicyConfig.from_infra(cfg.infra, cfg.project), eta), pool
+            queue,
+            ops,
+            Policy(PolicyConfig.from_infra(cfg.infra, cfg.project), eta),
+            pool,
+            ledger=ledger,
         )
-        _on_signals(stop)
         event(
             "serve.start",
             backend=cfg.infra.backend,
@@ -127,11 +174,48 @@ async def serve(
                     event("serve.stopping", running=pool.busy)
                     await pool.shutdown(opts.grace_seconds)
         finally:  # front doors are closed by now; clusters go down even if one failed
-            await scaler.shutdown(teardown=not opts.keep_up)
+            # a serve that lost its lease leaves the clusters to the one that took it over
+            await scaler.shutdown(teardown=not opts.keep_up and not lost_lease.is_set())
             event("serve.stopped")
     finally:
-        if own_queue:
-            queue.close()
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+
+
+async def _standby(lease: LeaderLease, stop: asyncio.Event) -> None:
+    """Wait (until ``stop``) for the project's lease; say once who holds it."""
+    said = None
+    while not stop.is_set():
+        held = await asyncio.to_thread(lease.try_acquire)
+        if held is None:
+            return
+        if held.holder != said:
+            said = held.holder
+            event("serve.standby", holder=held.describe())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(5.0, lease.ttl / 3)):
+                await stop.wait()
+
+
+async def _keep_lease(lease: LeaderLease, stop: asyncio.Event, lost: asyncio.Event) -> None:
+    """Renew every ttl/3. If another serve took the lease (we were silent past the TTL),
+    stop at once and leave the clusters to it; a database hiccup is only retried."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(lease.ttl / 3):
+                await stop.wait()
+        if stop.is_set():
+            return
+        try:
+            ours = await asyncio.to_thread(lease.renew)
+        except Exception as exc:
+            event("serve.lease_renew_failed", level=logging.WARNING, error=error_text(exc))
+            continue
+        if not ours:
+            event("serve.lease_lost", level=logging.ERROR, holder=str(lease.current()))
+            lost.set()
+            stop.set()
+            return
 
 
 def check_front_doors(cfg: NomadConfig, opts: ServeOptions) -> None:
@@ -139,7 +223,9 @@ def check_front_doors(cfg: NomadConfig, opts: ServeOptions) -> None:
     if opts.with_batch:
         from nomad.batch import validate
 
-        validate(cfg.batch.jobs, _batch_env(cfg, opts))  # ConfigError with file:line for each problem
+        validate(
+            cfg.batch.jobs, _batch_env(cfg, opts)
+        )  # ConfigError with file:line for each problem
     if not opts.with_bot:
         return
     try:

@@ -78,7 +78,9 @@ def test_dry_run_prints_a_validated_task_without_secrets(sky_offline: Any, tmp_p
     code, out = _run(tmp_path, "up", "--image", IMAGE, "--dry-run")
     assert code == 0, out
     assert "hunter2" not in out and "SKYPILOT_DOCKER_PASSWORD: '***'" in out
-    assert f"docker:{IMAGE}" in out and "idle_minutes: 10" in out
+    # the node's switches wait idle 10 + margin 3 minutes: serve always decides first
+    assert f"docker:{IMAGE}" in out and "idle_minutes: 13" in out
+    assert "NOMAD_IDLE_MINUTES: '13'" in out
 
 
 def test_plan_without_sky_says_how_to_install(

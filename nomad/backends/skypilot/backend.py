@@ -8,7 +8,9 @@ exception leaves this module as a :mod:`nomad.errors` class.
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import replace
 from typing import Any
 
 from nomad.backends.base import (
@@ -25,6 +27,7 @@ from nomad.backends.skypilot import planner
 from nomad.backends.skypilot._import import import_sky
 from nomad.backends.skypilot.errors import translate
 from nomad.backends.skypilot.task import build_task_config, to_sky_task
+from nomad.watchdog import DEFAULT_MARGIN_MINUTES, node_window_minutes
 
 _STATES = {
     "UP": ClusterState.UP,
@@ -38,9 +41,16 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
 
     name = "skypilot"
 
-    def __init__(self, *, catalog_dir: str | None = None, sdk: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        catalog_dir: str | None = None,
+        sdk: Any = None,
+        idle_margin_minutes: float = DEFAULT_MARGIN_MINUTES,
+    ) -> None:
         self.catalog_dir = catalog_dir
         self._sdk = sdk
+        self.idle_margin_minutes = idle_margin_minutes
         self.last_plan: planner.PlanResult | None = None
 
     @property
@@ -55,9 +65,18 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
         return self.last_plan.offers
 
     def launch(self, spec: LaunchSpec, offer: Offer | None = None) -> ClusterInfo:
-        """Validate the task with SkyPilot, launch it, and return its endpoints."""
+        """Validate the task with SkyPilot, launch it, and return its endpoints.
+
+        The node's switches (the watchdog in the task, SkyPilot's autostop with
+        ``down=True``) get the node window, longer than serve's idle window by
+        the margin. SkyPilot arms autostop at its PRE_EXEC stage, after setup,
+        and ``sky autostop`` refuses a cluster that is not UP; a launch that
+        fails before that is torn down by nomad (:func:`nomad.launch.launch_recorded`).
+        """
+        window = node_window_minutes(spec.idle_minutes, self.idle_margin_minutes)
+        spec = replace(spec, idle_minutes=window)
         task = to_sky_task(build_task_config(spec, offer=offer))
-        idle = max(1, round(spec.idle_minutes))
+        idle = max(1, math.ceil(window))
         try:
             request = self.sdk.launch(
                 task, cluster_name=spec.cluster_name, idle_minutes_to_autostop=idle, down=True
