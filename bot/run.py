@@ -26,34 +26,37 @@ log = logging.getLogger("nomad.bot")
 
 
 class LaunchAdmin:
-    """/up and /down through nomad.launch with the deployment's backend."""
+    """/up and /down through the cluster ledger (nomad.launch.stop_all / resume): /down stops
+    every cluster of the project, serve's included, and holds serve's launches; /up lifts the
+    hold and wakes a GPU through the running serve (or launches one when none runs)."""
 
-    def __init__(self, cfg: NomadConfig, data_dir: Path) -> None:
+    def __init__(self, cfg: NomadConfig, data_dir: Path, backend_for: Any = None) -> None:
         self.cfg, self.data_dir = cfg, data_dir
+        self.backend_for = backend_for or self._backend
+
+    def _backend(self, name: str) -> Any:
+        from nomad import backends
+
+        return backends.get_backend(name, self.cfg, self.data_dir)
 
     def up(self) -> str:
-        from nomad import backends, launch
+        from nomad import launch
 
-        backend = backends.get_backend(None, self.cfg, self.data_dir)
-        spec = launch.spec_from_config(self.cfg, self.data_dir, need_image=True)
-        report = launch.up(
-            backend,
-            spec,
-            self.data_dir,
-            guard=lambda: launch.check_daily_budget(self.cfg, self.data_dir),
-        )
-        return f"Up: {report.info.name} ({report.info.state.value})."
+        return f"Up: {launch.resume(self.cfg, self.data_dir, self.backend_for)}."
 
     def down(self) -> str:
-        from nomad import backends, launch
-        from nomad.backends import state
+        from nomad import launch
 
-        name = launch.cluster_name(self.cfg)
-        rec = state.load(self.data_dir, name)
-        backend = backends.get_backend(rec.backend if rec else None, self.cfg, self.data_dir)
-        report = launch.down(backend, self.data_dir, name)
-        spend = f", spent ${report.spend_usd:.2f}" if report.spend_usd is not None else ""
-        return f"Down: {name}{spend}."
+        reports = launch.stop_all(self.cfg, self.data_dir, self.backend_for, by="an admin (/down)")
+        if not reports:
+            return "Down: nothing was running (new launches are on hold until /up)."
+        parts = [
+            f"{r.info.name}"
+            + (f", spent ${r.spend_usd:.2f}" if r.spend_usd is not None else "")
+            + (f" — {r.info.detail}" if r.info.state.value != "gone" else "")
+            for r in reports
+        ]
+        return "Down: " + "; ".join(parts) + ". New launches are on hold until /up."
 
 
 def build_deps(cfg: NomadConfig, data_dir: Path) -> BotDeps:

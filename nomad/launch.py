@@ -817,6 +817,75 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
+# -- the admin's /down and /up (any front door) ------------------------------------------
+
+ADMIN_KEY = ("autoscaler", "admin")  # the state document serve's autoscaler reads every tick
+
+
+def stop_all(
+    cfg: NomadConfig,
+    data_dir: Path,
+    backend_for: Callable[[str], Backend],
+    *,
+    by: str = "an admin",
+    clock: Callable[[], float] = time.time,
+) -> list[ClusterReport]:
+    """Stop paying now: hold serve's launches, then tear down every open cluster of the
+    project, whoever launched it (serve's ``<project>-serve-N`` included). Rows whose
+    teardown cannot be confirmed stay open and are reported with that detail."""
+    book = open_ledger(cfg, data_dir, clock=clock)
+    try:
+        book.queue.put_state(
+            *ADMIN_KEY,
+            {"hold": f"{by} stopped the GPU; /up resumes", "at": clock()},
+        )
+        reports = []
+        for row in book.open_rows():
+            try:
+                reports.append(
+                    down(backend_for(row.backend), data_dir, row.name, clock=clock, ledger=book)
+                )
+            except TeardownUnconfirmed as exc:
+                info = row_info(book.get(row.id) or row)
+                info.detail = exc.message
+                reports.append(_report(info, clock))
+        return reports
+    finally:
+        book.close()
+
+
+def resume(
+    cfg: NomadConfig,
+    data_dir: Path,
+    backend_for: Callable[[str], Backend],
+    *,
+    requested_by: str = "bot",
+    clock: Callable[[], float] = time.time,
+) -> str:
+    """Lift an admin hold and get a GPU: through the running serve (it holds the project's
+    lease) so it is serve's cluster, idle clock and all; else launch one directly."""
+    from nomad.queue.lease import LeaderLease
+
+    book = open_ledger(cfg, data_dir, clock=clock)
+    try:
+        held = LeaderLease(book.queue, cfg.project).current()
+        serving = held is not None and held.expires_at > clock()
+        wake = {"hold": None, "wake_at": clock()} if serving else {"hold": None}
+        book.queue.put_state(*ADMIN_KEY, wake)
+        if serving:
+            return f"nomad serve ({held.describe()}) is waking a GPU"  # type: ignore[union-attr]
+        backend = backend_for(cfg.infra.backend)
+        spec = spec_from_config(cfg, data_dir, need_image=backend.name != "local")
+        report = up(
+            backend, spec, data_dir, ledger=book, requested_by=requested_by, clock=clock,
+            health_timeout_s=cfg.infra.health_timeout_seconds,
+            guard=lambda: check_daily_budget(cfg, data_dir, clock=clock),
+        )  # fmt: skip
+        return f"{report.info.name} is {report.info.state.value}"
+    finally:
+        book.close()
+
+
 # >>> queue hook (serve area): nomad.serve.summary.queue_summary(config, data_dir) -> dict | None
 def queue_summary(config: NomadConfig, data_dir: Path) -> dict[str, Any] | None:
     """Queue info for ``nomad status`` when the serve module provides it; None otherwise."""

@@ -195,8 +195,14 @@ class BackendOps:
 
         row = self.ledger.find_open(name) if self.ledger is not None else None
         if row is not None and self.ledger is not None:
-            self.ledger.mark(row.id, LedgerState.STOPPING, "teardown requested by the autoscaler")
-            retire(self.backend, self.ledger, row.id, name, "down", sleep=self.sleep)
+            why = "down by the autoscaler"
+            if row.state is LedgerState.LOST and row.detail:
+                why = f"{row.detail}; torn down"  # keep the loss on record (next offer first)
+            else:
+                self.ledger.mark(
+                    row.id, LedgerState.STOPPING, "teardown requested by the autoscaler"
+                )
+            retire(self.backend, self.ledger, row.id, name, why, sleep=self.sleep)
         else:
             teardown_confirmed(self.backend, name, sleep=self.sleep)
         if self.data_dir is not None:
@@ -453,6 +459,14 @@ class Autoscaler:
             await self._apply(action)
         return actions + decided
 
+    async def _record_loss(self, name: str, detail: str) -> None:
+        """The ledger says why (the row stays open until the teardown is confirmed)."""
+        if self.ledger is None:
+            return
+        row = await asyncio.to_thread(self.ledger.find_open, name)
+        if row is not None:
+            await asyncio.to_thread(self.ledger.mark, row.id, LedgerState.LOST, f"lost: {detail}")
+
     async def _sync_ledger(self, now: float) -> list[Action]:
         """Spend (every launcher's), names still open, and clusters someone else closed
         (an admin's /down, `nomad down`): those are lost to us at once."""
@@ -628,5 +642,6 @@ class Autoscaler:
             if info.state in LOST:
                 detail = info.detail or info.state.value
                 event("cluster.lost", level=logging.WARNING, cluster=c.name, detail=detail)
+                await self._record_loss(c.name, detail)
                 actions.extend(self.policy.on_lost(c.name, now, detail))
         return actions
