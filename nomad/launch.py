@@ -713,13 +713,19 @@ def status(
         rows = book.open_rows()
         if name is not None:
             rows = [r for r in rows if r.name == name]
-            if not rows:
+            if not rows and state.load(data_dir, name) is None:
                 raise ClusterNotFoundError(
                     f"no open cluster named {name!r} in the ledger", hint="see `nomad status`"
                 )
         reports = [
             _report(refresh(backend_for(r.backend), book, r, data_dir, clock()), clock)
             for r in rows
+        ]
+        known = {r.name for r in book.open_rows()} | {r.name for r in rows}
+        reports += [
+            _legacy(rec, clock)
+            for rec in legacy_records(data_dir, known)
+            if name in (None, rec.name)
         ]
     finally:
         if own:
@@ -728,6 +734,17 @@ def status(
     for r in reports:
         r.queue = queue
     return reports
+
+
+def legacy_records(data_dir: Path, known: set[str]) -> list[ClusterInfo]:
+    """Clusters recorded only in the old per-cluster files (launched before the ledger):
+    shown by ``status`` and torn down by ``down``, so an upgrade forgets nothing."""
+    return [rec for rec in state.load_all(data_dir) if rec.name not in known]
+
+
+def _legacy(rec: ClusterInfo, clock: Callable[[], float]) -> ClusterReport:
+    rec.detail = "recorded before the cluster ledger: `nomad down NAME` tears it down"
+    return _report(rec, clock)
 
 
 def refresh(

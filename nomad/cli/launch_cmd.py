@@ -263,7 +263,7 @@ def down(ctx: Ctx, name: str | None, force: bool, as_json: bool) -> None:
 
     if force and not name:
         raise UsageError("--force needs a cluster NAME", hint="e.g. nomad down nomad-demo --force")
-    rows = []
+    reports = []
     if has_database(ctx.config, ctx.data_dir):
         book = open_ledger(ctx.config, ctx.data_dir)
         try:
@@ -272,14 +272,14 @@ def down(ctx: Ctx, name: str | None, force: bool, as_json: bool) -> None:
                 launch.down(_backend(ctx, r.backend), ctx.data_dir, r.name, ledger=book)
                 for r in rows
             ]
-            if force and not rows:
-                reports = [launch.down(_backend(ctx, None), ctx.data_dir, name or "", ledger=book)]
         finally:
             book.close()
-    elif force:
+    done = {r.info.name for r in reports}
+    for rec in launch.legacy_records(ctx.data_dir, done):  # launched before the ledger existed
+        if name is None or rec.name == name:
+            reports.append(launch.down(_backend(ctx, rec.backend), ctx.data_dir, rec.name))
+    if force and not reports:
         reports = [launch.down(_backend(ctx, None), ctx.data_dir, name or "")]
-    else:
-        reports = []
     if as_json:
         emit_json({"clusters": [r.to_json() for r in reports]})
         return
@@ -302,9 +302,14 @@ def down(ctx: Ctx, name: str | None, force: bool, as_json: bool) -> None:
 def status(ctx: Ctx, name: str | None, as_json: bool) -> None:
     """Every cluster the ledger holds (whoever launched it): state, spend; and today's total."""
     from nomad import launch
+    from nomad.backends import state
     from nomad.queue.ledger import has_database
 
-    if not has_database(ctx.config, ctx.data_dir) and name is None:
+    if (
+        not has_database(ctx.config, ctx.data_dir)
+        and name is None
+        and not state.load_all(ctx.data_dir)
+    ):
         reports, spent = [], 0.0  # nothing was ever launched from here: do not create a database
     else:
         reports = launch.status(lambda b: _backend(ctx, b), ctx.data_dir, name, config=ctx.config)

@@ -148,7 +148,7 @@ async def _serve(
             ops,
             Policy(PolicyConfig.from_infra(cfg.infra, cfg.project), eta),
             pool,
-            ledger=ledger,
+            ledger=ledger if isinstance(ops, BackendOps) else None,  # ops that write it
         )
         event(
             "serve.start",

@@ -166,3 +166,24 @@ def test_down_with_a_ledger_but_no_open_row_builds_no_backend(
         assert code == 0 and "nothing to tear down" in out and built == []
     finally:
         comfy.stop()
+
+
+def test_a_cluster_recorded_before_the_ledger_is_shown_and_torn_down(
+    fake: FakeBackend, tmp_path: Path
+) -> None:
+    """Upgrade path: a cluster only in the old per-cluster files is listed by status and removed by down."""
+    from nomad.backends import state
+    from nomad.backends.base import ClusterInfo, ClusterState, LaunchSpec
+
+    fake.launch(LaunchSpec(cluster_name="nomad-demo", image_ref=IMAGE))
+    state.save(
+        tmp_path / "data", ClusterInfo("nomad-demo", "fake", ClusterState.UP, started_at=1.0)
+    )
+    code, out = _run(tmp_path, "status", "--json")
+    (old,) = json.loads(out)["clusters"]
+    assert (
+        code == 0 and old["name"] == "nomad-demo" and "before the cluster ledger" in old["detail"]
+    )
+    code, out = _run(tmp_path, "down")
+    assert code == 0 and "nomad-demo: down" in out
+    assert fake.clusters == {} and state.load_all(tmp_path / "data") == []

@@ -90,7 +90,8 @@ def test_way1_launch_failing_after_provisioning_is_torn_down_recorded_and_next_o
     assert first.state is LedgerState.GONE and first.offer == A and error in (first.detail or "")
     assert second.state is LedgerState.UP and second.requested_by == "up"
     assert sky.calls.index(("down", NAME)) < len(sky.calls) - 1  # torn down before the next try
-    assert sky.running() == {NAME} and sky.clusters[NAME].autostop_minutes == 10
+    # autostop armed with the node window: idle 10 + node margin 3
+    assert sky.running() == {NAME} and sky.clusters[NAME].autostop_minutes == 13
     assert_nothing_unaccounted(sky, book)
 
 

@@ -239,12 +239,16 @@ def test_budget_up_at_1_per_hour_down_then_up_past_the_budget_is_refused(
     def guard() -> None:
         launch.check_daily_budget(cfg, tmp_path, clock=clock)
 
-    launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard, ledger=book)
+    launch.up(
+        fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard, ledger=book
+    )
     clock.t += 3600
     launch.down(fake, tmp_path, "nomad-test", clock=clock, ledger=book)
     assert launch.spend_today(cfg, tmp_path, clock=clock) == pytest.approx(1.0)
     with pytest.raises(BudgetError, match=r"daily budget \$1\.00 reached \(\$1\.00 spent today\)"):
-        launch.up(fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard, ledger=book)
+        launch.up(
+            fake, make_spec(), tmp_path, clock=clock, health_timeout_s=5, guard=guard, ledger=book
+        )
     assert [c for c in fake.calls if c[0] == "launch"] == [("launch", "nomad-test")]
     book.close()
 

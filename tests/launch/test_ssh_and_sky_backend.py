@@ -84,7 +84,8 @@ def test_launch_status_down_through_the_sdk(sky_offline: Any) -> None:
     assert info.state == ClusterState.UP and info.price_per_hour == 0.43
     assert [e.url for e in info.endpoints] == ["http://203.0.113.5:8188"]
     (_, (name, kw)) = sdk.calls[0]
-    assert name == "nomad-test" and kw == {"idle_minutes_to_autostop": 10, "down": True}
+    # the node window: idle 10 + node margin 3 (serve decides first)
+    assert name == "nomad-test" and kw == {"idle_minutes_to_autostop": 13, "down": True}
     backend.teardown("nomad-test")
     backend.teardown("nomad-test")
     assert backend.status("nomad-test").state == ClusterState.GONE
