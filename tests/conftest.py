@@ -18,6 +18,51 @@ if TYPE_CHECKING:
     from nomad.dev.stack import StackInfo
     from nomad.storage import Storage
 
+_NETGUARD = Path(__file__).resolve().parent / "_netguard"
+_NETLOG = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Guard the whole run: no Python process of the suite may connect outside loopback.
+
+    See tests/_netguard/sitecustomize.py: refused connects are recorded in a log
+    that :func:`pytest_sessionfinish` turns into a failed session.
+    """
+    import importlib.util
+    import sys
+    import tempfile
+
+    fd, log = tempfile.mkstemp(prefix="nomad-netguard-", suffix=".log")
+    os.close(fd)
+    os.environ["NOMAD_TEST_NETLOG"] = log
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(_NETGUARD), *([old] if old else [])])
+    sys.path.insert(0, str(_NETGUARD))  # children built from sys.path (the plan worker) too
+    spec = importlib.util.spec_from_file_location("_nomad_netguard", _NETGUARD / "sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    guard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(guard)
+    guard.install()
+    config.stash[_NETLOG] = log
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any process of it tried to connect outside loopback."""
+    log = session.config.stash.get(_NETLOG, None)
+    if not log:
+        return
+    try:
+        lines = Path(log).read_text(encoding="utf-8").splitlines()
+    finally:
+        Path(log).unlink(missing_ok=True)
+    if lines:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        msg = "connections outside loopback were attempted (and refused):\n  " + "\n  ".join(lines)
+        if reporter is not None:
+            reporter.write_line(f"NETWORK GUARD: {msg}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 PG_ADMIN_DSN = os.environ.get("NOMAD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

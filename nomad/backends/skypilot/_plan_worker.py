@@ -12,15 +12,31 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from nomad.backends.base import Offer
 
+# A pinned catalog is an offline plan: nothing may leave the machine. SkyPilot still asks
+# the clouds' SDKs (and the `aws` CLI it shells out to) for credentials, and those probe
+# the instance metadata address 169.254.169.254; on a CI runner in a cloud that fetches
+# the instance's credentials. These switches make boto, the AWS CLI and google-auth skip
+# it (HOME is already a private temp dir, so no user config or keys are read either).
+OFFLINE_ENV = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "NO_GCE_CHECK": "True",
+    "GCE_METADATA_HOST": "127.0.0.1:9",  # should anything still ask: loopback discard port
+    "GCE_METADATA_IP": "127.0.0.1:9",
+    "SKYPILOT_DISABLE_USAGE_COLLECTION": "1",
+}
+
 
 def main(argv: list[str]) -> int:
     req = json.loads(Path(argv[0]).read_text())
+    if req.get("catalog_dir"):
+        os.environ.update(OFFLINE_ENV)  # before `sky` (and anything it spawns) is imported
     try:
         result = _plan(req)
     except Exception as exc:  # every failure is reported to the parent as data
