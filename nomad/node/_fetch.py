@@ -30,6 +30,7 @@ import hashlib
 import http.client
 import json
 import os
+import queue
 import ssl
 import threading
 import time
@@ -116,8 +117,10 @@ class _Http:
         end: int,
         total: int,
         sink: Callable[[int, memoryview], None],
+        pipe: _Pipe | None = None,
     ) -> None:
-        """GET bytes [start, end) and hand them to ``sink(position, data)`` as they arrive."""
+        """GET bytes [start, end) and hand them to ``sink(position, data)`` as they arrive
+        (or, with ``pipe``, to its consumer thread, in buffers taken from its pool)."""
         conn, path = self.conn(target.url)
         headers = {**target.headers, "Range": f"bytes={start}-{end - 1}"}
         try:
@@ -146,19 +149,83 @@ class _Http:
                 f"{target.where}: asked bytes {start}-{end - 1}/{total}, got {crange!r}",
                 hint="the blob in storage has a different size than the manifest says",
             )
-        buf = bytearray(BUF)
-        view = memoryview(buf)
+        own = bytearray(BUF)
         pos = start
         try:
             while pos < end:
-                n = resp.readinto(view[: min(BUF, end - pos)])
+                buf = pipe.buffer() if pipe else own
+                try:
+                    n = resp.readinto(memoryview(buf)[: min(BUF, end - pos)])
+                except BaseException:
+                    if pipe:
+                        pipe.give_back(buf)
+                    raise
                 if not n:
+                    if pipe:
+                        pipe.give_back(buf)
                     raise _Transient(f"connection closed at byte {pos} of {start}-{end - 1}")
-                sink(pos, view[:n])
+                if pipe:
+                    pipe.put(pos, buf, n)
+                else:
+                    sink(pos, memoryview(buf)[:n])
                 pos += n
         except (OSError, http.client.HTTPException) as exc:
             self.drop(target.url)
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+
+
+class _Pipe:
+    """Streams receive, one consumer thread writes and hashes: the two overlap on two cores.
+
+    Buffers come from a fixed pool (backpressure: a stream waits when the
+    consumer is behind). :meth:`flush` returns once everything put before it
+    was processed — a chunk is marked written only after that.
+    """
+
+    def __init__(self, process: Callable[[int, memoryview], None], depth: int = 8) -> None:
+        self.process = process
+        self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(depth):
+            self.free.put(bytearray(BUF))
+        self.q: queue.SimpleQueue[tuple[int, bytearray, int] | threading.Event | None] = (
+            queue.SimpleQueue()
+        )
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name="fetch-writer")
+        self.thread.start()
+
+    def buffer(self) -> bytearray:
+        return self.free.get()
+
+    def give_back(self, buf: bytearray) -> None:
+        self.free.put(buf)
+
+    def put(self, pos: int, buf: bytearray, n: int) -> None:
+        self.q.put((pos, buf, n))
+
+    def flush(self) -> None:
+        ev = threading.Event()
+        self.q.put(ev)
+        ev.wait()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            pos, buf, n = item
+            if self.error is None:
+                try:
+                    self.process(pos, memoryview(buf)[:n])
+                except BaseException as exc:  # handed to the stream at its next flush
+                    self.error = exc
+            self.free.put(buf)
 
 
 class _State:
@@ -229,13 +296,19 @@ class BlobFetch:
             self.moved += n
         self.on_bytes(n)
 
-    def _get(self, start: int, end: int, sink: Callable[[int, memoryview], None]) -> None:
+    def _get(
+        self,
+        start: int,
+        end: int,
+        sink: Callable[[int, memoryview], None],
+        pipe: _Pipe | None = None,
+    ) -> None:
         """GET a range with bounded retries; a refused presigned URL is located again."""
         refresh = False
         for attempt in range(ATTEMPTS):
             target = self.target(refresh)
             try:
-                self.http.get_range(target, start, end, self.size, sink)
+                self.http.get_range(target, start, end, self.size, sink, pipe)
                 return
             except _Expired as exc:
                 refresh = True
@@ -381,7 +454,8 @@ class BlobFetch:
                         return
                     i = todo.pop(0)
                 try:
-                    self._get(*bounds[i], sink)
+                    self._get(*bounds[i], sink, pipe)
+                    pipe.flush()  # its bytes are written: only now may the state say so
                 except BaseException as exc:
                     with cond:
                         errors.append(exc)
@@ -394,6 +468,7 @@ class BlobFetch:
 
         if not resumed:
             save()
+        pipe = _Pipe(sink, depth=2 * self.streams + 2)
         threads = [
             threading.Thread(target=worker, daemon=True)
             for _ in range(min(self.streams, len(todo)))
@@ -419,6 +494,7 @@ class BlobFetch:
                 hashed[0] = max(hashed[0], start + b)
         for t in threads:
             t.join()
+        pipe.close()
         if errors:
             raise errors[0]
         sha.update(tail)
