@@ -218,6 +218,12 @@ def _no_offer_message(req: dict[str, Any]) -> str:
     return "no offer matches " + ", ".join(bits)
 
 
+def _no_cloud_hint() -> str:
+    from nomad.cloud_access import no_cloud_hint
+
+    return no_cloud_hint()
+
+
 class _NoOffer(Exception):
     pass
 
@@ -239,7 +245,7 @@ def _error(exc: Exception) -> dict[str, str]:
         return {
             "kind": "no_cloud_access",
             "message": msg,
-            "hint": "run `sky check` to enable a cloud, or plan offline with --catalog DIR",
+            "hint": _no_cloud_hint(),
         }
     return {
         "kind": "backend",

@@ -36,10 +36,10 @@ def translate(exc: BaseException, *, cluster: str | None = None) -> NomadError:
             "or retry later (`nomad up` retries the next offer)",
         )
     if kind in ("NoCloudAccessError", "InvalidCloudCredentials", "CloudUserIdentityError"):
+        from nomad.cloud_access import no_cloud_hint
+
         return NoCloudAccessError(
-            f"no cloud is usable{on}: {_first_line(exc)}",
-            hint="run `sky check` and set up credentials for at least one cloud "
-            "(or pin a catalog with --catalog for offline plans)",
+            f"no cloud is usable{on}: {_first_line(exc)}", hint=no_cloud_hint()
         )
     if kind == "ClusterDoesNotExist":
         return ClusterNotFoundError(

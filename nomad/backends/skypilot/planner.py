@@ -99,6 +99,10 @@ def resolve_catalog(catalog_dir: str | os.PathLike[str]) -> Path:
 def plan(spec: LaunchSpec, catalog_dir: str | None = None) -> PlanResult:
     """Run the planning worker and return ranked offers; raises translated errors."""
     require_sky()
+    if not catalog_dir:  # a live plan: fail in milliseconds when no cloud could be enabled
+        from nomad.cloud_access import require_cloud_credentials
+
+        require_cloud_credentials()
     req = PlanRequest.from_spec(spec, catalog_dir)
     if not req.gpus:
         raise ConfigError("infra.gpus is empty", hint="list at least one GPU, e.g. [RTX4090, L40S]")
