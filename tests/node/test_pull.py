@@ -253,3 +253,36 @@ def test_fetch_for_host_links_weights_into_a_models_folder(
         assert (tmp_path / "models" / dest).read_bytes() == data
     (ev,) = read_jsonl(tmp_path / "ev.jsonl")
     assert ev["phase"] == "weights_fetch" and ev["bytes_moved"] > 0
+
+
+def test_cli_writes_mount_args_links_and_events(
+    registries: Regs, push_weights: Push, tmp_path: Path
+) -> None:
+    """`nomad node pull --mounts-out --link-into --events --json`: every output a run script reads."""
+    from nomad.node.phases import read_jsonl
+
+    pushed = push_weights(TWO, seed="cli")
+    image = f"{registries[False].split('://', 1)[1]}/{pushed.ref.split('/', 1)[1]}"
+    code, out, err = run_nomad(
+        tmp_path / "d", "node", "pull", image, "--cache-dir", str(tmp_path / "c"),
+        "--mounts-out", str(tmp_path / "m.args"), "--link-into", str(tmp_path / "models"),
+        "--events", str(tmp_path / "ev.jsonl"), "--wake", "w9", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["bytes_moved"] >= doc["weight_bytes"] and len(doc["layers"]) == 2
+    args = (tmp_path / "m.args").read_text().split("\n")[:-1]
+    assert args[0::2] == ["-v", "-v"]
+    for spec in args[1::2]:
+        src, dst, mode = spec.rsplit(":", 2)
+        assert mode == "ro" and Path(src).read_bytes() == pushed.files[dst.split("/models/", 1)[1]]
+    for dest, data in pushed.files.items():
+        assert (tmp_path / "models" / dest).read_bytes() == data
+    events = read_jsonl(tmp_path / "ev.jsonl")
+    assert [e["event"] for e in events].count("node.weights.layer") == 2
+    (phase,) = [e for e in events if e["event"] == "cold_start.phase"]
+    assert (phase["phase"], phase["wake"], phase["ok"]) == ("weights_fetch", "w9", True)
+    code, out, _ = run_nomad(
+        tmp_path / "d", "node", "cache", "--cache-dir", str(tmp_path / "c"), "--json"
+    )
+    assert code == 0 and {e["path"] for e in json.loads(out)["entries"]} == set(pushed.files)
