@@ -21,7 +21,7 @@ from nomad.errors import ConfigError
 
 __all__ = ["REMOTE_BACKENDS", "check_node_can_pull", "registry_problem", "split_registry"]
 
-REMOTE_BACKENDS = frozenset({"skypilot", "ssh"})
+REMOTE_BACKENDS = frozenset({"skypilot", "ssh", "fleet"})
 FIX = (
     "push to a registry the GPU node can reach over HTTPS: set registry.url (e.g. "
     "https://registry.example.com), then `nomad push`; to serve one from your own S3 bucket see "

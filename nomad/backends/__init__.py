@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from nomad.backends.base import Backend
     from nomad.config.schema import NomadConfig
 
-BACKENDS = ("skypilot", "local", "ssh")
+BACKENDS = ("skypilot", "local", "ssh", "fleet")
 
 
 def get_backend(name: str | None, cfg: NomadConfig, data_dir: Path) -> Backend:
@@ -41,4 +41,22 @@ def get_backend(name: str | None, cfg: NomadConfig, data_dir: Path) -> Backend:
         from nomad.backends.ssh import SSHBackend
 
         return SSHBackend(cfg.infra.ssh, data_dir)
+    if name == "fleet":
+        return _fleet(cfg, data_dir)
     raise UsageError(f"unknown backend {name!r}", hint=f"use one of: {', '.join(BACKENDS)}")
+
+
+def _fleet(cfg: NomadConfig, data_dir: Path) -> Backend:
+    """``infra.fleet``'s members in one backend: ``ssh`` expands to one member per SSH pool."""
+    from nomad.backends.fleet import FleetBackend
+
+    members: dict[str, Backend] = {}
+    for kind in dict.fromkeys(cfg.infra.fleet):
+        if kind == "ssh":
+            from nomad.backends.ssh import SSHBackend
+
+            for pool in cfg.infra.all_ssh_pools():
+                members[f"ssh/{pool.pool}"] = SSHBackend(pool, data_dir)
+        else:
+            members[kind] = get_backend(kind, cfg, data_dir)
+    return FleetBackend(members, data_dir)

@@ -49,7 +49,7 @@ def _spec(ctx: Ctx, need_image: bool, image: str | None = None, **overrides: Any
     "--backend",
     "backend_name",
     default=None,
-    help="skypilot | local | ssh (default: infra.backend).",
+    help="skypilot | local | ssh | fleet (default: infra.backend).",
 )
 @click.option("--gpus", default=None, help="Comma-separated candidates, overriding infra.gpus.")
 @click.option("--gpu-count", type=int, default=None, help="GPUs per node.")
@@ -129,7 +129,7 @@ def plan(
     "--backend",
     "backend_name",
     default=None,
-    help="skypilot | local | ssh (default: infra.backend).",
+    help="skypilot | local | ssh | fleet (default: infra.backend).",
 )
 @click.option(
     "--catalog", type=click.Path(file_okay=False), help="Pinned SkyPilot catalog snapshot."
@@ -228,7 +228,7 @@ def _dry_placement(
 ) -> dict[str, Any] | None:
     """Which offer `up` would launch on, and why — only where planning needs no cloud account."""
     name = backend_name or ctx.config.infra.backend
-    if name == "skypilot" and not (catalog or ctx.config.infra.catalog_dir):
+    if name in ("skypilot", "fleet") and not (catalog or ctx.config.infra.catalog_dir):
         return None  # a live plan needs credentials; `nomad plan` says more
     from nomad import launch
 

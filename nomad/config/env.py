@@ -31,7 +31,7 @@ ENV_VARS: dict[str, tuple[str | None, str]] = {
     "NOMAD_NODE_S3_BUCKET": (None, "`nomad node pull --from s3`: the registry's bucket (default: registry)"),
     "NOMAD_PROXY": ("privacy.proxy", "SOCKS5h proxy URL; setting it enables privacy routing"),
     "NOMAD_MAX_PRICE_PER_HOUR": ("infra.max_price_per_hour", "cap in USD/hour per cluster"),
-    "NOMAD_BACKEND": ("infra.backend", "skypilot | local | ssh"),
+    "NOMAD_BACKEND": ("infra.backend", "skypilot | local | ssh | fleet"),
 }
 
 SECRET_VARS = frozenset(

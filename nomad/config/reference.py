@@ -88,10 +88,19 @@ def render_reference() -> str:
         out.append(f"| `{var}` | {f'`{target}`' if target else '—'} | {doc}{secret} |")
     out += ["", "## Keys", "", "| key | type | default | what |", "| --- | --- | --- | --- |"]
     out += _rows(NomadConfig, "")
-    out += ["", "Model files (`models.<set>[]`) and batch jobs (`batch.jobs[]`) are lists of:", ""]
-    from nomad.config.schema import BatchJob, ModelFile
+    out += [
+        "",
+        "Model files (`models.<set>[]`), batch jobs (`batch.jobs[]`) and SSH hosts"
+        " (`infra.ssh.hosts[]`, `infra.ssh_pools[].hosts[]`) are lists of:",
+        "",
+    ]
+    from nomad.config.schema import BatchJob, ModelFile, SSHHost
 
-    for title, model in (("models.<set>[]", ModelFile), ("batch.jobs[]", BatchJob)):
+    for title, model in (
+        ("models.<set>[]", ModelFile),
+        ("batch.jobs[]", BatchJob),
+        ("infra.ssh.hosts[]", SSHHost),
+    ):
         out += [f"### `{title}`", "", "| key | type | default | what |", "| --- | --- | --- | --- |"]
         out += _rows(model, "")
         out.append("")

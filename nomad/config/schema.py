@@ -145,7 +145,10 @@ class LocalBackendConfig(Strict):
     gpus: int = Field(1, ge=0, description="ComfyUI servers to start (one per GPU)")
     host: str = "127.0.0.1"
     price_per_hour: float = Field(0.0, ge=0, description="what this box costs you, for cost accounting")
-    gpu_name: str = "local"
+    gpu_name: str = Field(
+        "local",
+        description="the GPU model, e.g. RTX4090: the name benchmarks use, so placement can price a job here",
+    )
 
 
 class SSHHost(Strict):
@@ -155,13 +158,19 @@ class SSHHost(Strict):
     user: str = "root"
     identity_file: str | None = None
     port: int = Field(22, ge=1, le=65535)
-    price_per_hour: float = Field(0.0, ge=0)
+    price_per_hour: float = Field(0.0, ge=0, description="what this box costs per hour (all its GPUs)")
+    gpu: str | None = Field(
+        None, description="its GPU model, e.g. RTX5090 (empty: the first of infra.gpus)"
+    )
+    gpu_count: int | None = Field(
+        None, ge=1, le=16, description="GPUs in this box (empty: infra.gpu_count)"
+    )
 
 
 class SSHBackendConfig(Strict):
     """``ssh`` backend: SkyPilot SSH node pool built from these hosts."""
 
-    pool: str = "nomad-pool"
+    pool: str = Field("nomad-pool", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     hosts: list[SSHHost] = Field(default_factory=list)
 
 
@@ -186,10 +195,24 @@ class PlacementConfig(Strict):
     )
 
 
+FleetMember = Literal["skypilot", "local", "ssh"]
+
+
+def _default_fleet() -> list[FleetMember]:
+    return ["skypilot", "ssh"]
+
+
 class InfraConfig(Strict):
     """Where and how the GPU runs, and how much it may cost."""
 
-    backend: Literal["skypilot", "local", "ssh"] = "skypilot"
+    backend: Literal["skypilot", "local", "ssh", "fleet"] = Field(
+        "skypilot", description="fleet: offers of every member in infra.fleet ranked in one list"
+    )
+    fleet: list[FleetMember] = Field(
+        default_factory=_default_fleet,
+        description="members of backend: fleet (ssh = every pool: infra.ssh and infra.ssh_pools;"
+        " local, this machine, only when listed)",
+    )
     gpus: list[str] = Field(default_factory=lambda: ["RTX4090", "L40S", "A100-80GB"])
     ordered: bool = Field(False, description="true: gpus is a preference order; false: cheapest of any")
     gpu_count: int = Field(1, ge=1, le=16)
@@ -218,6 +241,21 @@ class InfraConfig(Strict):
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
     local: LocalBackendConfig = Field(default_factory=LocalBackendConfig)
     ssh: SSHBackendConfig = Field(default_factory=SSHBackendConfig)
+    ssh_pools: list[SSHBackendConfig] = Field(
+        default_factory=list, description="more SSH pools (backend: fleet), each with its own hosts"
+    )
+
+    @model_validator(mode="after")
+    def _pools_unique(self) -> InfraConfig:
+        names = [p.pool for p in self.all_ssh_pools()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"SSH pool names must be unique (infra.ssh, infra.ssh_pools): {', '.join(dup)}")
+        return self
+
+    def all_ssh_pools(self) -> list[SSHBackendConfig]:
+        """``infra.ssh`` (when it has hosts) then ``infra.ssh_pools``: every SSH pool of the fleet."""
+        return ([self.ssh] if self.ssh.hosts else []) + list(self.ssh_pools)
 
     @model_validator(mode="after")
     def _node_window_outlasts_the_drain(self) -> InfraConfig:

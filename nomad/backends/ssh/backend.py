@@ -8,6 +8,7 @@ teardown are SkyPilot's.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,16 @@ class SSHBackend(Backend):
         )
 
     def plan(self, spec: LaunchSpec) -> list[Offer]:
-        """One offer: the pool, at the cheapest configured host price."""
-        price = min((h.price_per_hour for h in self.cfg.hosts), default=0.0)
-        gpu = spec.gpus[0] if spec.gpus else "GPU"
-        return [Offer("ssh", self.cfg.pool, None, gpu, spec.gpu_count, price, False)]
+        """One offer per kind of box in the pool (GPU model x count), cheapest first.
+
+        Each host carries its own GPU, count and $/hour (``infra.ssh.hosts``), so a
+        rented 2xRTX 5090 and an on-prem RTX 4090 in one pool are two offers at
+        their own prices. SkyPilot schedules a task onto any node of the pool that
+        has the GPUs it asks for, so hosts of the same kind are one offer priced
+        at the dearest of them (recorded spend is never below what was paid).
+        A host without ``gpu`` uses the first of ``infra.gpus`` (the old one-type pool).
+        """
+        return pool_offers(self.cfg, spec)
 
     def launch(self, spec: LaunchSpec, offer: Offer | None = None) -> ClusterInfo:
         """Prepare the pool, ``sky ssh up`` it, then launch the task on ``ssh/<pool>``."""
@@ -62,7 +69,10 @@ class SSHBackend(Backend):
             self.sky.sdk.get(self._ssh_up()(infra=self.cfg.pool))
         except Exception as exc:
             raise translate(exc, cluster=spec.cluster_name) from exc
-        info = self.sky.launch(spec, offer or self.plan(spec)[0])
+        offer = offer or self.plan(spec)[0]
+        # the box's own GPU count: one ComfyUI (endpoint) per GPU it has
+        spec = replace(spec, gpus=(offer.gpu,), gpu_count=offer.gpu_count)
+        info = self.sky.launch(spec, offer)
         info.backend = self.name
         return info
 
@@ -99,3 +109,18 @@ class SSHBackend(Backend):
     def teardown(self, cluster_name: str) -> None:
         """``sky down`` (idempotent); the pool itself stays for the next launch."""
         self.sky.teardown(cluster_name)
+
+
+def pool_offers(cfg: SSHBackendConfig, spec: LaunchSpec) -> list[Offer]:
+    """The offers of one SSH pool (see :meth:`SSHBackend.plan`); pure, no SkyPilot call."""
+    kinds: dict[tuple[str, int], float] = {}
+    for h in cfg.hosts:
+        gpu = h.gpu or (spec.gpus[0] if spec.gpus else "GPU")
+        count = h.gpu_count or max(1, spec.gpu_count)
+        kinds[(gpu, count)] = max(kinds.get((gpu, count), 0.0), h.price_per_hour)
+    offers = [
+        Offer("ssh", cfg.pool, None, gpu, count, price, False)
+        for (gpu, count), price in kinds.items()
+    ]
+    offers.sort(key=lambda o: o.price_per_hour)  # stable: config order among equal prices
+    return offers
