@@ -129,7 +129,7 @@ class _Http:
         except (OSError, http.client.HTTPException) as exc:
             self.drop(target.url)
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status in (401, 403) and not target.headers:
+        if resp.status in (401, 403):  # presigned URL or registry token expired: locate again
             resp.read()
             raise _Expired(f"HTTP {resp.status}")
         if resp.status >= 500:

@@ -138,3 +138,55 @@ def test_gzip_fetch_cut_mid_stream_restarts_cleanly(tmp_path: Path) -> None:
     finally:
         srv.shutdown()
     assert not cuts and out.path.read_bytes() == data and out.bytes_moved > len(blob)
+
+
+def test_expired_url_is_located_again_mid_fetch(tmp_path: Path) -> None:
+    """A 403 on a range (expired presigned URL / token) makes the fetch ask its source for a new URL."""
+    import hashlib
+    import http.server
+    import threading
+
+    from nomad.node import BlobFetch, Target
+
+    data = bytes(range(256)) * 12000
+    blob = _tar("opt/ComfyUI/models/vae/e.bin", data, tarfile.PAX_FORMAT)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    served = [0]
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            served[0] += 1
+            if self.path.endswith("v=1") and served[0] > 1:  # the first URL expires after one GET
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            a, b = (int(x) for x in self.headers["Range"].split("=")[1].split("-"))
+            body = blob[a : b + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {a}-{b}/{len(blob)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    located: list[int] = []
+
+    class Src:
+        name = "test"
+
+        def locate(self, d: str) -> Target:
+            located.append(1)
+            url = f"http://127.0.0.1:{srv.server_address[1]}/b?v={len(located)}"
+            return Target(url, "test blob", via="test")
+
+    try:
+        out = BlobFetch(Src(), digest, len(blob), tmp_path / "p", tmp_path / "s", streams=1,
+                        chunk=1 << 20).run()  # fmt: skip
+    finally:
+        srv.shutdown()
+    assert len(located) == 2 and out.path.read_bytes() == data
