@@ -144,7 +144,12 @@ class LocalBackend(Backend):
             extra: dict[str, Any] = {"mode": mode, "node_window_minutes": window}
             if mode == "docker":
                 extra["containers"] = docker_engine.run(spec, ports)
-            self._start_supervisor(spec.cluster_name)
+            try:
+                self._start_supervisor(spec.cluster_name)
+            except BackendError:
+                if mode == "docker":  # no switch would ever stop them: don't leave them running
+                    docker_engine.remove(spec.cluster_name)
+                raise
         if mode == "command":
             extra["pids"] = [p.pid for p in self._await_servers(spec.cluster_name)]
         moved = ports[0] != spec.comfy_port
