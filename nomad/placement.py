@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 HOUR = 3600.0
@@ -187,6 +188,89 @@ def stop_or_down(
         return StopOrDown("stop", keep, repull, why)
     why = f"re-pull ${repull:.4f} ≤ keeping {disk_gb:g} GB for {idle_gap_seconds / HOUR:.1f} h ${keep:.4f}"
     return StopOrDown("down", keep, repull, why)
+
+
+def expected_idle_gap(
+    arrivals: Iterable[float], idle_seconds: float, default_seconds: float
+) -> tuple[float, str]:
+    """Expected seconds from an idle teardown to the next job, from recent arrival times.
+
+    A cluster is let go after ``idle_seconds`` without work, so only the gaps
+    between consecutive arrivals longer than that are cold periods, each
+    lasting ``gap - idle_seconds``; their mean is the answer. With no such gap
+    in the history (too few jobs, or always busy) ``default_seconds`` is used
+    and the second value says so.
+    """
+    times = sorted(arrivals)
+    cold = [b - a - idle_seconds for a, b in pairwise(times) if b - a > idle_seconds]
+    if not cold:
+        return (
+            default_seconds,
+            f"no idle gap in {len(times)} recent arrivals: assumed {default_seconds / HOUR:g} h",
+        )
+    mean = sum(cold) / len(cold)
+    return mean, f"mean of {len(cold)} idle gap(s) in {len(times)} recent arrivals"
+
+
+@dataclass(frozen=True)
+class IdleRule:
+    """``infra.on_idle`` and what stop-vs-down needs that is not in the cluster itself."""
+
+    on_idle: str = "auto"  # auto | stop | down
+    storage_usd_per_gb_month: float = 0.10
+    default_gap_seconds: float = 12 * HOUR
+    wait_usd_per_hour: float = 0.0
+    repull_seconds: float | None = None  # None: the recorded median cold start
+    idle_seconds: float = 600.0
+
+    def decide(
+        self,
+        *,
+        can_stop: bool,
+        disk_gb: float | None,
+        price_per_hour: float,
+        arrivals: Sequence[float],
+        recorded_cold_start_s: float | None,
+    ) -> StopOrDown:
+        """Stop or down for one idle cluster, with the reason (every input named in it)."""
+        if not can_stop:
+            return StopOrDown("down", 0.0, 0.0, "the backend cannot stop this cluster")
+        if self.on_idle == "down":
+            return StopOrDown("down", 0.0, 0.0, "forced by config (infra.on_idle: down)")
+        repull = self.repull_seconds if self.repull_seconds is not None else recorded_cold_start_s
+        if self.on_idle == "auto" and (repull is None or not disk_gb):
+            missing = "no cold start recorded yet" if repull is None else "disk size unknown"
+            return StopOrDown("down", 0.0, 0.0, f"{missing}: nothing to weigh, so down")
+        gap, gap_why = expected_idle_gap(arrivals, self.idle_seconds, self.default_gap_seconds)
+        d = stop_or_down(
+            disk_gb=float(disk_gb or 0.0),
+            storage_usd_per_gb_month=self.storage_usd_per_gb_month,
+            idle_gap_seconds=gap,
+            repull_seconds=float(repull or 0.0),
+            price_per_hour=price_per_hour,
+            wait_usd_per_hour=self.wait_usd_per_hour,
+            force=self.on_idle if self.on_idle in ("stop", "down") else None,
+        )
+        src = "configured" if self.repull_seconds is not None else "median recorded cold start"
+        return StopOrDown(
+            d.action,
+            d.keep_cost,
+            d.repull_cost,
+            f"{d.reason} (gap: {gap_why}; re-pull {repull:.0f} s, {src})",
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> IdleRule:
+        """From ``infra.on_idle`` and ``infra.stopped_disk``."""
+        sd = cfg.infra.stopped_disk
+        return cls(
+            on_idle=cfg.infra.on_idle,
+            storage_usd_per_gb_month=sd.usd_per_gb_month,
+            default_gap_seconds=sd.idle_gap_hours * HOUR,
+            wait_usd_per_hour=sd.wait_usd_per_hour,
+            repull_seconds=sd.repull_seconds,
+            idle_seconds=float(cfg.infra.idle_minutes) * 60.0,
+        )
 
 
 # -- offers ------------------------------------------------------------------------------------

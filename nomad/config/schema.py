@@ -202,6 +202,23 @@ def _default_fleet() -> list[FleetMember]:
     return ["skypilot", "ssh"]
 
 
+class StoppedDiskConfig(Strict):
+    """What stop-vs-down weighs when a cluster goes idle (``infra.on_idle: auto``, docs/cost.md)."""
+
+    usd_per_gb_month: float = Field(
+        0.10, ge=0, description="storage price of a stopped node's disk (USD per GB-month; set your cloud's)"
+    )
+    idle_gap_hours: float = Field(
+        12.0, gt=0, description="expected time to the next job when the queue's recent arrivals show none"
+    )
+    wait_usd_per_hour: float = Field(
+        0.0, ge=0, description="what an hour of users waiting for a re-pull is worth to you (0: only GPU time)"
+    )
+    repull_seconds: float | None = Field(
+        None, ge=0, description="seconds a kept disk saves on the next wake (empty: the recorded median cold start)"
+    )
+
+
 class InfraConfig(Strict):
     """Where and how the GPU runs, and how much it may cost."""
 
@@ -223,6 +240,12 @@ class InfraConfig(Strict):
     clouds: list[str] = Field(default_factory=list, description="empty = every enabled cloud")
     regions: list[str] = Field(default_factory=list)
     idle_minutes: float = Field(10, gt=0, description="serve tears a cluster down after this long without work")
+    on_idle: Literal["auto", "stop", "down"] = Field(
+        "auto",
+        description="an idle cluster: auto = stop (keep the disk) when storing it until the next job"
+        " costs less than pulling again, else down; stop/down force it (backends that can stop)",
+    )
+    stopped_disk: StoppedDiskConfig = Field(default_factory=StoppedDiskConfig)
     node_idle_margin_minutes: float = Field(
         3,
         gt=0,

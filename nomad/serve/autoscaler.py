@@ -34,8 +34,11 @@ from nomad.serve.worker import ClusterRuntime
 if TYPE_CHECKING:
     import httpx
 
+    from nomad.placement import IdleRule, StopOrDown
+
 SCOPE = "autoscaler"
-LAUNCH_STOP_S = 8.0  # shutdown waits this long for called-off launches to tear down
+LAUNCH_STOP_S = 8.0
+ARRIVALS = 500  # recent jobs whose arrival times estimate the idle gap (stop vs down)  # shutdown waits this long for called-off launches to tear down
 HEALTH_PROBE_TIMEOUT_S = 10.0
 LOST = (ClusterState.FAILED, ClusterState.PREEMPTED, ClusterState.GONE, ClusterState.STOPPED)
 
@@ -89,8 +92,10 @@ class BackendOps:
         ledger: ClusterLedger | None = None,
         sleep: Callable[[float], None] = time.sleep,
         health_client: httpx.Client | None = None,
+        idle_rule: IdleRule | None = None,
     ) -> None:
         self.backend, self.spec, self.data_dir = backend, spec, data_dir
+        self.idle_rule = idle_rule  # stop vs down for idle clusters (None: always down)
         self.health_client = health_client  # through the proxy when privacy is on
         self.health_timeout_s, self.clock = health_timeout_s, clock
         self.max_attempts = max(1, max_attempts)
@@ -189,18 +194,25 @@ class BackendOps:
         info.state = ClusterState.UP
         return info
 
-    def down(self, name: str) -> None:
+    def idle_down(self, name: str, arrivals: list[float], cold_start_s: float | None) -> StopOrDown:
+        """An idle cluster: stop it (disk kept) or tear it down, as ``idle_rule`` decides by price
+        (:mod:`nomad.serve.stop_or_down`); the decision and why go into the ledger."""
+        from nomad.serve.stop_or_down import retire_idle
+
+        return retire_idle(self, name, arrivals, cold_start_s)
+
+    def down(self, name: str, reason: str | None = None) -> None:
         """Idempotent teardown, confirmed; the ledger row closes and the endpoint cache forgets it."""
         from nomad.launch import retire, teardown_confirmed
 
         row = self.ledger.find_open(name) if self.ledger is not None else None
         if row is not None and self.ledger is not None:
-            why = "down by the autoscaler"
+            why = reason or "down by the autoscaler"
             if row.state is LedgerState.LOST and row.detail:
                 why = f"{row.detail}; torn down"  # keep the loss on record (next offer first)
             else:
                 self.ledger.mark(
-                    row.id, LedgerState.STOPPING, "teardown requested by the autoscaler"
+                    row.id, LedgerState.STOPPING, reason or "teardown requested by the autoscaler"
                 )
             retire(self.backend, self.ledger, row.id, name, why, sleep=self.sleep)
         else:
@@ -525,6 +537,11 @@ class Autoscaler:
 
     # -- actions -------------------------------------------------------------------------------
 
+    def _arrivals(self) -> list[float]:
+        """When the recent jobs arrived (the idle-gap estimate for stop vs down)."""
+        jobs = self.queue.list(limit=ARRIVALS)
+        return [j.times["queued_at"] for j in jobs if "queued_at" in j.times]
+
     def _read_view(self) -> View:
         counts = self.queue.counts()
         waiting = counts[JobStatus.QUEUED] + counts[JobStatus.WAKING]
@@ -611,7 +628,15 @@ class Autoscaler:
     async def _down(self, action: Down) -> None:
         await self.hooks.stop_cluster(action.name)
         try:
-            await asyncio.to_thread(self.ops.down, action.name)
+            idle_down = getattr(self.ops, "idle_down", None)
+            if action.reason == "idle" and idle_down is not None:  # stop or down, by price
+                arrivals = await asyncio.to_thread(self._arrivals)
+                d = await asyncio.to_thread(
+                    idle_down, action.name, arrivals, self.policy.eta.cold_start()
+                )
+                event("cluster.idle_decision", cluster=action.name, **d.to_json())
+            else:
+                await asyncio.to_thread(self.ops.down, action.name)
         except Exception as exc:
             self._orphans.add(action.name)
             event(

@@ -436,10 +436,12 @@ def _backend_ops(
     check_node_can_pull(spec.image_ref, backend.name, cfg.registry.url)
     timeout = opts.health_timeout_s or cfg.infra.health_timeout_seconds
     from nomad.launch import health_client
+    from nomad.placement import IdleRule
 
     return BackendOps(
         backend, spec, data_dir, health_timeout_s=timeout,
         health_client=health_client(cfg),  # through the proxy when privacy is on
+        idle_rule=IdleRule.from_config(cfg),  # stop vs down by price (infra.on_idle)
     )  # fmt: skip
 
 
