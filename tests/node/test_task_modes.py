@@ -138,3 +138,29 @@ def test_fetched_run_script_pulls_weights_mounts_them_and_records_phases(
     assert phases == [("base_pull", True), ("weights_fetch", True), ("comfy_start", True)]
     assert all(e["wake"] == "wake-1" for e in events if "wake" in e)
     assert "idle, stopping ComfyUI" in out
+
+
+def test_fetched_setup_installs_core_deps_and_writes_a_working_nomad_wrapper(
+    tmp_path: Path,
+) -> None:
+    """The template's setup, run for real: pip gets exactly the core requirements (quoted), and
+    the ~/.nomad/bin/nomad it writes runs `nomad node --help`."""
+    cfg = build_task_config(make_spec(envs={"NOMAD_BASE_IMAGE": SLIM}), offer=AWS)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    # python3 double: records `-m pip …`, runs everything else with this interpreter
+    (bindir / "python3").write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then printf "%s\\n" "$@" > {tmp_path}/pip.args; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    (bindir / "python3").chmod(0o755)
+    env = {**os.environ, **cfg["envs"], "HOME": str(tmp_path),
+           "PATH": f"{bindir}:{os.environ['PATH']}"}  # fmt: skip
+    subprocess.run(["bash", "-c", cfg["setup"]], env=env, check=True, timeout=60)
+    pip_args = (tmp_path / "pip.args").read_text().splitlines()
+    assert pip_args[:5] == ["-m", "pip", "install", "--user", "--quiet"]
+    assert "httpx[socks]>=0.27" in pip_args and not any("extra" in a for a in pip_args)
+    out = subprocess.run([str(tmp_path / ".nomad/bin/nomad"), "node", "--help"], env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0 and "digest-keyed cache" in out.stdout, out.stderr
