@@ -127,6 +127,7 @@ def spec_from_config(
 ) -> LaunchSpec:
     """A LaunchSpec from ``infra`` + the last pushed image (pinned by digest)."""
     from nomad.backends.skypilot.task import disk_gb_for_image
+    from nomad.images._profiles import start_env
 
     infra = cfg.infra
     pushed = last_push(data_dir) or {}
@@ -154,7 +155,8 @@ def spec_from_config(
         idle_minutes=infra.idle_minutes,  # the autoscaler's; backends add the node margin
         disk_gb=infra.disk_gb or disk_gb_for_image(pushed.get("size_bytes")),
         comfy_port=cfg.image.comfyui.port,
-        envs=node_envs(cfg),  # node.*: baked/fetched weights, cache (nomad.node, docs/cold-start.md)
+        # node.*: baked/fetched weights, cache (nomad.node, docs/cold-start.md); how ComfyUI starts
+        envs={**node_envs(cfg), **start_env(cfg.image.base, cfg.image.models_root)},
         placement=_placement(cfg),
     )
 

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("nomad.cli.doctor_cmd", "doctor", "Check every capability nomad needs, with fixes."),
     "dev": ("nomad.cli.dev_cmd", "dev", "The embedded local stack: S3 (SeaweedFS) + registry."),
     "build": ("nomad.cli.build_cmd", "build", "Build the OCI image: base + one layer per model file."),
+    "base": ("nomad.cli.base_cmd", "base", "The ComfyUI runtime base: known profiles, `base build` (buildx)."),
     "push": ("nomad.cli.push_cmd", "push", "Push the built image; unchanged blobs move zero bytes."),
     "registry": ("nomad.cli.registry_cmd", "registry", "Registry helpers: S3 storage config, bucket, access."),
     "plan": ("nomad.cli.launch_cmd", "plan", "Rank GPU offers by $/hour (and $/image with benchmarks)."),

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nomad.config.schema import NomadConfig
-from nomad.errors import BuildError
+from nomad.errors import BuildError, ConfigError
 from nomad.images._base import EPOCH, load_base
 from nomad.images._fetch import FetchedModel, ModelCache, ModelSpec, fetch_models, public_source
 from nomad.images._lock import Lock, LockedLayer, order_models
@@ -29,6 +30,7 @@ from nomad.images._oci import (
     OciLayout,
     canonical_json,
 )
+from nomad.images._profiles import check_runtime_base
 from nomad.images._tar import Entry, clean_path, file_entry, write_layer_file
 from nomad.registry._oci import BaseImage
 
@@ -182,8 +184,19 @@ def build_image(
     With ``lock`` the weight layers follow its append-only order (see ``_lock``) and
     ``lock.layers`` is updated to what was built (the caller saves it).
     """
+    fresh = not out.exists()
     layout = OciLayout(out).init()
     base = load_base(inputs.base, layout, config_dir=inputs.config_dir)
+    try:  # before any weight is fetched: real weights need a base with ComfyUI (_profiles)
+        check_runtime_base(
+            inputs.base, base, layout, inputs.models, inputs.config_dir, inputs.models_root
+        )
+    except ConfigError:  # refused: leave nothing behind
+        if fresh:
+            shutil.rmtree(out)
+        else:
+            layout.gc()
+        raise
     fetched = fetch_models(
         inputs.models,
         cache,
