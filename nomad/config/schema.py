@@ -550,8 +550,8 @@ class NodeConfig(Strict):
     weights: Literal["auto", "baked", "fetched"] = Field(
         "auto",
         description="baked: the provider pulls the full image; fetched: slim image + `nomad node "
-        "pull` on the host; auto: fetched on SkyPilot VM clouds when base_image is set, baked on "
-        "pod clouds (local/ssh backends: baked until they call nomad.node.fetch_for_host)",
+        "pull` on the host; auto: fetched on SkyPilot VM clouds and ssh pools when base_image is "
+        "set, baked on pod clouds (the local backend: baked until it calls fetch_for_host)",
     )
     base_image: str | None = Field(
         None, description="fetched mode: the slim image the engine pulls (REPO@sha256:…, `nomad node slim`)"

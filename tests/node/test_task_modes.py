@@ -164,3 +164,12 @@ def test_fetched_setup_installs_core_deps_and_writes_a_working_nomad_wrapper(
     out = subprocess.run([str(tmp_path / ".nomad/bin/nomad"), "node", "--help"], env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0 and "digest-keyed cache" in out.stdout, out.stderr
+
+
+def test_ssh_pool_launch_fetches_so_the_rented_box_keeps_its_cache() -> None:
+    """An SSH node-pool offer is a host nomad controls: fetched, cache under ~/.nomad on the box."""
+    offer = Offer("ssh", "nomad-pool", None, "RTX5090", 2, 0.9, False)
+    cfg = build_task_config(make_spec(gpu_count=2, envs={"NOMAD_BASE_IMAGE": SLIM}), offer=offer)
+    assert cfg["envs"]["NOMAD_WEIGHTS_MODE"] == "fetched" and "image_id" not in cfg["resources"]
+    assert cfg["resources"]["infra"] == "ssh/nomad-pool"
+    assert "~/.nomad/cache" in cfg["run"] or "$HOME/.nomad/cache" in cfg["run"]
