@@ -20,6 +20,7 @@ from nomad.testing.wait import eventually
 from nomad.watchdog import node_window_minutes, poll_seconds_for
 from tests.launch.conftest import make_spec
 from tests.launch.test_local_backend import COMFY
+from tests.serve.test_serve_e2e import free_port_pair
 
 
 def _backend(
@@ -42,10 +43,10 @@ def test_idle_cluster_stops_itself(tmp_path: Path) -> None:
     """Nobody asks the servers anything: after the node window the supervisor stops them and the
     cluster reads GONE with the reason — no `nomad down`, no serve."""
     backend = _backend(tmp_path, gpus=2, margin=0.05)
-    spec = make_spec(cluster_name="idle", comfy_port=free_port(), idle_minutes=0.05)
+    spec = make_spec(cluster_name="idle", comfy_port=free_port_pair(), idle_minutes=0.1)
     report = launch.up(backend, spec, tmp_path, health_timeout_s=60, max_attempts=1)
     pids = report.info.extra["pids"]
-    assert report.info.extra["node_window_minutes"] == pytest.approx(0.1)  # 6 s > health polls
+    assert report.info.extra["node_window_minutes"] == pytest.approx(0.15)  # 9 s > health polls
     try:
         eventually(
             lambda: not any(pid_alive(p) for p in pids),
@@ -66,7 +67,7 @@ def test_two_clusters_never_share_a_port(tmp_path: Path) -> None:
     """A second cluster asking for the same port gets the next free one; a port something else
     listens on is skipped too; teardown frees them."""
     backend = _backend(tmp_path)
-    base = free_port()
+    base = free_port_pair()
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", base + 1))
     squatter.listen()
