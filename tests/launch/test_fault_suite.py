@@ -9,6 +9,7 @@ is left that no clock will ever stop.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,38 @@ async def test_way1_autoscaler_launch_failing_in_setup_is_torn_down_and_idles_aw
         await scaler.step()
     assert sky.running() == set() and book.open_rows() == []
     book.close()
+
+
+# -- the local backend, real processes ----------------------------------------------------------
+
+
+def _local(tmp_path: Path, command: list[str]) -> Any:
+    from nomad.backends.local import LocalBackend
+    from nomad.config.schema import LocalBackendConfig
+
+    return LocalBackend(LocalBackendConfig(mode="command", command=command), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        ([sys.executable, "-c", "import sys; sys.exit(3)"], "exited"),  # crashes at start
+        ([sys.executable, "-c", "import time; time.sleep(600)"], "system_stats"),  # never answers
+    ],
+)
+def test_way1_local_server_that_never_serves_is_torn_down_and_its_row_closed(
+    book: ClusterLedger, tmp_path: Path, command: list[str], error: str
+) -> None:
+    """Real processes: a ComfyUI that exits at start or never answers ⇒ launch fails, processes gone, row closed."""
+    from nomad.backends.local.process import free_port
+
+    backend = _local(tmp_path, command)
+    spec = make_spec(cluster_name="box", comfy_port=free_port())
+    with pytest.raises(NoCapacityError):
+        launch.up(backend, spec, tmp_path, health_timeout_s=3.0, max_attempts=1, ledger=book)
+    assert book.open_rows() == []
+    (row,) = book.rows_since(0)
+    assert row.state is LedgerState.GONE and row.requested_by == "up"
+    assert "launch failed" in (row.detail or "") and error in (row.detail or "")
+    assert backend.status("box").state.value == "gone"
+    assert not (tmp_path / "local" / "box").exists()
