@@ -187,3 +187,28 @@ def test_a_cluster_recorded_before_the_ledger_is_shown_and_torn_down(
     code, out = _run(tmp_path, "down")
     assert code == 0 and "nomad-demo: down" in out
     assert fake.clusters == {} and state.load_all(tmp_path / "data") == []
+
+
+def test_status_lists_every_cluster_in_the_ledger_whoever_launched_it(
+    fake: FakeBackend, tmp_path: Path
+) -> None:
+    """`nomad up`'s cluster and serve's `demo-serve-2` both show, each with who asked, plus today's spend."""
+    from nomad.backends.base import LaunchSpec
+    from nomad.config.schema import NomadConfig
+    from nomad.queue.ledger import open_ledger
+
+    assert _run(tmp_path, "up", "--image", IMAGE)[0] == 0
+    book = open_ledger(NomadConfig.model_validate({"project": "demo"}), tmp_path / "data")
+    row = book.intend("demo-serve-2", "fake", "autoscaler", None, price_per_hour=0.5)
+    info = fake.launch(LaunchSpec(cluster_name="demo-serve-2", image_ref=IMAGE))
+    book.mark_up(row.id, [e.url for e in info.endpoints])
+    book.close()
+    code, out = _run(tmp_path, "status", "--json")
+    doc = json.loads(out)
+    assert code == 0 and {(c["name"], c["requested_by"]) for c in doc["clusters"]} == {
+        ("nomad-demo", "up"),
+        ("demo-serve-2", "autoscaler"),
+    }
+    assert doc["spend_today"] > 0 and doc["daily_budget"] is None
+    code, out = _run(tmp_path, "status")
+    assert "demo-serve-2 [fake] UP" in out and "(by autoscaler)" in out and "spent today" in out
