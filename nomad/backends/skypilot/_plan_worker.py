@@ -235,13 +235,15 @@ class _NoCloud(Exception):
 def _error(exc: Exception) -> dict[str, str]:
     kind = type(exc).__name__
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
-    if isinstance(exc, _NoOffer) or kind == "ResourcesUnavailableError":
+    from nomad.backends.skypilot.errors import is_sky
+
+    if isinstance(exc, _NoOffer) or is_sky(exc, "ResourcesUnavailableError"):
         return {
             "kind": "no_capacity",
             "message": msg,
             "hint": "allow more GPUs/clouds/regions, raise infra.max_price_per_hour or lower min_vram_gb",
         }
-    if isinstance(exc, _NoCloud) or kind == "NoCloudAccessError":
+    if isinstance(exc, _NoCloud) or is_sky(exc, "NoCloudAccessError"):
         return {
             "kind": "no_cloud_access",
             "message": msg,

@@ -25,7 +25,7 @@ from nomad.backends.base import (
 )
 from nomad.backends.skypilot import planner
 from nomad.backends.skypilot._import import import_sky
-from nomad.backends.skypilot.errors import translate
+from nomad.backends.skypilot.errors import is_sky, translate
 from nomad.backends.skypilot.task import build_task_config, to_sky_task
 from nomad.watchdog import DEFAULT_MARGIN_MINUTES, node_window_minutes
 
@@ -86,7 +86,15 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
             raise translate(exc, cluster=spec.cluster_name) from exc
         info = self.status(spec.cluster_name)
         info.offer = offer
-        info.price_per_hour = offer.price_per_hour if offer else info.price_per_hour
+        launched = info.price_per_hour  # SkyPilot's price of what it launched (its live catalog)
+        if offer is not None and launched and abs(launched - offer.price_per_hour) > 1e-6:
+            # the plan's catalog (e.g. a pinned snapshot) is not what bills: record the launch's
+            info.extra["planned_price_per_hour"] = offer.price_per_hour
+            info.detail = (
+                f"planned at ${offer.price_per_hour:.4f}/h, launched at ${launched:.4f}/h "
+                "(SkyPilot's catalog price of the launched resources: recorded)"
+            )
+        info.price_per_hour = launched or (offer.price_per_hour if offer else 0.0)
         info.started_at = info.started_at or time.time()
         info.endpoints = self._endpoints(spec)
         return info
@@ -109,7 +117,7 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
         try:
             self.sdk.get(self.sdk.down(cluster_name))
         except Exception as exc:
-            if type(exc).__name__ == "ClusterDoesNotExist":
+            if is_sky(exc, "ClusterDoesNotExist"):
                 return
             raise translate(exc, cluster=cluster_name) from exc
 
@@ -153,6 +161,7 @@ def _to_info(name: str, rec: Any) -> ClusterInfo:
         backend="skypilot",
         state=state,
         started_at=float(launched) if launched else None,
+        price_per_hour=launched_price(rec) or 0.0,
         detail=detail,
         extra={
             "sky_status": status,
@@ -160,3 +169,18 @@ def _to_info(name: str, rec: Any) -> ClusterInfo:
             "region": _field(rec, "region"),
         },
     )
+
+
+def launched_price(rec: Any) -> float | None:
+    """$/hour of what SkyPilot actually launched: its launched resources priced by its own
+    catalog (what ``sky status``/``sky cost-report`` use), times the nodes; None when the
+    record carries no handle (or the catalog cannot price it)."""
+    handle = _field(rec, "handle")
+    resources = getattr(handle, "launched_resources", None)
+    if resources is None:
+        return None
+    try:
+        nodes = int(getattr(handle, "launched_nodes", 1) or 1)
+        return float(resources.get_cost(3600)) * nodes
+    except Exception:  # a catalog without the row: fall back to the offer's price
+        return None
