@@ -49,7 +49,7 @@ def test_a_resources_unavailable_subclass_is_no_capacity(sky_offline: Any) -> No
 def test_names_alone_no_longer_match(sky_offline: Any) -> None:
     """An exception that only shares SkyPilot's class name is a plain backend error."""
 
-    class ResourcesUnavailableError(Exception):  # noqa: N818 - the point is the name
+    class ResourcesUnavailableError(Exception):  # the point is the name
         pass
 
     err = translate(ResourcesUnavailableError("not SkyPilot's"))
