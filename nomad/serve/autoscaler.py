@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from nomad.backends.base import Backend, ClusterInfo, ClusterState, Endpoint, LaunchSpec, Offer
 from nomad.errors import BackendError
 from nomad.queue.base import JobQueue, JobStatus
-from nomad.queue.ledger import ClusterLedger, LedgerState, me
+from nomad.queue.ledger import ClusterLedger, LedgerRow, LedgerState, me
 from nomad.serve.log import event
 from nomad.serve.policy import Action, Annotate, Down, Phase, Policy, Requeue, Up, View
 from nomad.serve.runner import error_text
@@ -498,7 +498,27 @@ class Autoscaler:
                     detail="closed in the ledger",
                 )
                 actions.extend(self.policy.on_lost(c.name, now, "stopped outside serve"))
+        await self._close_vanished(rows, now)
         return actions
+
+    async def _close_vanished(self, rows: list[LedgerRow], now: float) -> None:
+        """Open rows of this backend that serve does not run (a `nomad up` cluster, one whose
+        teardown failed): once the backend no longer knows them (the node's switch, autostop,
+        removed by hand) they are closed, so their spend stops counting."""
+        from nomad.launch import in_flight
+
+        mine = getattr(getattr(self.ops, "backend", None), "name", None)
+        for row in rows:
+            if row.name in self.policy.clusters or row.backend != mine or in_flight(row, now):
+                continue
+            try:
+                info = await asyncio.to_thread(self.ops.status, row.name)
+            except Exception:
+                continue  # retried at the next status check
+            if info.state is ClusterState.GONE and self.ledger is not None:
+                await asyncio.to_thread(self.ledger.confirm_gone, row.id, "gone (seen by serve)")
+                self._orphans.discard(row.name)
+                event("cluster.closed", cluster=row.name, detail="gone (seen by serve)")
 
     async def _read_admin(self) -> None:
         """An admin's /down holds launches until /up; /up may ask for a GPU now."""

@@ -345,3 +345,24 @@ async def test_way8_admin_hold_blocks_launches_and_a_wake_request_launches_witho
     assert row.state is LedgerState.UP and row.requested_by == "autoscaler"
     await idle_down(scaler, clock)
     assert fake.clusters == {} and book.open_rows() == []
+
+
+async def test_way7_a_cluster_serve_does_not_run_is_closed_once_its_backend_forgets_it(
+    queue: SqlQueue, book: ClusterLedger, clock: Clock
+) -> None:
+    """A `nomad up` cluster next to serve: when its node's switch removed it, serve closes its row (spend stops)."""
+    fake = FakeBackend(price_per_hour=1.0, clock=clock)
+    scaler, _ = scaler_for(queue, book, clock, fake)
+    await scaler.load()
+    row = book.intend("nomad-demo", "fake", "up", OFFER, owner=f"elsewhere:{dead_pid()}")
+    fake.launch(LaunchSpec(cluster_name="nomad-demo", image_ref=""), OFFER)
+    book.mark_up(row.id, fake.endpoints)
+    clock.now += 3600
+    await idle_down(scaler, clock, 20)
+    assert book.find_open("nomad-demo") is not None  # still up: serve leaves it alone
+    fake.teardown("nomad-demo")  # the node's switch + autostop took it down
+    await idle_down(scaler, clock, 20)
+    assert book.open_rows() == []
+    spent = book.spend_today()
+    clock.now += 3600  # closed: an hour later nothing more accrues, nothing is forgotten
+    assert spent == book.spend_today() == pytest.approx(61 / 60)  # 3630 s, in started minutes
