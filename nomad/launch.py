@@ -104,13 +104,15 @@ def cluster_name(cfg: NomadConfig) -> str:
     return cfg.infra.cluster_name or f"nomad-{cfg.project}".replace(".", "-").replace("_", "-")
 
 
-def last_push(data_dir: Path) -> dict[str, Any] | None:
-    """The images helper's record of the last push ({ref, registry, repository, digest, size_bytes})."""
+def last_push(
+    data_dir: Path, project: str | None = None, config_path: Path | None = None
+) -> dict[str, Any] | None:
+    """The images helper's record of ``project``'s last push ({ref, registry, repository, digest, size_bytes})."""
     try:
         images = importlib.import_module("nomad.images")
         fn = getattr(images, "last_pushed", None)
         if fn is not None:
-            result: dict[str, Any] | None = fn(data_dir)
+            result: dict[str, Any] | None = fn(data_dir, project, config_path)
             return result
     except ImportError:
         pass
@@ -123,19 +125,24 @@ def last_push(data_dir: Path) -> dict[str, Any] | None:
 
 
 def spec_from_config(
-    cfg: NomadConfig, data_dir: Path, *, need_image: bool = True, image_ref: str | None = None
+    cfg: NomadConfig,
+    data_dir: Path,
+    *,
+    need_image: bool = True,
+    image_ref: str | None = None,
+    config_path: Path | None = None,
 ) -> LaunchSpec:
     """A LaunchSpec from ``infra`` + the last pushed image (pinned by digest)."""
     from nomad.backends.skypilot.task import disk_gb_for_image
     from nomad.images._profiles import start_env
 
     infra = cfg.infra
-    pushed = last_push(data_dir) or {}
+    pushed = last_push(data_dir, cfg.project, config_path) or {}  # this project's, never another's
     ref = image_ref or _pinned_ref(pushed)
     if need_image and not ref:
         raise UsageError(
-            "no pushed image to launch",
-            hint="run `nomad build` and `nomad push` first (or pass --image REGISTRY/REPO@sha256:…)",
+            f"no pushed image to launch for project {cfg.project!r}",
+            hint="run `nomad build` and `nomad push` in this project first (or pass --image REGISTRY/REPO@sha256:…)",
         )
     reg = cfg.registry
     return LaunchSpec(

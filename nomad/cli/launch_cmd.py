@@ -33,9 +33,13 @@ def _backend(ctx: Ctx, name: str | None, catalog: str | None = None) -> Backend:
 
 
 def _spec(ctx: Ctx, need_image: bool, image: str | None = None, **overrides: Any) -> LaunchSpec:
+    from nomad.config import find_config
     from nomad.launch import spec_from_config
 
-    spec = spec_from_config(ctx.config, ctx.data_dir, need_image=need_image, image_ref=image)
+    spec = spec_from_config(
+        ctx.config, ctx.data_dir, need_image=need_image, image_ref=image,
+        config_path=find_config(ctx.config_path),  # the last push of this project and config
+    )  # fmt: skip
     return replace(spec, **{k: v for k, v in overrides.items() if v not in (None, ())})
 
 
@@ -161,7 +165,14 @@ def up(
 ) -> None:
     """Launch the image on the cheapest GPU that fits; wait until ComfyUI answers."""
     from nomad import launch
+    from nomad.config import find_config
 
+    if find_config(ctx.config_path) is None:  # defaults must never decide what a GPU runs
+        raise UsageError(
+            f"no nomad.yaml in {Path.cwd()} (nor -c/--config or $NOMAD_CONFIG): "
+            "refusing to launch on built-in defaults",
+            hint="run it in your project's folder, pass -c PATH/nomad.yaml, or write one with `nomad init`",
+        )
     local = (backend_name or ctx.config.infra.backend) == "local"  # command mode needs no image
     spec = _spec(ctx, not local, image)
     from nomad.preflight import check_node_can_pull  # before anything launches, dry runs too

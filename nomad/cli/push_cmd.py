@@ -54,6 +54,7 @@ def push(
 ) -> None:
     """Push the built image. REF is [REGISTRY/]REPO[:TAG]; default: the configured registry."""
     from nomad import images
+    from nomad.config import find_config
     from nomad.dev.defaults import resolve_registry
     from nomad.images._progress import byte_progress
     from nomad.images._service import locked_repos, remember_repo
@@ -82,6 +83,8 @@ def push(
             direct_s3=s3,
             mount_from=locked_repos(ctx.config_dir),
             progress=lambda d, n, s: tick(d[7:19], n, s),
+            project=cfg.project,  # `nomad up` launches this project's own last push
+            config_path=find_config(ctx.config_path),
         )
     remember_repo(ctx.config_dir, repo)
     doc = result.to_json()

@@ -84,8 +84,10 @@ def push_image(
     direct_s3: Any = None,
     chunk: int | None = None,
     mount_from: Sequence[str] = (),
+    project: str | None = None,
+    config_path: Path | None = None,
 ) -> PushResult:
-    """Push and record the result for `nomad up` (data_dir/images/last_push.json).
+    """Push and record the result for `nomad up` (per project: see ``_state``).
 
     ``direct_s3``: the registry bucket's S3Settings, to write blobs straight into its layout.
     """
@@ -109,7 +111,7 @@ def push_image(
             chunk=chunk,
             mount_from=mount_from,
         )
-    record_push(data_dir, result.to_json())
+    record_push(data_dir, result.to_json(), project=project, config_path=config_path)
     return result
 
 
