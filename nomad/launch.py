@@ -165,6 +165,7 @@ def spec_from_config(
         # node.*: baked/fetched weights, cache (nomad.node, docs/cold-start.md); how ComfyUI starts
         envs={**node_envs(cfg), **start_env(cfg.image.base, cfg.image.models_root)},
         placement=_placement(cfg),
+        wide_failover=infra.wide_failover,
     )
 
 
@@ -334,6 +335,23 @@ def _up(
             continue
         state.save(data_dir, info)
         return ClusterReport(info, uptime_s=0.0, spend_usd=0.0, attempts=attempts)
+    wide = wide_spec(backend, spec, offers[len(candidates) :]) if attempts else None
+    if wide is not None:  # infra.wide_failover: SkyPilot's own failover over the rest
+        n = len(wide.any_of)
+        say(f"launching {spec.cluster_name} with SkyPilot's failover over {n} more offer(s)")
+        try:
+            info = launch_recorded(
+                backend, wide, None, book, requested_by=requested_by,
+                health_timeout_s=health_timeout_s, health_client=health_client,
+                clock=clock, sleep=sleep,
+            )  # fmt: skip
+        except (*SAME_EVERYWHERE, TeardownUnconfirmed):
+            raise
+        except NEXT_OFFER_ERRORS as exc:
+            attempts.append(Attempt(None, f"any of {len(wide.any_of)} offers: {exc.message}"))
+        else:
+            state.save(data_dir, info)
+            return ClusterReport(info, uptime_s=0.0, spend_usd=0.0, attempts=attempts)
     raise NoCapacityError(
         f"could not launch {spec.cluster_name} on {len(attempts)} offer(s): "
         + "; ".join(f"{_describe(a.offer)}: {a.error}" for a in attempts),
@@ -504,6 +522,18 @@ def ranked_offers(backend: Backend, spec: LaunchSpec) -> tuple[list[Offer], str]
     from nomad.placement import order_offers
 
     return order_offers(_within_budget(backend.plan(spec), spec), spec.placement)
+
+
+def wide_spec(backend: Backend, spec: LaunchSpec, rest: list[Offer]) -> LaunchSpec | None:
+    """With ``infra.wide_failover``: the spec of one SkyPilot any-of launch over the affordable
+    offers nomad did not try (all within ``max_price_per_hour``: each is pinned), else None.
+    Only SkyPilot's offers take part (in a fleet, the cloud member's)."""
+    if not spec.wide_failover or backend.name not in ("skypilot", "fleet"):
+        return None
+    from nomad.backends.fleet import member_key
+
+    cloud = tuple(o for o in rest if member_key(o) == "skypilot")
+    return replace(spec, any_of=cloud) if cloud else None
 
 
 def affordable_offers(backend: Backend, spec: LaunchSpec) -> list[Offer]:

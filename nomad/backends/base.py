@@ -79,6 +79,9 @@ class LaunchSpec:
     envs: dict[str, str] = field(default_factory=dict)
     # how offers are ranked (nomad.placement.Placement); None: the backend's $/hour order
     placement: Any = None
+    # wide failover: no single offer; SkyPilot tries all of these in one launch (any_of)
+    any_of: tuple[Offer, ...] = ()
+    wide_failover: bool = False  # infra.wide_failover
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,11 @@ class InfraConfig(Strict):
         " costs less than pulling again, else down; stop/down force it (backends that can stop)",
     )
     stopped_disk: StoppedDiskConfig = Field(default_factory=StoppedDiskConfig)
+    wide_failover: bool = Field(
+        False,
+        description="after the ranked offers failed, one SkyPilot launch over all the other offers"
+        " within max_price_per_hour (SkyPilot's own any-of failover)",
+    )
     node_idle_margin_minutes: float = Field(
         3,
         gt=0,

@@ -150,24 +150,28 @@ class BackendOps:
         unpriced choice), so the price cap holds and the spend the budget counts is real.
         A failed try is torn down (confirmed) and the next offer tried; a teardown that
         cannot be confirmed stops here, so failures never pile up paid clusters."""
-        from nomad.launch import SAME_EVERYWHERE, TeardownUnconfirmed, affordable_offers
+        from nomad.launch import SAME_EVERYWHERE, TeardownUnconfirmed, affordable_offers, wide_spec
 
-        offers = affordable_offers(self.backend, spec)[: self.max_attempts]
+        ranked = affordable_offers(self.backend, spec)
+        offers = ranked[: self.max_attempts]
+        wide = wide_spec(self.backend, spec, ranked[self.max_attempts :])
         for i, offer in enumerate(offers):
             try:
                 info = self._try(spec, offer)
             except (*SAME_EVERYWHERE, TeardownUnconfirmed):
                 raise
             except BackendError:  # torn down already: the next cheapest offer
-                if i == len(offers) - 1:
+                if i == len(offers) - 1 and wide is None:
                     raise
                 continue
             info.offer = info.offer or offer
             info.price_per_hour = info.price_per_hour or offer.price_per_hour
             return info
+        if wide is not None:  # infra.wide_failover: SkyPilot's own failover over the rest
+            return self._try(wide, None)
         raise AssertionError("unreachable: affordable_offers is never empty")
 
-    def _try(self, spec: LaunchSpec, offer: Offer) -> ClusterInfo:
+    def _try(self, spec: LaunchSpec, offer: Offer | None) -> ClusterInfo:
         from nomad.launch import launch_recorded, teardown_confirmed, wait_healthy
 
         if self._called_off.is_set():

@@ -96,6 +96,8 @@ class FleetBackend(Backend, SupportsStop):
 
     def launch(self, spec: LaunchSpec, offer: Offer | None = None) -> ClusterInfo:
         """Launch on the member the offer came from (the cheapest offer when none is given)."""
+        if offer is None and spec.any_of:  # wide failover: SkyPilot's any-of launch
+            return self._launch_on("skypilot", spec, None)
         if offer is None:
             offers = self.plan(spec)
             if not offers:
@@ -104,7 +106,9 @@ class FleetBackend(Backend, SupportsStop):
                     hint="check infra.gpus, infra.fleet and the members' hosts/prices",
                 )
             offer = offers[0]
-        key = member_key(offer)
+        return self._launch_on(member_key(offer), spec, offer)
+
+    def _launch_on(self, key: str, spec: LaunchSpec, offer: Offer | None) -> ClusterInfo:
         member = self._member(key)
         self._remember(spec.cluster_name, key, offer)  # before the call: a crash still knows where
         info = member.launch(spec, offer)

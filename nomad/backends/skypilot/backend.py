@@ -95,6 +95,10 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
                 "(SkyPilot's catalog price of the launched resources: recorded)"
             )
         info.price_per_hour = launched or (offer.price_per_hour if offer else 0.0)
+        if offer is None and spec.any_of:  # wide failover: which of them SkyPilot chose
+            info.offer = _chosen(spec.any_of, info)
+            # no launched price known: the dearest candidate (recorded spend never too low)
+            info.price_per_hour = launched or max(o.price_per_hour for o in spec.any_of)
         info.started_at = info.started_at or time.time()
         info.endpoints = self._endpoints(spec)
         return info
@@ -184,3 +188,14 @@ def launched_price(rec: Any) -> float | None:
         return float(resources.get_cost(3600)) * nodes
     except Exception:  # a catalog without the row: fall back to the offer's price
         return None
+
+
+def _chosen(candidates: tuple[Offer, ...], info: ClusterInfo) -> Offer | None:
+    """The any-of candidate matching the cloud/region SkyPilot reports (the dearest if several)."""
+    cloud = str(info.extra.get("cloud") or "").lower()
+    region = info.extra.get("region")
+    same = [
+        o for o in candidates
+        if o.cloud.lower() == cloud and (region is None or o.region in (None, region))
+    ]  # fmt: skip
+    return max(same, key=lambda o: o.price_per_hour) if same else None

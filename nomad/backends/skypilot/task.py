@@ -120,6 +120,8 @@ def weights_mode(spec: LaunchSpec, offer: Offer | None) -> str:
     clouds = (
         [offer.cloud] if offer is not None and offer.cloud not in ("", "any") else list(spec.clouds)
     )
+    if offer is None and spec.any_of:
+        clouds = sorted({o.cloud for o in spec.any_of})
     mode = weights_mode_for(clouds, requested)
     if mode == FETCHED and not spec.envs.get("NOMAD_BASE_IMAGE"):
         if requested == FETCHED:
@@ -196,9 +198,24 @@ def _resources(spec: LaunchSpec, offer: Offer | None) -> dict[str, Any]:
         res["infra"] = "/".join(p for p in (offer.cloud, offer.region) if p)
         if offer.instance_type:
             res["instance_type"] = offer.instance_type
+    elif offer is None and spec.any_of:  # wide failover: SkyPilot tries each, all within the cap
+        del res["accelerators"], res["use_spot"]
+        res["any_of"] = [_pinned(o) for o in spec.any_of]
     elif len(spec.clouds) == 1:
         res["infra"] = spec.clouds[0]
     return res
+
+
+def _pinned(offer: Offer) -> dict[str, Any]:
+    """One any_of entry: exactly the offer (cloud/region, instance, GPUs, spot)."""
+    entry: dict[str, Any] = {
+        "infra": "/".join(p for p in (offer.cloud, offer.region) if p),
+        "accelerators": {offer.gpu: offer.gpu_count},
+        "use_spot": offer.spot,
+    }
+    if offer.instance_type:
+        entry["instance_type"] = offer.instance_type
+    return entry
 
 
 def _accelerators(spec: LaunchSpec, offer: Offer | None) -> dict[str, int] | list[str] | str:
