@@ -68,6 +68,9 @@ def _anchor_paths(cfg: NomadConfig, base: Path) -> NomadConfig:
     ]
     if bench != cfg.infra.placement.bench:
         cfg.infra.placement.bench = bench
+    catalog = cfg.infra.catalog_dir  # plan (CLI) and launch (serve, bot) must price from one catalog
+    if catalog and not Path(catalog).expanduser().is_absolute():
+        cfg.infra.catalog_dir = str(base / Path(catalog).expanduser())
     return cfg
 
 
