@@ -206,3 +206,30 @@ def test_ssh_startup_failure_is_skypilots_verdict(sky_offline: Any, tmp_path: Pa
     assert "vanished" in (backend.startup_failure("c") or "")
     sdk.raise_on["status"] = RuntimeError("API server unreachable")
     assert backend.startup_failure("c") is None
+
+
+def test_a_killed_supervisor_takes_its_servers_along(tmp_path: Path) -> None:
+    """SIGKILL the supervisor itself: its servers get the parent-death signal and stop, so no
+    server outlives its switch; the cluster then reads FAILED until torn down."""
+    import os
+    import signal
+
+    backend = _backend(tmp_path)
+    report = launch.up(
+        backend,
+        make_spec(cluster_name="orphan", comfy_port=free_port()),
+        tmp_path,
+        health_timeout_s=60,
+    )
+    try:
+        sup = int(backend._json("orphan", "supervisor.json")["pid"])
+        os.kill(sup, signal.SIGKILL)
+        eventually(
+            lambda: not any(pid_alive(p) for p in report.info.extra["pids"]),
+            timeout=30,
+            what="the servers to follow their supervisor",
+        )
+        assert backend.status("orphan").state is ClusterState.FAILED
+    finally:
+        backend.teardown("orphan")
+    assert backend.status("orphan").state is ClusterState.GONE
