@@ -20,7 +20,16 @@ EXAMPLE = examples_dir() / "embedded"
 
 
 @pytest.mark.parametrize(
-    "args", [["build"], ["push"], ["registry"], ["registry", "config"], ["registry", "check"]]
+    "args",
+    [
+        ["build"],
+        ["push"],
+        ["registry"],
+        ["registry", "config"],
+        ["registry", "check"],
+        ["registry", "verify"],
+        ["registry", "purge-uploads"],
+    ],
 )
 def test_help(args: list[str]) -> None:
     """Every images command answers --help."""
