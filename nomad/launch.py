@@ -315,6 +315,9 @@ def _up(
     offers, why = ranked_offers(backend, spec)
     say(f"placement: {why}")
     offers = _deprioritise(offers, book.last(spec.cluster_name))
+    from nomad.placement import restart_first
+
+    offers = restart_first(offers, book.last(spec.cluster_name))  # a stopped cluster: its offer
     attempts: list[Attempt] = []
     candidates: list[Offer | None] = list(offers[:max_attempts]) or [None]
     for offer in candidates:

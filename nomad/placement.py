@@ -273,6 +273,23 @@ class IdleRule:
         )
 
 
+STOPPED = "idle: stopped, disk kept"  # the ledger detail of a cluster stopped when idle
+
+
+def restart_first(offers: Sequence[Any], last: Any) -> list[Any]:
+    """After an idle stop (``last``: the cluster's last ledger row), its own offer first:
+    launching the same name there restarts the kept disk; another offer would not match
+    the stopped cluster."""
+    if last is None or last.offer is None or not (last.detail or "").startswith(STOPPED):
+        return list(offers)
+
+    def key(o: Any) -> tuple[Any, ...]:
+        return (o.cloud, o.region, o.instance_type, o.gpu, o.gpu_count, o.spot)
+
+    same = [o for o in offers if key(o) == key(last.offer)]
+    return same + [o for o in offers if key(o) != key(last.offer)]
+
+
 # -- offers ------------------------------------------------------------------------------------
 
 

@@ -122,10 +122,13 @@ def plan(
                 "ordered": spec.ordered,
                 "offers": [o.to_json() for o in offers],
                 "optimizer_choice": choice.to_json() if choice else None,
+                "skipped": list(getattr(backend, "skipped", [])),  # fleet members that could not plan
             }
         )
         return
     _offers_table(offers[:limit], title=f"{len(offers)} offer(s) via {backend.name}")
+    for why in getattr(backend, "skipped", []):
+        click.echo(f"skipped fleet member {why}", err=True)
 
 
 @click.command("up")

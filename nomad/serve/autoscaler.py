@@ -153,6 +153,10 @@ class BackendOps:
         from nomad.launch import SAME_EVERYWHERE, TeardownUnconfirmed, affordable_offers, wide_spec
 
         ranked = affordable_offers(self.backend, spec)
+        if self.ledger is not None:  # a cluster stopped when idle restarts on its own offer
+            from nomad.placement import restart_first
+
+            ranked = restart_first(ranked, self.ledger.last(spec.cluster_name))
         offers = ranked[: self.max_attempts]
         wide = wide_spec(self.backend, spec, ranked[self.max_attempts :])
         for i, offer in enumerate(offers):

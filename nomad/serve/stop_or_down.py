@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from nomad.backends.base import Backend, ClusterState, SupportsStop
 from nomad.errors import BackendError
-from nomad.placement import IdleRule, StopOrDown
+from nomad.placement import STOPPED, IdleRule, StopOrDown
 from nomad.serve.log import event
 from nomad.serve.runner import error_text
 
@@ -78,7 +78,7 @@ def _stop(ops: BackendOps, name: str, decision: StopOrDown) -> None:
     book = ops.ledger
     row = book.find_open(name) if book is not None else None
     if book is not None and row is not None:
-        book.confirm_gone(row.id, f"idle: stopped, disk kept: {decision.reason}")
+        book.confirm_gone(row.id, f"{STOPPED}: {decision.reason}")
     if ops.data_dir is not None:
         from nomad.backends import state
 

@@ -97,7 +97,7 @@ def test_cli_plan_json_is_stable(catalog_dir: Path, tmp_path: Path) -> None:
     assert first.exit_code == 0, first.output
     assert first.output == second.output
     data = json.loads(first.output)
-    assert list(data) == ["backend", "offers", "optimizer_choice", "ordered"]
+    assert list(data) == ["backend", "offers", "optimizer_choice", "ordered", "skipped"]
     assert list(data["offers"][0]) == sorted(data["offers"][0])
     assert [(o["cloud"], o["gpu"], o["price_per_hour"]) for o in data["offers"]] == [
         ("vast", "RTX4090", 0.4),

@@ -84,7 +84,7 @@ def test_nomad_plan_lists_the_blogs_fleet_each_with_its_own_gpu_and_price(
     )  # fmt: skip
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["backend"] == "fleet"
+    assert doc["backend"] == "fleet" and doc["skipped"] == []
     ssh, local = _row(doc["offers"], "ssh"), _row(doc["offers"], "local")
     assert (ssh["region"], ssh["gpu"], ssh["gpu_count"], ssh["price_per_hour"]) == (
         "rented", "RTX5090", 2, 0.8,

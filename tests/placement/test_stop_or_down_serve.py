@@ -194,3 +194,17 @@ def test_recent_arrivals_come_from_the_queue(queue: SqlQueue, clock: Clock, tmp_
     ops = BackendOps(FakeBackend(), LaunchSpec(cluster_name="x", image_ref=""), None)
     scaler = Autoscaler(queue, ops, Policy(PolicyConfig()), Pool(), clock=clock)
     assert sorted(scaler._arrivals()) == [T0, T0 + 100, T0 + 4000]
+
+
+async def test_the_next_wake_restarts_the_stopped_cluster_on_its_own_offer(
+    queue: SqlQueue, clock: Clock
+) -> None:
+    """After an idle stop on the $0.40 offer, a cheaper offer has appeared; the wake still goes to the stopped cluster's offer (its disk)."""
+    cheaper = Offer("fake", "other", "fake-1x", "RTX4090", 1, 0.30, False, 24.0)
+    fake = FakeBackend(price_per_hour=0.40, clock=clock, offers=[cheaper, OFFER])
+    scaler, book = await _idle_out(queue, clock, fake, _rule(on_idle="stop"))
+    assert fake.clusters["demo-serve"].state is ClusterState.STOPPED
+    launched = scaler.ops.up("demo-serve")  # type: ignore[attr-defined]
+    assert launched.info.offer == OFFER
+    row = book.find_open("demo-serve")
+    assert row is not None and row.offer == OFFER
