@@ -236,7 +236,9 @@ def with_price_per_image(offers: list[Offer], bench_paths: list[str]) -> list[Of
     out = []
     for o in offers:
         try:
-            per = price(results, gpu=o.gpu, price_per_hour=o.price_per_hour)
+            # one job per GPU at once: a node of n GPUs costs its price / n per concurrent job
+            per_gpu = o.price_per_hour / max(1, o.gpu_count)
+            per = price(results, gpu=o.gpu, price_per_hour=per_gpu)
         except (TypeError, KeyError, ValueError) as exc:  # signature drift: degrade, don't crash
             log.debug("price_per_image unavailable: %s", exc)
             return offers

@@ -97,6 +97,22 @@ def test_nomad_plan_lists_the_blogs_fleet_each_with_its_own_gpu_and_price(
 
 
 @pytest.mark.slow
+def test_nomad_plan_bench_prices_the_two_gpu_box_per_concurrent_job(
+    tmp_path: Path, catalog_dir: Path
+) -> None:
+    """`nomad plan --bench @reference`: the 2x5090 at $0.80/h is $0.000200 per Flux schnell image (both GPUs busy), as `up` ranks it, not $0.000400."""
+    (tmp_path / "nomad.yaml").write_text(_config(tmp_path))
+    code, out, err = run_nomad(
+        tmp_path / "data", "--config", str(tmp_path / "nomad.yaml"),
+        "plan", "--json", "--catalog", str(catalog_dir), "--bench", "@reference",
+    )  # fmt: skip
+    assert code == 0, err
+    per = {o["cloud"]: o["price_per_image"]["flux_schnell"] for o in json.loads(out)["offers"]}
+    assert per["ssh"] == pytest.approx(0.80 / 3600 * 1.80 / 2, abs=1e-6)
+    assert per["local"] == pytest.approx(0.12 / 3600 * 4.92, abs=1e-6)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("local_price", "winner"), [(0.12, "local"), (0.20, "ssh")])
 def test_up_dry_run_picks_across_the_fleet_by_dollars_per_job(
     tmp_path: Path, catalog_dir: Path, local_price: float, winner: str
