@@ -173,7 +173,9 @@ print(json.dumps([str(c) for c in global_user_state.get_cached_enabled_clouds(ca
 def _skypilot(cfg: NomadConfig) -> list[Check]:
     from nomad.backends.skypilot._import import INSTALL_HINT, sky_available
 
-    needed = cfg.infra.backend in ("skypilot", "ssh")
+    needed = cfg.infra.backend in ("skypilot", "ssh") or (
+        cfg.infra.backend == "fleet" and any(m != "local" for m in cfg.infra.fleet)
+    )
     if not sky_available():
         level: Level = "fail" if needed else "warn"
         why = f"infra.backend is {cfg.infra.backend}"
