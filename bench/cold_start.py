@@ -101,7 +101,10 @@ class Dockerd:
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.sock.exists() and subprocess.run(self.cli("info"), capture_output=True).returncode == 0:
+            if (
+                self.sock.exists()
+                and subprocess.run(self.cli("info"), capture_output=True).returncode == 0
+            ):
                 return
             time.sleep(0.25)
         raise SystemExit(f"dockerd did not start; see {self.root / 'dockerd.log'}")
@@ -154,7 +157,9 @@ def ceiling(store: Storage, keys: list[str], out: Path) -> dict[str, float]:
     out.mkdir(parents=True)
     urls = [store.presign(k, 3600) for k in keys]
     t0 = time.monotonic()
-    procs = [subprocess.Popen(["curl", "-sf", "-o", str(out / f"c{i}"), u]) for i, u in enumerate(urls)]
+    procs = [
+        subprocess.Popen(["curl", "-sf", "-o", str(out / f"c{i}"), u]) for i, u in enumerate(urls)
+    ]
     if any(p.wait() for p in procs):
         raise SystemExit("curl failed")
     curl_s = time.monotonic() - t0
@@ -162,7 +167,9 @@ def ceiling(store: Storage, keys: list[str], out: Path) -> dict[str, float]:
     out.mkdir()
     from boto3.s3.transfer import TransferConfig
 
-    cfg = TransferConfig(multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB, max_concurrency=8)
+    cfg = TransferConfig(
+        multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB, max_concurrency=8
+    )
     t0 = time.monotonic()
     with ThreadPoolExecutor(len(keys)) as pool:
         list(pool.map(lambda ik: store.client.download_file(store.bucket, ik[1], str(out / f"b{ik[0]}"), Config=cfg),
@@ -173,7 +180,9 @@ def ceiling(store: Storage, keys: list[str], out: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--six-mib", type=int, default=256)
     ap.add_argument("--out", type=Path, default=Path("bench/results/cold_start.json"))
@@ -199,7 +208,11 @@ def main() -> None:
         sixgz = f"{host}/bench/six-gz:t1"
         dockerd.start()
         store = Storage(info.s3_settings(info.registry_bucket), info.registry_bucket)
-        for case, ref in (("a: one weight", one), ("b: six weights", six), ("c: six, gzip (skopeo)", sixgz)):
+        for case, ref in (
+            ("a: one weight", one),
+            ("b: six weights", six),
+            ("c: six, gzip (skopeo)", sixgz),
+        ):
             print(f"{case}: docker pull …", flush=True)
             docker_s = dockerd.pull(ref)
             print(f"{case}: nomad node pull …", flush=True)

@@ -124,10 +124,24 @@ def busybox_base(layout: OciLayout) -> BaseImage:
     return BaseImage(config, [layer], "busybox")
 
 
-def write_base_layout(out: Path, tag: str = "latest") -> Descriptor:
-    """Write the busybox base as a standalone OCI layout (for `oci:` bases and tests)."""
+def write_base_layout(out: Path, tag: str = "latest", *, comfyui_stub: str = "") -> Descriptor:
+    """Write the busybox base as a standalone OCI layout (for `oci:` bases and tests).
+
+    ``comfyui_stub`` (e.g. ``/opt/ComfyUI``): add a one-line stand-in ``main.py`` there, so
+    benchmarks can carry big generated weights past the "base has no ComfyUI" check. It is
+    not ComfyUI; the image cannot serve.
+    """
     layout = OciLayout(out).init()
     base = busybox_base(layout)
+    if comfyui_stub:
+        stub = layout.root / ".main.py.stub"
+        stub.write_text("raise SystemExit('stand-in base: not ComfyUI')\n")
+        info, tmp = write_layer_file([file_entry(f"{comfyui_stub}/main.py", stub)], layout.blobs)
+        stub.unlink()
+        layout.adopt(tmp, info.digest)
+        base.layers.append(Descriptor(OCI_LAYER, info.digest, info.size))
+        base.config["rootfs"]["diff_ids"].append(info.digest)
+        base.config["history"].append({"created": EPOCH, "created_by": "nomad: stand-in main.py"})
     cfg = layout.put_bytes(canonical_json(base.config), OCI_CONFIG)
     manifest = {
         "schemaVersion": 2,
