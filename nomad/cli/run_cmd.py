@@ -170,7 +170,7 @@ def run(
         "  "
         + "  ".join(
             f"{k} {t.get(k, 0.0):.2f}s"
-            for k in ("upload", "queue_wait", "execution", "download", "total")
+            for k in ("upload", "queue_wait", "model_load", "inference", "download", "total")
         )
     )
     for path in summary.paths:

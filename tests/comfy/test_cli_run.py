@@ -67,7 +67,7 @@ def test_run_human_output_with_image(fake: FakeComfy, tmp_path: Path) -> None:
     )
     assert code == 0, err
     assert (
-        "execution" in out and "→" in out and b"\x89PNGcat"[4:] in next(iter(fake.uploads.values()))
+        "model_load" in out and "inference" in out and "→" in out and b"\x89PNGcat"[4:] in next(iter(fake.uploads.values()))
     )
 
 
