@@ -75,6 +75,11 @@ class ComfyUIConfig(Strict):
         description="GIT_URL@REV custom nodes: `nomad build` adds one deterministic layer (sources at"
         " the commit + their pip requirements, locked)",
     )
+    pip_constraints: list[str] = Field(
+        default_factory=list,
+        description="pip constraints for the custom nodes' requirements, e.g. the base's"
+        " `torch==2.5.1`, so a node never pulls in a second torch",
+    )
 
 
 class ImageConfig(Strict):

@@ -52,6 +52,7 @@ class BuildInputs:
     port: int
     config_dir: Path
     custom_nodes: list[str] = field(default_factory=list)  # GIT_URL@REV (image.comfyui.custom_nodes)
+    pip_constraints: list[str] = field(default_factory=list)  # for the custom nodes' requirements
 
 
 @dataclass
@@ -161,6 +162,7 @@ def inputs_from_config(
         port=cfg.image.comfyui.port,
         config_dir=config_dir,
         custom_nodes=list(cfg.image.comfyui.custom_nodes),
+        pip_constraints=list(cfg.image.comfyui.pip_constraints),
     )
 
 

@@ -206,7 +206,7 @@ def add_layer(inputs: BuildInputs, layout: OciLayout, work: Path) -> tuple[Descr
     """The build hook: write the layer, adopt it into the layout, put PYTHONPATH in the env."""
     from nomad.images._oci import OCI_LAYER, Descriptor
 
-    built = build_layer(inputs.custom_nodes, work)
+    built = build_layer(inputs.custom_nodes, work, constraints=inputs.pip_constraints)
     layout.adopt(built.path, built.info.digest)
     inputs.env.setdefault("PYTHONPATH", SITE)
     nodes = built.lock["custom_nodes"]

@@ -147,3 +147,14 @@ def test_nomad_build_adds_the_layer_and_pythonpath(
         ).read_text()
     )
     assert f"PYTHONPATH={SITE}" in config["config"]["Env"]
+
+
+def test_constraints_are_applied_and_locked(tmp_path: Path) -> None:
+    """A constraint the requirement contradicts stops the build with pip's reason; a fitting one is locked."""
+    pip = ["--no-index", "--find-links", str(wheel(tmp_path / "wheels").parent)]
+    _, second = git_repo(tmp_path / "MyNodes")
+    spec = f"{tmp_path / 'MyNodes'}@{second}"
+    ok = build_layer([spec], tmp_path / "a", constraints=["nomadtestdep<2"], pip_args=pip)
+    assert ok.lock["constraints"] == ["nomadtestdep<2"] and ok.lock["pip"] == ["nomadtestdep==1.0"]
+    with pytest.raises(BuildError, match="pip could not install"):
+        build_layer([spec], tmp_path / "b", constraints=["nomadtestdep==2.0"], pip_args=pip)
