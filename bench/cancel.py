@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from nomad.queue import open_queue
+from nomad.serve.outputs import MemoryOutputs
 from nomad.serve.runner import ComfyRunner
 from nomad.serve.worker import ClusterRuntime, PoolConfig, WorkerPool
 from nomad.testing.comfy import FakeComfy
@@ -35,24 +36,12 @@ from nomad.testing.comfy import FakeComfy
 GRAPH = Path(__file__).resolve().parents[1] / "workflows" / "flux_schnell.json"
 
 
-class _Memory:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, key: str, data: bytes) -> str:
-        self.objects[key] = data
-        return key
-
-    def get(self, key: str) -> bytes:
-        return self.objects[key]
-
-
 async def measure(
     url: str | None, tmp: Path, runs: int, heartbeat: float, watcher: bool
 ) -> list[float]:
     queue = open_queue(url, tmp, lease_seconds=3600)
     cfg = PoolConfig(lease_seconds=3600, heartbeat_seconds=heartbeat, idle_poll_seconds=0.05)
-    pool = WorkerPool(queue, ComfyRunner(_Memory()), _Memory(), config=cfg)
+    pool = WorkerPool(queue, ComfyRunner(MemoryOutputs()), MemoryOutputs(), config=cfg)
     if not watcher:
 
         async def off() -> None:

@@ -41,3 +41,17 @@ class S3Outputs:
 
     def get(self, key: str) -> bytes:
         return self.storage.get_bytes(key)
+
+
+class MemoryOutputs:
+    """OutputStore in a dict: for tests and benchmarks of workers, where S3 is not the point."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes) -> str:
+        self.objects[key] = data
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self.objects[key]

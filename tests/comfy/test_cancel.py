@@ -14,24 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from nomad.queue import JobStatus, open_queue
+from nomad.serve.outputs import MemoryOutputs
 from nomad.serve.runner import ComfyRunner
 from nomad.serve.worker import ClusterRuntime, PoolConfig, WorkerPool
 from nomad.testing.comfy import FakeComfy
 from nomad.testing.wait import eventually_async
 
 from .conftest import t2i_graph
-
-
-class _Memory:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, key: str, data: bytes) -> str:
-        self.objects[key] = data
-        return key
-
-    def get(self, key: str) -> bytes:
-        return self.objects[key]
 
 
 def test_wait_for_cancel_wakes_on_the_cancel(queue_url: str, tmp_path: Path) -> None:
@@ -67,7 +56,7 @@ async def test_cancel_of_a_running_job_interrupts_comfyui_without_a_heartbeat(
     graph_file = tmp_path / "g.json"
     graph_file.write_text(json.dumps(t2i_graph()))
     queue = open_queue(queue_url, tmp_path, lease_seconds=3600)
-    store = _Memory()
+    store = MemoryOutputs()
     cfg = PoolConfig(lease_seconds=3600, heartbeat_seconds=3600, idle_poll_seconds=0.05)
     pool = WorkerPool(queue, ComfyRunner(store), store, config=cfg)
 

@@ -89,15 +89,14 @@ def test_eta_keeps_cold_and_warm_runs_apart() -> None:
 
 async def test_worker_records_cold_then_warm(tmp_path: Path) -> None:
     """Two jobs of one workflow on one GPU: the first is a cold run, the second a warm one."""
+    from nomad.serve.outputs import MemoryOutputs
     from nomad.serve.runner import ComfyRunner
     from nomad.serve.worker import ClusterRuntime, PoolConfig, WorkerPool
     from nomad.testing.wait import eventually_async
 
-    from .test_cancel import _Memory
-
     (tmp_path / "g.json").write_text(json.dumps(_ckpt_graph("a.safetensors")))
     queue = open_queue(None, tmp_path, lease_seconds=30)
-    store = _Memory()
+    store = MemoryOutputs()
     pool = WorkerPool(queue, ComfyRunner(store), store, config=PoolConfig(idle_poll_seconds=0.05))
     async with FakeComfy(load_delay=0.02) as fc:
         first = queue.enqueue(str(tmp_path / "g.json"), {})

@@ -214,26 +214,16 @@ def test_import_refuses_to_overwrite(tmp_path: Path) -> None:
 async def test_serve_fails_a_job_that_can_only_fail_without_queueing_it(tmp_path: Path) -> None:
     """A job whose model is not on the cluster fails at once (no attempt retried, no /prompt);
     /object_info is read once per wake, not per job."""
+    from nomad.serve.outputs import MemoryOutputs
     from nomad.serve.runner import ComfyRunner
     from nomad.serve.worker import ClusterRuntime, PoolConfig, WorkerPool
     from nomad.testing.wait import eventually_async
-
-    class Memory:
-        def __init__(self) -> None:
-            self.objects: dict[str, bytes] = {}
-
-        def put(self, key: str, data: bytes) -> str:
-            self.objects[key] = data
-            return key
-
-        def get(self, key: str) -> bytes:
-            return self.objects[key]
 
     dev_graph = json.loads((builtin_dir() / "flux_schnell.json").read_text())
     dev_graph["38"]["inputs"]["unet_name"] = "flux1-dev.safetensors"
     (tmp_path / "dev.json").write_text(json.dumps(dev_graph))
     queue = open_queue(None, tmp_path, lease_seconds=30)
-    store = Memory()
+    store = MemoryOutputs()
     cfg = PoolConfig(lease_seconds=30, heartbeat_seconds=0.05, idle_poll_seconds=0.05)
     pool = WorkerPool(queue, ComfyRunner(store), store, config=cfg)
 
