@@ -21,6 +21,7 @@ from pathlib import Path
 from nomad.errors import NomadError
 
 __all__ = [
+    "DISTRIBUTION",
     "catalog_dir",
     "example_config",
     "examples_dir",
@@ -30,6 +31,10 @@ __all__ = [
     "sky_template",
     "workflows_dir",
 ]
+
+
+# the name on PyPI (the import package and the command stay `nomad`; PyPI's `nomad` is another project)
+DISTRIBUTION = "nomad-comfy"
 
 
 def resource_path(package: str, *parts: str) -> Path:

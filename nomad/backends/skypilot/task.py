@@ -139,7 +139,9 @@ def _fetched_envs(spec: LaunchSpec) -> dict[str, str]:
     docker_image_id(spec.image_ref)  # pinned by digest, same rule as baked
     docker_image_id(spec.envs["NOMAD_BASE_IMAGE"])
     try:  # core requirements only (no extras): what `nomad node pull` imports on the node
-        reqs = [r for r in importlib.metadata.requires("nomad") or [] if "extra ==" not in r]
+        from nomad.resources import DISTRIBUTION
+
+        reqs = [r for r in importlib.metadata.requires(DISTRIBUTION) or [] if "extra ==" not in r]
     except importlib.metadata.PackageNotFoundError:
         reqs = [
             "httpx>=0.27",
