@@ -46,6 +46,16 @@ PORT_NAMES = [*WEED_PORTS, "registry"]
 _ADMIN_GRPC_OFFSET = 10000
 
 START_TIMEOUT = 60.0
+# Ports are picked free, then released for the daemon to bind: in between, another program
+# (another stack, a test server) may take one. A start that fails on a taken port re-picks.
+PORT_TRIES = 3
+_PORT_TAKEN = ("Port allocation failed", "address already in use")
+# Every bucket is a SeaweedFS collection that keeps one volume of its own (1 GiB size limit;
+# sparse, so an empty one costs a few KB). Left to itself, `weed mini` allows free disk GiB ÷ 1
+# volumes, so after that many buckets every first PUT into a new bucket answers 500
+# InternalError ("No writable volumes and no free volumes left"). Disk usage stays bounded by
+# the data written; SeaweedFS's -volume.minFreeSpace still protects a full disk.
+MAX_VOLUMES = 1000
 # an object the stack reads back on every start: proof that stored data is readable again
 READINESS_KEY = "_nomad/readiness"
 READINESS_BODY = b"nomad embedded stack\n"
@@ -201,17 +211,32 @@ class Stack:
             return info
         if not self._weed_alive():
             say("starting SeaweedFS (S3)")
-            self._start_weed(weed, ports)
+            # new S3 ports would strand a running registry's config: re-pick only when it is down
+            ports = self._start_on_free_ports(
+                "weed", lambda p: self._start_weed(weed, p), ports, repick=WEED_PORTS,
+                may_repick=not self._registry_alive(),
+            )  # fmt: skip
+            info = self.info()
+            assert info is not None
         else:
             say("SeaweedFS already running")
         self._ensure_buckets(info, say)
         self._wait_data_readable(info)
         self._purge_uploads(info, say)
-        self._write_registry_config(ports, creds)
         if not self._registry_alive():
             say("starting the registry")
-            self._start_registry(registry, ports)
+
+            def start_registry(p: dict[str, int]) -> None:
+                self._write_registry_config(p, creds)
+                self._start_registry(registry, p)
+
+            ports = self._start_on_free_ports(
+                "registry", start_registry, ports, repick=["registry"], may_repick=True
+            )
+            info = self.info()
+            assert info is not None
         else:
+            self._write_registry_config(ports, creds)
             say("registry already running")
         return info
 
@@ -320,6 +345,48 @@ class Stack:
         _write_private(self._ports_file, json.dumps(ports, indent=2))
         return ports
 
+    def _start_on_free_ports(
+        self,
+        name: str,
+        start: Callable[[dict[str, int]], None],
+        ports: dict[str, int],
+        *,
+        repick: list[str],
+        may_repick: bool,
+    ) -> dict[str, int]:
+        """``start(ports)``; if the daemon dies because a port was taken meanwhile, re-pick
+        ``repick`` (bounded) and start again. Returns the ports it runs on."""
+        for attempt in range(1, PORT_TRIES + 1):
+            offset = _size(self._log_file(name))
+            try:
+                start(ports)
+                return ports
+            except StackError:
+                clash = _last_matching(self._log_file(name), _PORT_TAKEN, start=offset)
+                if clash is None or not may_repick or attempt == PORT_TRIES:
+                    raise
+            log.info(
+                "%s: a port was taken before it could bind (%s); choosing new ports", name, clash
+            )
+            ports = self._repick(ports, repick)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _repick(self, ports: dict[str, int], names: list[str]) -> dict[str, int]:
+        """New free ports for ``names`` (the others kept, and never chosen again), saved."""
+        others = {v for k, v in ports.items() if k not in names}
+        for _ in range(100):
+            fresh = _ports.pick_ports(
+                PORT_NAMES, paired={"admin": ("admin_grpc", _ADMIN_GRPC_OFFSET)}
+            )
+            chosen = {n: fresh[n] for n in names}
+            if not set(chosen.values()) & others:
+                break
+        else:  # pragma: no cover - loopback out of ports
+            raise StackError("no free loopback ports for the stack", hint="free some ports")
+        ports = {**ports, **chosen}
+        _write_private(self._ports_file, json.dumps(ports, indent=2))
+        return ports
+
     def _weed_alive(self) -> bool:
         return _procs.is_alive(_procs.read_pid(self._pid_file("weed")), str(self.root))
 
@@ -340,6 +407,7 @@ class Stack:
             f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
+            f"-volume.max={MAX_VOLUMES}",
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
             f"-s3.config={self._s3_config}",
         ]  # fmt: skip
@@ -533,16 +601,25 @@ def _status_code(url: str) -> int | None:
         return None
 
 
-def _last_matching(path: Path, needles: tuple[str, ...], tail_bytes: int = 65536) -> str | None:
-    """The last log line containing one of ``needles`` (e.g. a Go panic), trimmed."""
+def _last_matching(
+    path: Path, needles: tuple[str, ...], tail_bytes: int = 65536, start: int = 0
+) -> str | None:
+    """The last log line (after byte ``start``) containing one of ``needles`` (e.g. a Go panic), trimmed."""
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - tail_bytes))
+            f.seek(max(start, path.stat().st_size - tail_bytes))
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return None
     hits = [ln.strip() for ln in lines if any(n in ln for n in needles)]
     return hits[-1][:200] if hits else None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,3 +203,57 @@ def test_die_with_parent_stack_ends_when_its_starter_is_killed(tmp_path: Path) -
         starter.kill()
         starter.wait(timeout=10)
         st.down()
+
+
+@pytest.mark.parametrize("name", ["volume", "registry"])
+def test_port_taken_between_pick_and_bind_is_repicked(
+    own_stack: Stack, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Another program binds a picked port before the daemon does ⇒ up() re-picks and starts."""
+    import socket
+
+    from nomad.dev import _ports
+
+    pick = _ports.pick_ports
+    squatter = socket.socket()
+    taken: list[int] = []
+
+    def pick_then_lose_one(names: list[str], paired: Any = None) -> dict[str, int]:
+        ports = pick(names, paired)
+        if not taken:  # only the first pick loses its port: the race the stack must survive
+            squatter.bind(("127.0.0.1", ports[name]))
+            squatter.listen()
+            taken.append(ports[name])
+        return ports
+
+    monkeypatch.setattr(_ports, "pick_ports", pick_then_lose_one)
+    with squatter:
+        info = own_stack.up()
+        ports = json.loads((own_stack.root / "ports.json").read_text())
+        assert taken and ports[name] != taken[0]
+        assert own_stack.status().running
+        Storage(info.s3_settings()).put_bytes("k", b"v")
+
+
+def test_more_buckets_than_free_disk_gib_each_take_writes(
+    own_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each bucket keeps a volume; `weed mini` would allow free disk ÷ volume size of them, nomad's stack does not run out."""
+    import shutil
+
+    from nomad.dev import stack as stack_mod
+
+    # 30 GB volumes (SeaweedFS's maximum) make weed's own disk-based count small on any disk
+    argv = stack_mod.Stack._weed_argv
+    monkeypatch.setattr(
+        stack_mod.Stack,
+        "_weed_argv",
+        lambda self, weed, p: [*argv(self, weed, p), "-master.volumeSizeLimitMB=30000"],
+    )
+    info = own_stack.up()
+    weeds_own_limit = shutil.disk_usage(own_stack.root).free // (30000 * 2**20)
+    for i in range(weeds_own_limit + 2):  # the registry bucket holds one volume already
+        store = Storage(info.s3_settings(f"b-{i}"))
+        store.ensure_bucket()
+        store.put_bytes("k", b"v")
+        assert store.get_bytes("k") == b"v"
