@@ -42,6 +42,7 @@ from nomad.errors import (
     UsageError,
 )
 from nomad.node._modes import node_envs
+from nomad.osutil import pid_alive
 from nomad.queue.ledger import (
     ClusterLedger,
     LedgerConflict,
@@ -507,18 +508,8 @@ def in_flight(row: LedgerRow, now: float, *, stale_after_s: float = HEALTH_TIMEO
     host, _, rest = (row.owner or "").partition(":")
     pid = rest.split(":", 1)[0]
     if host == socket.gethostname() and pid.isdigit():
-        return int(pid) == os.getpid() or _pid_alive(int(pid))
+        return int(pid) == os.getpid() or pid_alive(int(pid))
     return now - row.updated_at < stale_after_s
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def ranked_offers(backend: Backend, spec: LaunchSpec) -> tuple[list[Offer], str]:

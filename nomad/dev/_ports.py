@@ -5,22 +5,14 @@ from __future__ import annotations
 import contextlib
 import socket
 
+from nomad import osutil
+
 HOST = "127.0.0.1"
 
 
 def port_free(port: int, host: str = HOST) -> bool:
-    """True if nothing listens on ``host:port`` right now.
-
-    SO_REUSEADDR as the daemons use it: connections lingering in TIME_WAIT
-    after a restart must not count as "taken".
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+    """True if nothing listens on ``host:port`` right now (see :func:`nomad.osutil.port_free`)."""
+    return osutil.port_free(host, port)
 
 
 def pick_ports(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from nomad.config.schema import PrivacyConfig
 from nomad.errors import PrivacyError
+from nomad.osutil import pid_alive
 from nomad.privacy.client import find_binary, render_config
 from nomad.privacy.onion import OnionAddress, read_hostname
 
@@ -283,12 +284,7 @@ def _tokens(text: str) -> list[str]:
 
 def _is_running(pid: int) -> bool:
     """Alive and not a zombie (a zombie still answers kill(0))."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            state = fh.read().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return pid_alive(pid)
 
 
 def _client_env() -> dict[str, str]:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nomad.errors import NomadError
+from nomad.osutil import pid_alive
 from nomad.queue._sql import SqlQueue
 
 DEFAULT_TTL = 30.0
@@ -66,7 +67,7 @@ class LeaderLease:
         current = self._take()
         if current is None:
             return None
-        if current.host == self.host and not _alive(current.pid):
+        if current.host == self.host and not pid_alive(current.pid):
             return self._take(stale=current.holder)  # its process is gone: no TTL to wait out
         return current
 
@@ -143,11 +144,3 @@ class LeaderLease:
         return self.current()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

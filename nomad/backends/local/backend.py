@@ -42,7 +42,6 @@ from nomad.backends.local._files import (
     write_json,
 )
 from nomad.backends.local.process import (
-    port_free,
     same_process,
     spawn,
     start_ticks,
@@ -51,6 +50,7 @@ from nomad.backends.local.process import (
 )
 from nomad.config.schema import LocalBackendConfig
 from nomad.errors import BackendError, ConfigError
+from nomad.osutil import port_free
 
 SUPERVISOR_START_S = 15.0  # the supervisor records its servers' pids within this
 PORT_SCAN = 200  # how far above the configured port to look for free ones

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from nomad.osutil import pid_alive
+
 STOP_TIMEOUT_S = 10.0
 
 # What a ComfyUI child must never see (names upper-cased before matching).
@@ -95,17 +97,6 @@ def stop_process(proc: subprocess.Popen[bytes] | int, timeout_s: float = STOP_TI
         _wait_gone(proc, timeout_s)
 
 
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
 def start_comfy_double(
     *, gpu_name: str = "FakeGPU", host: str = "127.0.0.1"
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -153,17 +144,6 @@ def same_process(pid: int, ticks: int | None) -> bool:
     return ticks is None or start_ticks(pid) == ticks
 
 
-def port_free(host: str, port: int) -> bool:
-    """Whether a server could bind ``host:port`` now (SO_REUSEADDR, like aiohttp/ComfyUI)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def tail(path: Path, lines: int = 20, limit: int = 2000) -> str:
     """The last ``lines`` lines of a log (at most ``limit`` characters); '' when unreadable."""
     try:
@@ -209,9 +189,3 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
