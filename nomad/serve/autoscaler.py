@@ -34,6 +34,7 @@ from nomad.serve.worker import ClusterRuntime
 if TYPE_CHECKING:
     import httpx
 
+    from nomad.config.schema import NomadConfig
     from nomad.placement import IdleRule, StopOrDown
 
 SCOPE = "autoscaler"
@@ -50,6 +51,7 @@ class Launched:
     info: ClusterInfo
     provisioned_at: float
     ready_at: float
+    warmup_s: float | None = None  # node.warmup's own phase (included in ready_at)
 
 
 class ClusterOps(Protocol):
@@ -93,8 +95,10 @@ class BackendOps:
         sleep: Callable[[float], None] = time.sleep,
         health_client: httpx.Client | None = None,
         idle_rule: IdleRule | None = None,
+        warmup: NomadConfig | None = None,
     ) -> None:
         self.backend, self.spec, self.data_dir = backend, spec, data_dir
+        self.warmup = warmup  # its node.warmup runs on every new cluster before workers get it
         self.idle_rule = idle_rule  # stop vs down for idle clusters (None: always down)
         self.health_client = health_client  # through the proxy when privacy is on
         self.health_timeout_s, self.clock = health_timeout_s, clock
@@ -129,7 +133,37 @@ class BackendOps:
             from nomad.backends import state
 
             state.save(self.data_dir, info)
-        return Launched(info, start, self.clock())
+        warmup_s = self._warm_up(name, [e.url for e in info.endpoints])
+        return Launched(info, start, self.clock(), warmup_s)
+
+    def _warm_up(self, name: str, urls: list[str]) -> float | None:
+        """``node.warmup`` on every endpoint of a new cluster, timed as its own cold-start phase
+        (a ``cold_start.phase`` event, a line in ``DATA_DIR/cold_start.jsonl``). The endpoints
+        answer by now; the model load is paid here, not by the first job. A failed or slow
+        warm-up is recorded and never fails the wake: the first job pays the load instead."""
+        cfg = self.warmup
+        if cfg is None or cfg.node.warmup is None or not urls or self._called_off.is_set():
+            return None
+        from nomad.node.phases import PhaseRecorder, jsonl
+        from nomad.node.warmup import warm_up
+
+        to_file = jsonl(self.data_dir / "cold_start.jsonl") if self.data_dir is not None else None
+
+        def emit(doc: dict[str, Any]) -> None:
+            fields = {k: v for k, v in doc.items() if k not in ("event", "pid")}
+            event("cold_start.phase", cluster=name, **fields)
+            if to_file is not None:
+                to_file(doc | {"cluster": name})
+
+        row = self.ledger.find_open(name) if self.ledger is not None else None
+        rec = PhaseRecorder(str(row.id) if row is not None else name, emit)
+        proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
+        try:
+            report = asyncio.run(warm_up(cfg, urls, recorder=rec, proxy=proxy))
+        except Exception as exc:  # a bad workflow name, a broken graph: recorded, never fatal
+            rec.record("warmup", 0.0, ok=False, error=error_text(exc))
+            return None
+        return report.seconds if report is not None else None
 
     def _reusable(self, name: str) -> ClusterInfo | None:
         """A cluster of that name already serving (left by an earlier run), else None after
@@ -651,6 +685,7 @@ class Autoscaler:
             gpu=gpu,
             price_per_hour=info.price_per_hour,
             cold_start_s=done.ready_at - cluster.requested_at,
+            warmup_s=None if done.warmup_s is None else round(done.warmup_s, 3),
         )
 
     async def _down(self, action: Down) -> None:

@@ -442,6 +442,7 @@ def _backend_ops(
         backend, spec, data_dir, health_timeout_s=timeout,
         health_client=health_client(cfg),  # through the proxy when privacy is on
         idle_rule=IdleRule.from_config(cfg),  # stop vs down by price (infra.on_idle)
+        warmup=cfg if cfg.node.warmup is not None else None,  # node.warmup before workers
     )  # fmt: skip
 
 
