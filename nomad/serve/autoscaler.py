@@ -96,8 +96,10 @@ class BackendOps:
         health_client: httpx.Client | None = None,
         idle_rule: IdleRule | None = None,
         warmup: NomadConfig | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self.backend, self.spec, self.data_dir = backend, spec, data_dir
+        self.queue = queue  # its waiting jobs set each wake's spot/price (nomad.batch.wake_request)
         self.warmup = warmup  # its node.warmup runs on every new cluster before workers get it
         self.idle_rule = idle_rule  # stop vs down for idle clusters (None: always down)
         self.health_client = health_client  # through the proxy when privacy is on
@@ -122,11 +124,11 @@ class BackendOps:
         """Launch (or reuse one already serving); every failed try is torn down before the next."""
         if self._called_off.is_set():
             raise BackendError(f"not launching {name}: nomad serve is stopping")
-        spec = replace(self.spec, cluster_name=name)
         current = self._reusable(name)
         if current is not None:
             now = self.clock()
             return Launched(current, now, now)
+        spec = self._wake_spec(name)
         start = self.clock()
         info = self._launch(spec)
         if self.data_dir is not None:
@@ -135,6 +137,26 @@ class BackendOps:
             state.save(self.data_dir, info)
         warmup_s = self._warm_up(name, [e.url for e in info.endpoints])
         return Launched(info, start, self.clock(), warmup_s)
+
+    def _wake_spec(self, name: str) -> LaunchSpec:
+        """This wake's launch spec: infra's, with spot and price cap as the waiting jobs allow —
+        spot only when every waiting job is a batch job that allows it, the lowest cap among
+        theirs and infra's (:func:`nomad.batch.wake_request`); an interactive job waiting keeps
+        infra's terms. Spot is never asked of a backend that cannot launch it."""
+        from nomad.backends.base import SupportsSpot
+
+        spec = replace(self.spec, cluster_name=name)
+        if self.queue is None:
+            return spec
+        from nomad.batch import wake_request
+
+        waiting = self.queue.list(status=[JobStatus.QUEUED, JobStatus.WAKING], limit=1000)
+        req = wake_request(waiting, infra_spot=spec.spot, infra_max_price=spec.max_price_per_hour)
+        spot = req.spot and isinstance(self.backend, SupportsSpot)
+        if (spot, req.max_price_per_hour) != (spec.spot, spec.max_price_per_hour):
+            event("cluster.wake_terms", cluster=name, spot=spot,
+                  max_price_per_hour=req.max_price_per_hour, reason=req.reason)  # fmt: skip
+        return replace(spec, spot=spot, max_price_per_hour=req.max_price_per_hour)
 
     def _warm_up(self, name: str, urls: list[str]) -> float | None:
         """``node.warmup`` on every endpoint of a new cluster, timed as its own cold-start phase

@@ -131,6 +131,8 @@ async def _serve(
         ops = ops or _backend_ops(cfg, data_dir, backend, opts)
         if isinstance(ops, BackendOps) and ops.ledger is None:
             ops.ledger = ledger
+        if isinstance(ops, BackendOps) and ops.queue is None:
+            ops.queue = queue  # batch jobs waiting alone may wake on spot, at their cap
         eta = EtaModel.from_json(queue.get_state("autoscaler", "history"))
         pool = WorkerPool(
             queue,

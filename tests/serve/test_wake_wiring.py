@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from nomad.backends.base import LaunchSpec
+from nomad.backends.base import ClusterInfo, LaunchSpec, Offer
 from nomad.config import load_text
 from nomad.config.schema import NomadConfig
 from nomad.node.phases import read_jsonl
@@ -142,3 +142,77 @@ async def test_no_warmup_configured_sends_only_the_job(queue: SqlQueue, tmp_path
     finally:
         comfy.stop()
     assert not (tmp_path / "cold_start.jsonl").exists()
+
+
+# -- batch: spot and price cap per wake (issue 16 item 7) ---------------------------------------
+
+INFRA_TERMS = LaunchSpec(cluster_name="x", image_ref="", spot=False, max_price_per_hour=2.0)
+
+
+class SpecRecorder(FakeBackend):
+    """FakeBackend that keeps the LaunchSpec of every launch call."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.specs: list[LaunchSpec] = []
+
+    def launch(self, spec: LaunchSpec, offer: Offer | None = None) -> ClusterInfo:
+        self.specs.append(spec)
+        return super().launch(spec, offer)
+
+
+class Pool:
+    """Stands in for the worker pool (these tests look at the launch, not at jobs running)."""
+
+    def start_cluster(self, rt: Any) -> None:
+        pass
+
+    async def stop_cluster(self, name: str) -> None:
+        pass
+
+
+async def wake_for(queue: SqlQueue, backend: SpecRecorder) -> LaunchSpec:
+    """One autoscaler step with the queue as it is: the spec the wake launched with."""
+    book = ClusterLedger(queue, "demo")
+    ops = BackendOps(
+        backend, INFRA_TERMS, None, health_timeout_s=None, ledger=book, sleep=lambda _s: None,
+        queue=queue,
+    )  # fmt: skip
+    policy = Policy(PolicyConfig(idle_seconds=600.0, drain_seconds=5.0, base_name="demo-serve"))
+    scaler = Autoscaler(queue, ops, policy, Pool(), ledger=book)
+    await scaler.step()
+    await scaler.settle()
+    (spec,) = backend.specs
+    return spec
+
+
+def batch_job(queue: SqlQueue, spot: bool, cap: float | None) -> None:
+    queue.enqueue("w", {}, front_door="batch", meta={"spot": spot, "max_price_per_hour": cap})
+
+
+async def test_only_batch_jobs_allowing_spot_wake_on_spot_at_the_lowest_cap(
+    queue: SqlQueue,
+) -> None:
+    """Two batch jobs allow spot (caps $0.8 and $0.5), infra says on-demand ≤ $2: spot, ≤ $0.5."""
+    batch_job(queue, True, 0.8)
+    batch_job(queue, True, 0.5)
+    fake = SpecRecorder(price_per_hour=0.3)
+    spec = await wake_for(queue, fake)
+    assert (spec.spot, spec.max_price_per_hour) == (True, 0.5)
+    assert fake.clusters["demo-serve"].offer.spot  # type: ignore[union-attr]
+
+
+async def test_an_interactive_job_waiting_keeps_infras_terms(queue: SqlQueue) -> None:
+    """A bot job waits beside the spot-allowing batch job: the wake is on-demand at infra's $2 cap."""
+    batch_job(queue, True, 0.5)
+    queue.enqueue("w", {}, front_door="bot")
+    spec = await wake_for(queue, SpecRecorder(price_per_hour=0.3))
+    assert (spec.spot, spec.max_price_per_hour) == (False, 2.0)
+
+
+async def test_a_batch_job_not_allowing_spot_keeps_on_demand_but_its_cap(queue: SqlQueue) -> None:
+    """Batch only, one refuses spot: on-demand, still at the lowest batch cap."""
+    batch_job(queue, True, 0.5)
+    batch_job(queue, False, 0.9)
+    spec = await wake_for(queue, SpecRecorder(price_per_hour=0.3))
+    assert (spec.spot, spec.max_price_per_hour) == (False, 0.5)
