@@ -8,6 +8,8 @@ at a scripted stage with SkyPilot's **own** exception classes (imported from
 - ``setup``: ``ClusterSetUpError`` after the node was provisioned (left in INIT);
 - ``docker_pull``: ``CommandError`` from the node's ``docker pull`` (left in INIT);
 - ``health``: the launch succeeds, but the endpoint never answers.
+- ``run_fails``: the launch succeeds, the endpoint never answers and the run script's job
+  (id 1) is FAILED in ``job_status`` (fetched mode: ``nomad node pull`` exited 1).
 
 Like the real SkyPilot (``sky/execution.py``: autostop is set at PRE_EXEC,
 after setup), autostop is armed only for launches that got past setup. It is
@@ -26,7 +28,7 @@ from nomad.backends.base import LaunchSpec, Offer
 from nomad.backends.local.process import free_port
 from nomad.backends.skypilot.backend import SkyPilotBackend
 
-STAGES = ("provision", "setup", "docker_pull", "health")
+STAGES = ("provision", "setup", "docker_pull", "health", "run_fails")
 
 
 @dataclass
@@ -35,6 +37,7 @@ class SkyCluster:
     autostop_minutes: int | None = None
     down: bool = False
     port_url: str = ""
+    job: str = "RUNNING"  # the run script's job (id 1): a sky.skylet.job_lib.JobStatus value
 
 
 @dataclass
@@ -80,11 +83,13 @@ class SkyDouble:
                 "Failed to run docker setup commands.",
                 "Error response from daemon: pull access denied, repository does not exist",
             )
-        url = f"127.0.0.1:{free_port()}" if stage == "health" else self.endpoint_url
+        dead = stage in ("health", "run_fails")
+        url = f"127.0.0.1:{free_port()}" if dead else self.endpoint_url
         with self._lock:  # PRE_EXEC: only now does SkyPilot arm autostop
             self.clusters[name] = SkyCluster(
-                "UP", kw.get("idle_minutes_to_autostop"), bool(kw.get("down")), url
-            )
+                "UP", kw.get("idle_minutes_to_autostop"), bool(kw.get("down")), url,
+                "FAILED" if stage == "run_fails" else "RUNNING",
+            )  # fmt: skip
         return (1, None)
 
     def get(self, request: Any) -> Any:
@@ -97,6 +102,18 @@ class SkyDouble:
                 for n in cluster_names
                 if n in self.clusters
             ]
+
+    def job_status(self, cluster_name: str, job_ids: list[int] | None = None) -> Any:
+        """Like ``sky.job_status``: {job id: JobStatus}; a cluster it lacks raises as SkyPilot does."""
+        from sky.skylet.job_lib import JobStatus
+
+        from sky import exceptions
+
+        with self._lock:
+            c = self.clusters.get(cluster_name)
+        if c is None:
+            raise exceptions.ClusterDoesNotExist(f"Cluster {cluster_name!r} does not exist.")
+        return {j: (JobStatus(c.job) if j == 1 else None) for j in job_ids or [1]}
 
     def down(self, name: str) -> Any:
         from sky import exceptions

@@ -96,6 +96,47 @@ def test_way1_launch_failing_after_provisioning_is_torn_down_recorded_and_next_o
     assert_nothing_unaccounted(sky, book)
 
 
+def test_way5_run_script_that_ended_fails_the_wake_before_the_health_deadline(
+    sky: SkyDouble, book: ClusterLedger, tmp_path: Path
+) -> None:
+    """Way 5 on clouds: the node's run job is FAILED (SkyPilot's job_status) while ComfyUI never
+    answers: the wake fails with that reason, not the health timeout; next offer up."""
+    sky.script(["run_fails", None])
+    report = launch.up(
+        PlannedSky(sky, [A, B]), make_spec(), tmp_path,
+        health_timeout_s=60.0, ledger=book, sleep=no_sleep,
+    )  # fmt: skip
+    assert report.info.offer == B
+    first = book.rows_since(0)[0]
+    assert first.state is LedgerState.GONE
+    assert "SkyPilot job 1 on nomad-test) ended FAILED" in (first.detail or "")
+    assert "system_stats" not in (first.detail or "")  # not the health deadline
+    assert_nothing_unaccounted(sky, book)
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        ({"name": NAME, "status": "INIT", "init_kind": "unhealthy",
+          "init_status_reason": "node lost"}, "SkyPilot marks nomad-test failed: node lost"),
+        (None, "vanished from SkyPilot"),
+        ({"name": NAME, "status": "STOPPED"}, "STOPPED while starting"),
+        ({"name": NAME, "status": "UP"}, None),
+        ({"name": NAME, "status": "INIT"}, None),
+    ],
+)  # fmt: skip
+def test_way5_startup_failure_reads_skypilots_cluster_status(
+    sky: SkyDouble, status: dict[str, Any] | None, said: str | None
+) -> None:
+    """Failed/unhealthy, gone or stopped while starting ⇒ the reason; UP with its job running,
+    or still INIT ⇒ None (the wake goes on)."""
+    backend = PlannedSky(sky, [A])
+    backend.launch(make_spec(), A)  # the run job (id 1) is RUNNING
+    sky.status = lambda cluster_names, **kw: [status] if status else []  # type: ignore[method-assign]
+    reason = backend.startup_failure(NAME)
+    assert reason == said if said is None else said in (reason or "")
+
+
 def test_way1_every_offer_failing_in_setup_leaves_nothing_running(
     sky: SkyDouble, book: ClusterLedger, tmp_path: Path
 ) -> None:

@@ -27,6 +27,7 @@ from nomad.backends.skypilot import planner
 from nomad.backends.skypilot._import import import_sky
 from nomad.backends.skypilot.errors import is_sky, translate
 from nomad.backends.skypilot.task import build_task_config, to_sky_task
+from nomad.errors import NomadError
 from nomad.watchdog import DEFAULT_MARGIN_MINUTES, node_window_minutes
 
 _STATES = {
@@ -34,6 +35,9 @@ _STATES = {
     "INIT": ClusterState.PROVISIONING,
     "STOPPED": ClusterState.STOPPED,
 }
+
+# SkyPilot job states (sky.skylet.job_lib.JobStatus) after which the run script no longer runs
+_JOB_ENDED = frozenset({"SUCCEEDED", "FAILED", "FAILED_SETUP", "FAILED_DRIVER", "CANCELLED"})
 
 
 class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
@@ -52,6 +56,7 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
         self._sdk = sdk
         self.idle_margin_minutes = idle_margin_minutes
         self.last_plan: planner.PlanResult | None = None
+        self._jobs: dict[str, int] = {}  # cluster -> SkyPilot job id of the run script it launched
 
     @property
     def sdk(self) -> Any:
@@ -81,9 +86,12 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
             request = self.sdk.launch(
                 task, cluster_name=spec.cluster_name, idle_minutes_to_autostop=idle, down=True
             )
-            self.sdk.stream_and_get(request)
+            launched_job = self.sdk.stream_and_get(request)  # (job id, handle)
         except Exception as exc:
             raise translate(exc, cluster=spec.cluster_name) from exc
+        job_id = launched_job[0] if isinstance(launched_job, tuple) and launched_job else None
+        if isinstance(job_id, int):
+            self._jobs[spec.cluster_name] = job_id
         info = self.status(spec.cluster_name)
         info.offer = offer
         launched = info.price_per_hour  # SkyPilot's price of what it launched (its live catalog)
@@ -116,8 +124,42 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
                 return _to_info(cluster_name, rec)
         return ClusterInfo(name=cluster_name, backend=self.name, state=ClusterState.GONE)
 
+    def startup_failure(self, cluster_name: str) -> str | None:
+        """SkyPilot's verdict while ComfyUI starts: a cluster it marks failed (node lost,
+        runtime broken), one it no longer has or that stopped (spot preempted), or the run
+        script's job already ended (fetched mode exits 1 when the weights pull or the container
+        start fails) cannot come up. A status call that fails says nothing (the wake goes on).
+        A baked-mode ComfyUI dying inside a job that keeps running (the watchdog waits on) is
+        left to the health deadline."""
+        try:
+            info = self.status(cluster_name)
+        except NomadError:
+            return None
+        if info.state is ClusterState.FAILED:
+            return f"SkyPilot marks {cluster_name} failed: {info.detail or 'no reason given'}"
+        if info.state is ClusterState.GONE:
+            return f"{cluster_name} vanished from SkyPilot while starting (preempted or removed)"
+        if info.state is ClusterState.STOPPED:
+            return f"SkyPilot reports {cluster_name} STOPPED while starting (spot preempted?)"
+        job = self._jobs.get(cluster_name)
+        if info.state is not ClusterState.UP or job is None:
+            return None
+        try:
+            found = self.sdk.get(self.sdk.job_status(cluster_name, job_ids=[job]))
+        except Exception:  # not up yet, API server busy: no verdict
+            return None
+        raw = found.get(job) if isinstance(found, dict) else None
+        status = str(getattr(raw, "value", raw) or "")
+        if status in _JOB_ENDED:
+            return (
+                f"the node's run script (SkyPilot job {job} on {cluster_name}) ended {status} "
+                f"while ComfyUI was starting; its log: `sky logs {cluster_name} {job}`"
+            )
+        return None
+
     def teardown(self, cluster_name: str) -> None:
         """``sky down``; a cluster SkyPilot does not know is already torn down."""
+        self._jobs.pop(cluster_name, None)
         try:
             self.sdk.get(self.sdk.down(cluster_name))
         except Exception as exc:
