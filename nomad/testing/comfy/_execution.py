@@ -60,6 +60,67 @@ class _Executor(_Faults):
         visit(nid)
         return order
 
+    def _run_order(self, graph: dict[str, Any], outputs: list[str], cached: set[str]) -> list[str]:
+        """The order ComfyUI 0.28's ExecutionList runs nodes in (comfy_execution/graph.py).
+
+        Nodes are staged from each output by a stack walk that skips cached
+        inputs; of the ready nodes the first output node goes first, then one
+        feeding an output, then one two links from an output, else the first
+        staged. Recorded: the txt2img trace runs 1, 4, 3, 2, 5, … not 1, 2, 3.
+        """
+        pending: dict[str, None] = {}
+        count: dict[str, int] = {}
+        blocking: dict[str, dict[str, None]] = {}
+
+        def add(nid: str) -> None:
+            stack, links = [nid], []
+            while stack:
+                n = stack.pop()
+                if n in pending:
+                    continue
+                pending[n], count[n], blocking[n] = None, 0, {}
+                for value in (graph[n].get("inputs") or {}).values():
+                    if _is_link(value) and str(value[0]) in graph:
+                        if str(value[0]) not in cached:
+                            stack.append(str(value[0]))
+                        links.append((str(value[0]), n))
+            for src, to in links:
+                if src not in cached:
+                    add(src)
+                    if to not in blocking[src]:
+                        blocking[src][to] = None
+                        count[to] += 1
+
+        def is_output(n: str) -> bool:
+            return bool(NODE_SPECS[graph[n]["class_type"]].output)
+
+        for out in outputs:
+            add(out)
+        order: list[str] = []
+        while pending:
+            ready = [n for n in pending if count[n] == 0]
+            if not ready:
+                break
+            pick = next(
+                (n for n in ready if is_output(n)),
+                next(
+                    (n for n in ready if any(is_output(b) for b in blocking[n])),
+                    next(
+                        (
+                            n
+                            for n in ready
+                            if any(is_output(c) for b in blocking[n] for c in blocking[b])
+                        ),
+                        ready[0],
+                    ),
+                ),
+            )
+            order.append(pick)
+            del pending[pick]
+            for blocked in blocking.pop(pick):
+                count[blocked] -= 1
+        return order
+
     def _signature(self, graph: dict[str, Any], nid: str, memo: dict[str, str]) -> str:
         """A content hash of a node and everything it depends on (uploads included)."""
         if nid in memo:
@@ -122,22 +183,24 @@ class _Executor(_Faults):
             "execution_cached", {"nodes": cached, "prompt_id": pid, "timestamp": _now_ms()}, True
         )
         status = "success"
+        executed: list[str] = []  # what execution_interrupted/_error report: nodes done so far
         try:
-            for nid in order:
-                if nid in cached:
-                    if nid in job.outputs:
-                        outputs[nid] = self._cache[memo[nid]]
-                        await emit(
-                            "executed",
-                            {
-                                "node": nid,
-                                "display_node": nid,
-                                "prompt_id": pid,
-                                "output": outputs[nid],
-                            },
-                        )
-                    continue
-                await self._run_node(job, nid, memo, outputs, emit)
+            for nid in self._run_order(graph, job.outputs, set(cached)):
+                if nid in cached:  # a cached output node still reports its files
+                    outputs[nid] = self._cache[memo[nid]]
+                    await emit(
+                        "executed",
+                        {
+                            "node": nid,
+                            "display_node": nid,
+                            "prompt_id": pid,
+                            "output": outputs[nid],
+                        },
+                    )
+                    await self._node_state(job, nid, "finished", 1, 1)
+                else:
+                    await self._run_node(job, nid, memo, outputs, emit)
+                executed.append(nid)
             await emit("execution_success", {"prompt_id": pid, "timestamp": _now_ms()}, True)
         except _Interrupted as exc:
             status = "error"
@@ -147,7 +210,7 @@ class _Executor(_Faults):
                     "prompt_id": pid,
                     "node_id": exc.node,
                     "node_type": graph[exc.node]["class_type"],
-                    "executed": list(outputs),
+                    "executed": executed,
                     "timestamp": _now_ms(),
                 },
                 True,
@@ -161,7 +224,7 @@ class _Executor(_Faults):
                     "prompt_id": pid,
                     "node_id": exc.node,
                     "node_type": cls,
-                    "executed": list(outputs),
+                    "executed": executed,
                     "exception_message": f"FakeComfy injected failure in node {exc.node} ({cls})",
                     "exception_type": "RuntimeError",
                     "traceback": ["FakeComfy: injected failure\n"],
@@ -195,7 +258,7 @@ class _Executor(_Faults):
     ) -> None:
         pid, node = job.prompt_id, job.graph[nid]
         await self._before_node(nid)
-        await self._node_state(job, nid, "running")
+        await self._node_state(job, nid, "running", 0.0, 1.0)
         await emit("executing", {"node": nid, "display_node": nid, "prompt_id": pid})
         self._after_executing(nid)
         spec = NODE_SPECS[node["class_type"]]
@@ -215,7 +278,11 @@ class _Executor(_Faults):
             )
         else:
             self._cache[memo[nid]] = {}
-        await self._node_state(job, nid, "finished")
+        last = job.states.get(nid, {})
+        done = (
+            (1.0, 1.0) if not isinstance(steps, int) or steps <= 0 else (last["value"], last["max"])
+        )
+        await self._node_state(job, nid, "finished", *done)
 
     async def _load(self, job: _Job, nid: str, spec: NodeSpec) -> None:
         """A loader node that is not cached reads its files: ``load_delay`` each, recorded."""
@@ -227,29 +294,25 @@ class _Executor(_Faults):
                     await asyncio.sleep(self.load_delay)
 
     async def _node_state(
-        self, job: _Job, nid: str, state: str, value: int = 0, maximum: int = 1
+        self, job: _Job, nid: str, state: str, value: float, maximum: float
     ) -> None:
-        """A ``progress_state`` frame, as real ComfyUI sends around every node (not only samplers)."""
+        """A ``progress_state`` frame, as real ComfyUI sends around every node (not only samplers).
+
+        Like the recorded ones it carries every node of the prompt seen so far, not just ``nid``.
+        """
         pid = job.prompt_id
-        await self._send(
-            "progress_state",
-            {
-                "prompt_id": pid,
-                "nodes": {
-                    nid: {
-                        "value": value,
-                        "max": maximum,
-                        "state": state,
-                        "node_id": nid,
-                        "prompt_id": pid,
-                        "display_node_id": nid,
-                        "parent_node_id": None,
-                        "real_node_id": nid,
-                    }
-                },
-            },
-            job.client_id,
-        )
+        job.states[nid] = {
+            "value": value,
+            "max": maximum,
+            "state": state,
+            "node_id": nid,
+            "prompt_id": pid,
+            "display_node_id": nid,
+            "parent_node_id": None,
+            "real_node_id": nid,
+        }
+        nodes = {n: dict(entry) for n, entry in job.states.items()}
+        await self._send("progress_state", {"prompt_id": pid, "nodes": nodes}, job.client_id)
 
     def _steps(self, graph: dict[str, Any], node: dict[str, Any]) -> int | None:
         """Sampler steps, following links through Primitive*/ComfySwitchNode like ComfyUI would."""
@@ -287,10 +350,10 @@ class _Executor(_Faults):
                 raise _Interrupted(nid)
             if self.delay:
                 await asyncio.sleep(self.delay)
+            await self._node_state(job, nid, "running", step, steps)  # before progress, as recorded
             await self._send(
                 "progress", {"value": step, "max": steps, "prompt_id": pid, "node": nid}, sid
             )
-            await self._node_state(job, nid, "running", step, steps)
             preview = png_bytes(f"{sig}:{step}".encode(), size=4)
             await self._send_bytes(struct.pack(">II", 1, 2) + preview, sid)
             await self._at_step(step)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
@@ -127,6 +128,8 @@ class _Routes(_Validation):
             return web.Response(
                 status=500, text="500 Internal Server Error (FakeComfy: body is not JSON)"
             )
+        number = self._number  # as ComfyUI 0.28: counts from 0, every parsed POST takes one
+        self._number += 1
         if not isinstance(body, dict) or "prompt" not in body:
             return web.json_response(
                 {
@@ -148,15 +151,12 @@ class _Routes(_Validation):
         problem, node_errors, outputs = self._validate(graph)
         if problem is not None:
             return web.json_response({"error": problem, "node_errors": node_errors}, status=400)
-        self._number += 1
-        job = _Job(
-            self._number,
-            prompt_id,
-            graph,
-            body.get("client_id"),
-            body.get("extra_data") or {},
-            outputs,
-        )
+        given = body.get("extra_data")  # the history row's extra, filled in as ComfyUI does
+        extra = dict(given) if isinstance(given, dict) else {}
+        if "client_id" in body:
+            extra["client_id"] = body["client_id"]
+        extra["create_time"] = int(time.time() * 1000)
+        job = _Job(number, prompt_id, graph, body.get("client_id"), extra, outputs)
         self.prompts.append(graph)
         self._pending.append(job)
         assert self._wake is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +17,8 @@ class _Job:
     client_id: str | None
     extra: dict[str, Any]
     outputs: list[str]
+    # every node's progress_state entry so far: real ComfyUI sends them all in each frame
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def row(self) -> list[Any]:
         return [self.number, self.prompt_id, self.graph, self.extra, self.outputs]

@@ -58,14 +58,9 @@ class _Validation(_Executor):
                         o for o in outputs if str(nid) in self._ancestors(graph, o)
                     ],
                 }
-        if node_errors:
-            details = "\n".join(
-                f"{e['message']}: {e['details']}" for n in node_errors.values() for e in n["errors"]
-            )
+        if node_errors:  # real 0.28 leaves details empty here: the node errors say it all
             return (
-                _err(
-                    "prompt_outputs_failed_validation", "Prompt outputs failed validation", details
-                ),
+                _err("prompt_outputs_failed_validation", "Prompt outputs failed validation", ""),
                 node_errors,
                 [],
             )
@@ -105,7 +100,7 @@ class _Validation(_Executor):
                         "Value not in list",
                         f"{name}: {value!r} not in {options}",
                         input_name=name,
-                        input_config=None,
+                        input_config=[options, {}],  # real: [options, {"tooltip": …}]
                         received_value=value,
                     )
                 )
