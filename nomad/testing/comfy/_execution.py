@@ -1,10 +1,15 @@
 """The execution model: walk the graph from its output nodes like ComfyUI's executor.
 
-Observed on a real ComfyUI 0.28 and copied here: ``execution_start``, then
-``execution_cached`` for nodes whose outputs the cache still holds, then per
-node ``executing`` (+ ``progress`` per sampler step with a binary preview
-frame) and ``executed`` for output nodes; the classic cache keeps only the
-previous prompt's nodes (alternating two workflows reloads their models);
+Recorded on a real ComfyUI 0.28 (tests/comfy/traces/real-0.28-*.json) and
+copied here: ``execution_start``, then ``execution_cached`` for nodes whose
+outputs the cache still holds, then nodes in the executor's own order, each
+``progress_state`` (running; every node so far) / ``executing`` / per sampler
+step ``progress_state`` + ``progress`` (+ a binary preview frame, as with a
+``--preview-method``; the recorded default sends none) / ``executed`` for
+output nodes / ``progress_state`` (finished); a cached output node still
+sends ``executed`` + ``progress_state``. Only the previous prompt's shared
+nodes stay cached (recorded with 0.28's default RAM-pressure cache: A, B, A
+runs A's loader again);
 model files are loaded inside execution, by the loader nodes
 (``load_delay`` each, recorded in ``loads``); ``/interrupt`` lands at the next
 node or sampler step. Files derive from the node inputs, so tests can check
@@ -183,7 +188,7 @@ class _Executor(_Faults):
             "execution_cached", {"nodes": cached, "prompt_id": pid, "timestamp": _now_ms()}, True
         )
         status = "success"
-        executed: list[str] = []  # what execution_interrupted/_error report: nodes done so far
+        executed: list[str] = []  # execution_interrupted/_error report the nodes run so far
         try:
             for nid in self._run_order(graph, job.outputs, set(cached)):
                 if nid in cached:  # a cached output node still reports its files
@@ -198,9 +203,9 @@ class _Executor(_Faults):
                         },
                     )
                     await self._node_state(job, nid, "finished", 1, 1)
-                else:
+                else:  # ComfyUI's ``executed`` set leaves cached nodes out
                     await self._run_node(job, nid, memo, outputs, emit)
-                executed.append(nid)
+                    executed.append(nid)
             await emit("execution_success", {"prompt_id": pid, "timestamp": _now_ms()}, True)
         except _Interrupted as exc:
             status = "error"
