@@ -29,6 +29,7 @@ def get_backend(name: str | None, cfg: NomadConfig, data_dir: Path) -> Backend:
             data_dir,
             idle_margin_minutes=cfg.infra.node_idle_margin_minutes,
             startup_grace_s=cfg.infra.health_timeout_seconds,
+            node=cfg.node,  # node.weights: fetched ⇒ weights pulled on this host at launch
         )
     if name == "skypilot":
         from nomad.backends.skypilot import SkyPilotBackend

@@ -154,6 +154,11 @@ class LocalBackendConfig(Strict):
         "local",
         description="the GPU model, e.g. RTX4090: the name benchmarks use, so placement can price a job here",
     )
+    models_dir: str | None = Field(
+        None,
+        description="command mode with node.weights: fetched: the host ComfyUI's models folder the "
+        "pulled weights are symlinked into",
+    )
 
 
 class SSHHost(Strict):
@@ -561,7 +566,7 @@ class NodeConfig(Strict):
         "auto",
         description="baked: the provider pulls the full image; fetched: slim image + `nomad node "
         "pull` on the host; auto: fetched on SkyPilot VM clouds and ssh pools when base_image is "
-        "set, baked on pod clouds (the local backend: baked until it calls fetch_for_host)",
+        "set, baked on pod clouds (the local backend: fetched only when set explicitly)",
     )
     base_image: str | None = Field(
         None, description="fetched mode: the slim image the engine pulls (REPO@sha256:…, `nomad node slim`)"

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nomad import watchdog
 from nomad.backends.base import Backend, ClusterInfo, ClusterState, Endpoint, LaunchSpec, Offer
@@ -48,9 +48,12 @@ from nomad.backends.local.process import (
     stop_process,
     tail,
 )
-from nomad.config.schema import LocalBackendConfig
+from nomad.config.schema import LocalBackendConfig, NodeConfig
 from nomad.errors import BackendError, ConfigError
 from nomad.osutil import port_free
+
+if TYPE_CHECKING:
+    from nomad.node import PullResult
 
 SUPERVISOR_START_S = 15.0  # the supervisor records its servers' pids within this
 PORT_SCAN = 200  # how far above the configured port to look for free ones
@@ -76,8 +79,10 @@ class LocalBackend(Backend):
         *,
         idle_margin_minutes: float = watchdog.DEFAULT_MARGIN_MINUTES,
         startup_grace_s: float = 900.0,
+        node: NodeConfig | None = None,
     ) -> None:
         self.cfg = cfg
+        self.node = node  # node.weights: fetched ⇒ weights pulled into the node cache at launch
         self.data_dir = Path(data_dir)
         self.idle_margin_minutes = idle_margin_minutes
         self.startup_grace_s = startup_grace_s  # the switch does not count start-up as idle
@@ -117,6 +122,7 @@ class LocalBackend(Backend):
                 hint="set infra.local.command to the argv that starts one ComfyUI, e.g. "
                 "[python, main.py, --listen, 127.0.0.1, --port, '{port}']",
             )
+        fetched = self._fetch_weights(spec, mode)  # before any server starts; may take minutes
         count = max(self.cfg.gpus, 1)
         run_dir = self._dir(spec.cluster_name)
         with self._ports_lock():
@@ -142,8 +148,12 @@ class LocalBackend(Backend):
             }
             write_json(run_dir / CLUSTER_FILE, doc)
             extra: dict[str, Any] = {"mode": mode, "node_window_minutes": window}
+            if fetched is not None:
+                extra["weights"] = "fetched"
             if mode == "docker":
-                extra["containers"] = docker_engine.run(spec, ports)
+                extra["containers"] = docker_engine.run(
+                    spec, ports, **self._fetched_docker(fetched)
+                )
             try:
                 self._start_supervisor(spec.cluster_name)
             except BackendError:
@@ -269,6 +279,54 @@ class LocalBackend(Backend):
             f"no {count} free port(s) for ComfyUI on {self.cfg.host} from {base} up",
             hint="stop what holds them (see `nomad status`) or set image.comfyui.port elsewhere",
         )
+
+    # -- fetched weights (node.weights: fetched) ---------------------------------------
+
+    def _fetch_weights(self, spec: LaunchSpec, mode: str) -> PullResult | None:
+        """Pull the image's weights into the node cache (a ``weights_fetch`` phase in
+        ``DATA_DIR/cold_start.jsonl``): command mode links them into ``infra.local.models_dir``,
+        docker mode bind-mounts them into the slim ``node.base_image``. None when baked."""
+        node = self.node
+        if node is None or node.weights != "fetched":
+            return None
+        if not spec.image_ref:
+            raise ConfigError(
+                "node.weights is fetched but there is no pushed image to take the weights from",
+                hint="run `nomad push` first, or set node.weights: baked",
+            )
+        if mode == "command" and not self.cfg.models_dir:
+            raise ConfigError(
+                "node.weights is fetched and the local backend runs a command, "
+                "but infra.local.models_dir is not set",
+                hint="set infra.local.models_dir to your ComfyUI's models folder",
+            )
+        if mode == "docker" and not node.base_image:
+            raise ConfigError(
+                "node.weights is fetched and the local backend runs docker, "
+                "but node.base_image is not set",
+                hint="run `nomad node slim REF` and set node.base_image to what it prints",
+            )
+        from nomad.node import PhaseRecorder, fetch_for_host
+        from nomad.node.phases import jsonl
+
+        limit = int(node.cache_max_gb * 1024**3) if node.cache_max_gb else None
+        link = (
+            Path(self.cfg.models_dir).expanduser()
+            if mode == "command" and self.cfg.models_dir
+            else None
+        )
+        return fetch_for_host(
+            spec.image_ref, cache_dir=Path(node.cache_dir).expanduser(), cache_limit=limit,
+            username=spec.registry_username, password=spec.registry_password, link_into=link,
+            recorder=PhaseRecorder(spec.cluster_name, jsonl(self.data_dir / "cold_start.jsonl")),
+        )  # fmt: skip
+
+    def _fetched_docker(self, fetched: PullResult | None) -> dict[str, Any]:
+        """``docker_engine.run`` keywords for fetched weights: the slim image, read-only binds."""
+        if fetched is None or self.node is None:
+            return {}
+        binds = {str(m.source): {"bind": m.target, "mode": "ro"} for m in fetched.mounts.mounts}
+        return {"image": self.node.base_image, "volumes": binds}
 
     # -- command mode ------------------------------------------------------------------
 

@@ -43,8 +43,17 @@ def _client() -> Any:
         ) from exc
 
 
-def run(spec: LaunchSpec, ports: list[int]) -> list[str]:
-    """Start one container per GPU publishing ComfyUI's port; return container ids."""
+def run(
+    spec: LaunchSpec,
+    ports: list[int],
+    *,
+    image: str | None = None,
+    volumes: dict[str, dict[str, str]] | None = None,
+) -> list[str]:
+    """Start one container per GPU publishing ComfyUI's port; return container ids.
+
+    Fetched weights: ``image`` is the slim ``node.base_image`` and ``volumes`` bind each cached
+    weight read-only where the full image had it."""
     client = _client()  # translates a missing SDK / engine first
     import docker
 
@@ -52,7 +61,7 @@ def run(spec: LaunchSpec, ports: list[int]) -> list[str]:
     for gpu, port in enumerate(ports):
         try:
             c = client.containers.run(
-                spec.image_ref,
+                image or spec.image_ref,
                 name=f"nomad-{spec.cluster_name}-{gpu}",
                 detach=True,
                 environment={**spec.envs, "NOMAD_COMFY_PORT": "8188"},
@@ -60,6 +69,7 @@ def run(spec: LaunchSpec, ports: list[int]) -> list[str]:
                 device_requests=[
                     docker.types.DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])
                 ],
+                volumes=volumes or {},
                 labels={
                     "nomad.cluster": spec.cluster_name,
                     "nomad.gpu": str(gpu),
@@ -69,7 +79,7 @@ def run(spec: LaunchSpec, ports: list[int]) -> list[str]:
         except Exception as exc:
             remove(spec.cluster_name)
             raise BackendError(
-                f"docker could not start {spec.image_ref}: {exc}",
+                f"docker could not start {image or spec.image_ref}: {exc}",
                 hint="check `docker info` and the image ref",
             ) from exc
         ids.append(str(c.id))
