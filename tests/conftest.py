@@ -6,6 +6,7 @@ to one area live in that area's own conftest.py (tests/<area>/conftest.py).
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -61,6 +62,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line(f"NETWORK GUARD: {msg}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _loggers_restored() -> Iterator[None]:
+    """Each test ends with the loggers' levels, ``disabled`` and ``propagate`` as it began.
+
+    Logging is process-wide state: a test (or a library it imports — SkyPilot's
+    ``sky.client.sdk_async`` sets httpx to CRITICAL at import) would otherwise
+    change what every later test logs. A logger created during the test goes
+    back to the defaults unless its library gave it handlers of its own (then
+    the library configured it on purpose, e.g. SkyPilot's ``sky``). Handlers
+    belong to pytest and are not touched.
+    """
+    loggers = logging.root.manager.loggerDict
+    default = (logging.NOTSET, False, True)
+    saved = {
+        name: (lg.level, lg.disabled, lg.propagate)
+        for name, lg in loggers.items()
+        if isinstance(lg, logging.Logger)
+    }
+    root_level = logging.root.level
+    yield
+    for name, lg in list(loggers.items()):
+        if not isinstance(lg, logging.Logger) or (name not in saved and lg.handlers):
+            continue
+        level, disabled, propagate = saved.get(name, default)
+        if (lg.level, lg.disabled, lg.propagate) != (level, disabled, propagate):
+            lg.setLevel(level)  # clears the effective-level caches too
+            lg.disabled, lg.propagate = disabled, propagate
+    logging.root.setLevel(root_level)
 
 
 PG_ADMIN_DSN = os.environ.get("NOMAD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
