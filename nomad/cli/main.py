@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from nomad.cli.context import Ctx
+from nomad.resources import DISTRIBUTION
 
 # name -> (module, attribute, one-line help shown by `nomad --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -72,7 +73,7 @@ class LazyGroup(click.Group):
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Data dir (default: $NOMAD_DATA_DIR or $XDG_DATA_HOME/nomad).")
 @click.option("--verbose", "-v", count=True, help="More logs (-vv for debug).")
-@click.version_option(package_name="nomad")
+@click.version_option(package_name=DISTRIBUTION)  # the dist is nomad-comfy
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, data_dir: str | None, verbose: int) -> None:
     """nomad — ComfyUI on the cheapest GPU, weights baked in, scale to zero.

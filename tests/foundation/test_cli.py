@@ -44,6 +44,15 @@ def test_top_level_help_lists_every_command() -> None:
         assert name in proc.stdout
 
 
+def test_version_names_the_installed_distribution() -> None:
+    """`nomad --version` exits 0 with the version of the installed nomad-comfy distribution."""
+    import importlib.metadata
+
+    proc = _nomad("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert importlib.metadata.version("nomad-comfy") in proc.stdout
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_subcommand_help(name: str) -> None:
     """`nomad <command> --help` works for every registered command."""
