@@ -39,9 +39,12 @@ def main(argv: list[str]) -> int:
         _log({"cmd": "pull", "image": args[-1]})
         return 0
     if cmd == "stop":
-        for name in args:
+        for name in args:  # the whole session: `sh -c CMD` may leave CMD as its child
             pid = int((state / f"{name}.pid").read_text())
-            os.kill(pid, signal.SIGTERM)
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         _log({"cmd": "stop", "names": args})
         return 0
     if cmd == "run":
