@@ -53,6 +53,9 @@ class Handlers:
         self.deps = deps
         self.sessions = sessions
         self.tracker = tracker
+        # per chat: an "edit this" question is remembered before its answer is read
+        # (updates run concurrently, and a quick reply could beat the bookkeeping)
+        self._asking: dict[int, asyncio.Lock] = {}
 
     # ---- plain commands --------------------------------------------------
     async def start(self, update: Update, context: Context) -> None:
@@ -116,7 +119,8 @@ class Handlers:
                 return
         reply_to = msg.reply_to_message
         if reply_to is not None and reply_to.from_user and reply_to.from_user.is_bot:
-            key = await self.sessions.result_key(reply_to.chat_id, reply_to.message_id)
+            async with self._asking.setdefault(reply_to.chat_id, asyncio.Lock()):
+                key = await self.sessions.result_key(reply_to.chat_id, reply_to.message_id)
             edit = next(iter(await self._edit_commands()), None)
             if key and edit and body:  # the instruction for an "edit this" (or a reply to a result)
                 await self.generate(update, context, text=f"/{edit} {body}")
@@ -471,13 +475,14 @@ class Handlers:
             await query.answer(texts.t(lang, "button_gone"))
             return
         await query.answer()
-        ask = await msg.reply_text(
-            texts.t(lang, "edit_ask"),
-            reply_markup=ForceReply(selective=True),
-            reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True),
-        )
         job = (await self.sessions.result_job(msg.chat_id, msg.message_id)) or ""
-        await self.sessions.remember_result(ask.chat_id, ask.message_id, key, job)
+        async with self._asking.setdefault(msg.chat_id, asyncio.Lock()):
+            ask = await msg.reply_text(
+                texts.t(lang, "edit_ask"),
+                reply_markup=ForceReply(selective=True),
+                reply_parameters=ReplyParameters(msg.message_id, allow_sending_without_reply=True),
+            )
+            await self.sessions.remember_result(ask.chat_id, ask.message_id, key, job)
 
     async def _repeat(
         self, query: Any, msg: Message, uid: int, lang: str, job_id: str, *, new_seed: bool

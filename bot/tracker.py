@@ -114,6 +114,8 @@ class Tracker:
                 break
             waiting = job.status in (JobStatus.QUEUED, JobStatus.WAKING)
             pos = await asyncio.to_thread(self.deps.queue.position, job.id) if waiting else None
+            if waiting and pos is None:  # it left the queue between the two reads: read it again
+                continue
             cluster = await asyncio.to_thread(self.deps.queue.get_state, *AUTOSCALER_STATE)
             if waiting:
                 await self._wait_notices(d, job, cluster)
