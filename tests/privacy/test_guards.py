@@ -198,12 +198,14 @@ def test_managed_client_reports_progress_and_stops_by_pid(tmp_path: Path) -> Non
         proxy=f"socks5h://127.0.0.1:{_free_port()}",
     )
     client = ManagedClient(cfg, tmp_path, extra_config=["DisableNetwork 1"])
-    with pytest.raises(PrivacyError, match=r"did not bootstrap within 3 s: \d+%"):
-        client.start(timeout=3)
-    pid = client.pid()
-    assert pid is not None
-    assert client.bootstrap().progress < 100  # the control port answers; the network is off
-    client.stop()
+    try:
+        with pytest.raises(PrivacyError, match=r"did not bootstrap within 3 s: \d+%"):
+            client.start(timeout=3)
+        pid = client.pid()
+        assert pid is not None
+        assert client.bootstrap().progress < 100  # the control port answers; the network is off
+    finally:
+        client.stop()  # never leave a tor behind, whatever failed above
     assert client.pid() is None
     assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
 
