@@ -76,7 +76,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("wheel")
     out = root / "dist"
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+        # --no-build-isolation: the build requirements (setuptools>=68, wheel) come from the
+        # test venv (dev extra), so building needs no package index — tests stay on loopback.
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), str(REPO)],
         cwd=root,
         capture_output=True,
         text=True,
