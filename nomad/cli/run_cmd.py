@@ -38,14 +38,6 @@ def _load(ctx: Ctx, name: str) -> Workflow:
     return load_workflow(name, _dirs(ctx))
 
 
-def _strip(ctx: Ctx, summary: Any) -> None:
-    """Outputs lose their prompt/workflow text chunks when privacy asks for it."""
-    if ctx.config.privacy.strips_metadata():
-        from nomad.privacy.metadata import strip_files
-
-        strip_files([str(p) for p in summary.paths])
-
-
 def _proxy(ctx: Ctx) -> str | None:
     """The SOCKS proxy when privacy is on (nomad.yaml or NOMAD_* overrides)."""
     privacy = ctx.config.privacy
@@ -137,9 +129,11 @@ def run(
     check_endpoint(url, _proxy(ctx))  # an .onion name with privacy off would go to DNS
     if as_json:
         summary, _ = _until_signal(
-            run_bound(url, bound, out_dir=out_dir, proxy=_proxy(ctx), timeout=timeout)
+            run_bound(
+                url, bound, out_dir=out_dir, proxy=_proxy(ctx), timeout=timeout,
+                strip_metadata=ctx.config.privacy.strips_metadata(),
+            )
         )
-        _strip(ctx, summary)
         emit_json(summary.to_json())
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -160,9 +154,9 @@ def run(
                 proxy=_proxy(ctx),
                 on_event=_Bar(progress),
                 timeout=timeout,
+                strip_metadata=ctx.config.privacy.strips_metadata(),
             )
         )
-    _strip(ctx, summary)
     t = summary.timings
     seed = f"  seed={bound.params['seed']}" if "seed" in bound.params else ""
     con.print(f"[bold]{wf.name}[/] on {url}{seed}")

@@ -66,8 +66,15 @@ def resolve_endpoint(explicit: str | None, data_dir: Path) -> str:
     return endpoints[0]
 
 
-def save_outputs(result: RunResult, out_dir: Path, stem: str) -> list[Path]:
-    """Write each output as ``STEM-N.ext`` in ``out_dir`` (never overwriting an existing file)."""
+def save_outputs(
+    result: RunResult, out_dir: Path, stem: str, *, strip_metadata: bool = False
+) -> list[Path]:
+    """Write each output as ``STEM-N.ext`` in ``out_dir`` (never overwriting an existing file).
+
+    ``strip_metadata`` (privacy): the bytes written carry no prompt/workflow text chunks.
+    """
+    if strip_metadata:
+        from nomad.privacy.metadata import strip
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
@@ -79,7 +86,7 @@ def save_outputs(result: RunResult, out_dir: Path, stem: str) -> list[Path]:
             path = out_dir / f"{safe}-{index}.{n}.{ext}"
             n += 1
         tmp = path.with_name(f".{path.name}.part")
-        tmp.write_bytes(output.data)
+        tmp.write_bytes(strip(output.data, path.name) if strip_metadata else output.data)
         tmp.replace(path)  # a crash never leaves half a file under the final name
         paths.append(path)
     return paths
@@ -93,6 +100,7 @@ async def run_bound(
     on_event: EventHandler | None = None,
     proxy: str | None = None,
     timeout: float | None = None,
+    strip_metadata: bool = False,
 ) -> tuple[RunSummary, RunResult]:
     """Run ``bound`` on ``endpoint``; save outputs to ``out_dir`` when given."""
     from nomad.comfy.client import ComfyClient
@@ -105,7 +113,7 @@ async def run_bound(
     if out_dir is not None:
         seed = bound.params.get("seed")
         stem = f"{bound.name}-{seed}" if seed is not None else bound.name
-        paths = save_outputs(result, out_dir, stem)
+        paths = save_outputs(result, out_dir, stem, strip_metadata=strip_metadata)
     summary = RunSummary(
         bound.name, endpoint, result.prompt_id, dict(bound.params), dict(result.timings), paths
     )

@@ -90,18 +90,3 @@ class StrippedOutputs:
     def __getattr__(self, name: str) -> object:  # anything else the store offers (e.g. .storage)
         return getattr(self.inner, name)
 
-
-def strip_files(paths: list[str]) -> int:
-    """Strip saved output files in place (``nomad run``); returns how many changed."""
-    from pathlib import Path
-
-    changed = 0
-    for p in map(Path, paths):
-        data = p.read_bytes()
-        clean = strip(data, p.name)
-        if clean != data:
-            tmp = p.with_name(p.name + ".tmp")
-            tmp.write_bytes(clean)
-            tmp.replace(p)
-            changed += 1
-    return changed
