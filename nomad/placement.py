@@ -303,10 +303,16 @@ class Placement:
 
     def seconds(self, gpu: str) -> dict[str, float]:
         """Mean seconds per run of each workflow on ``gpu`` (measured results win over published)."""
-        from nomad.bench import price_per_image
+        return seconds_per_run(self.results, gpu)
 
-        # At $3600/h a dollar is one second: price_per_image gives the mean seconds per run.
-        return price_per_image(self.results, gpu, HOUR)
+
+def seconds_per_run(results: Sequence[Any], gpu: str) -> dict[str, float]:
+    """Mean seconds per run of each workflow on ``gpu`` from benchmark results (``{}`` if none)."""
+    from nomad.bench import price_per_image
+
+    # At $3600/h a dollar is one second: price_per_image's own matching (GPU names,
+    # measured over published) gives the mean seconds per run.
+    return price_per_image(results, gpu, HOUR)
 
 
 def order_offers(offers: Sequence[Any], placement: Placement | None) -> tuple[list[Any], str]:

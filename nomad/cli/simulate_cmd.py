@@ -43,11 +43,11 @@ def _run_seconds(bench: tuple[str, ...], gpu: str, workflow: str, override: floa
     """Seconds per run on ``gpu``: --run-seconds, else bench files, else the published reference."""
     if override is not None:
         return override
-    from nomad.bench import load_results, price_per_image, reference_results
+    from nomad.bench import load_results, reference_results
+    from nomad.placement import seconds_per_run
 
     results = load_results(bench) if bench else reference_results()
-    # At $3600/h a dollar is one second: price_per_image gives the mean seconds per run.
-    seconds = price_per_image(results, gpu, HOUR).get(workflow)
+    seconds = seconds_per_run(results, gpu).get(workflow)
     if seconds is None:
         source = ", ".join(bench) if bench else "the published reference (RTX 4090, RTX 5090)"
         raise UsageError(

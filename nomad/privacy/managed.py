@@ -107,14 +107,8 @@ class ManagedClient:
         except (OSError, ValueError):
             return None
         if self.proc is not None and self.proc.pid == pid and self.proc.poll() is not None:
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid if _is_running(pid) else None
+            return None  # our own child, exited (poll() reaped it)
+        return pid if pid_alive(pid) else None
 
     def start(self, timeout: float = 120.0) -> None:
         """Start (or adopt) the client and wait for 100 % bootstrap; PrivacyError if it cannot."""
@@ -205,11 +199,11 @@ class ManagedClient:
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _is_running(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             if self.proc is not None and self.proc.pid == pid:
                 self.proc.poll()
             time.sleep(0.1)
-        if _is_running(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(timeout=5)
@@ -280,11 +274,6 @@ def _tokens(text: str) -> list[str]:
     if cur:
         tokens.append(cur)
     return tokens
-
-
-def _is_running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie still answers kill(0))."""
-    return pid_alive(pid)
 
 
 def _client_env() -> dict[str, str]:
