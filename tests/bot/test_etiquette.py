@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from nomad.config.schema import BotConfig
@@ -163,8 +162,7 @@ async def test_edit_this_asks_then_edits_that_output(
         ask = await botapi.wait_for_text(ALICE, "What should I change?")
         mark = botapi.mark()
         botapi.user_sends_text(ALICE, "paint it red", reply_to=ask.result["message_id"])
-        await botapi.wait_for_text(ALICE, "⏳ queued", since=mark)
-        await asyncio.sleep(0)
+        await botapi.wait_for_text(ALICE, "⏳ queued", since=mark)  # sent after the enqueue
     [edit] = queue.list(user=str(ALICE), status=[JobStatus.QUEUED])
     assert edit.workflow == "qwen_image_edit" and edit.params["prompt"] == "paint it red"
     assert edit.inputs == {"image": job.outputs[0]}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from nomad.backends.local.process import free_port
 from nomad.testing.botapi import BotApiStub
+from nomad.testing.wait import eventually
 
 ALICE = 1001
 OUT_IP = "127.0.0.5"  # microsocks binds its outgoing connections here: the stub sees it as the peer
@@ -23,20 +24,20 @@ def socks() -> Iterator[str]:
     micro = shutil.which("microsocks")
     if micro is None:
         pytest.skip("microsocks not installed (apt-get install microsocks)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([micro, "-i", "127.0.0.1", "-p", str(port), "-b", OUT_IP])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    eventually(lambda: _accepts(port), timeout=10, what="microsocks to listen")
     yield f"socks5h://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=5)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 async def test_long_polling_and_replies_go_through_the_proxy(

@@ -10,6 +10,7 @@ them). Everything it did is appended to ``$SHIM_LOG`` as JSON lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,10 +42,8 @@ def main(argv: list[str]) -> int:
     if cmd == "stop":
         for name in args:  # the whole session: `sh -c CMD` may leave CMD as its child
             pid = int((state / f"{name}.pid").read_text())
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         _log({"cmd": "stop", "names": args})
         return 0
     if cmd == "run":

@@ -17,6 +17,7 @@ import httpcore
 import httpx
 import pytest
 
+from nomad.backends.local.process import free_port
 from nomad.config.schema import PrivacyConfig
 from nomad.errors import PrivacyError
 from nomad.privacy import onion
@@ -25,6 +26,7 @@ from nomad.privacy.managed import ManagedClient
 from nomad.privacy.metadata import strip, strip_png_text, text_keys
 from nomad.privacy.transport import async_transport, sync_transport
 from nomad.testing.comfy import png_bytes
+from nomad.testing.wait import eventually
 
 
 @pytest.fixture
@@ -230,20 +232,20 @@ def _idat(data: bytes) -> bytes:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} not open")
+    """Until something accepts on ``port`` (a proxy the test started)."""
+    eventually(lambda: _accepts(port), timeout=timeout, what=f"port {port} to accept")
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 _ = httpcore  # the transports' error type comes from httpcore, mapped by httpx

@@ -158,8 +158,8 @@ async def play_worker(queue: JobQueue, storage: Any, png: bytes, stop: asyncio.E
     done: list[str] = []
     while not stop.is_set():
         job = await asyncio.to_thread(queue.lease, "browser-test-worker")
-        if job is None:
-            await asyncio.sleep(0.1)
+        if job is None:  # block until the queue says a job may be there (bounded), no fixed sleep
+            await asyncio.to_thread(queue.wait_for_work, 0.5)
             continue
         assert job.lease_token is not None
         await asyncio.to_thread(queue.heartbeat, job.id, job.lease_token, progress=0.5)
