@@ -428,18 +428,7 @@ class BotApiStub:
         return True
 
     async def _m_sendAnimation(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:
-        data = self._upload(p, f, "animation", 50 * 1024 * 1024)
-        msg = self._bot_message(p)
-        file_id = self._store_file(data, "animations", "gif")
-        msg["animation"] = {
-            "file_id": file_id,
-            "file_unique_id": f"u{file_id}",
-            "width": 64,
-            "height": 64,
-            "duration": 1,
-            "file_size": len(data),
-        }
-        return self._keep(self._with_caption(msg, p))
+        return self._send_clip(p, f, "animation", "animations", "gif")
 
     async def _m_sendChatAction(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:
         return True
@@ -501,10 +490,16 @@ class BotApiStub:
         return self._keep(self._with_caption(msg, p))
 
     async def _m_sendVideo(self, p: dict[str, Any], f: dict[str, Upload]) -> Any:
-        data = self._upload(p, f, "video", 50 * 1024 * 1024)
+        return self._send_clip(p, f, "video", "videos", "mp4")
+
+    def _send_clip(
+        self, p: dict[str, Any], f: dict[str, Upload], field: str, folder: str, ext: str
+    ) -> Any:
+        """sendVideo / sendAnimation: same upload limit (50 MB) and the same message shape."""
+        data = self._upload(p, f, field, 50 * 1024 * 1024)
         msg = self._bot_message(p)
-        file_id = self._store_file(data, "videos", "mp4")
-        msg["video"] = {
+        file_id = self._store_file(data, folder, ext)
+        msg[field] = {
             "file_id": file_id,
             "file_unique_id": f"u{file_id}",
             "width": 64,
