@@ -146,6 +146,16 @@ def spec_from_config(
             hint="run `nomad build` and `nomad push` in this project first (or pass --image REGISTRY/REPO@sha256:…)",
         )
     reg = cfg.registry
+    hidden = _hidden(cfg, data_dir)
+    envs = {**node_envs(cfg), **start_env(cfg.image.base, cfg.image.models_root)}
+    if hidden is not None or cfg.privacy.strips_metadata():
+        from nomad.privacy.node import comfy_command
+
+        envs["NOMAD_COMFY_CMD"] = comfy_command(
+            envs["NOMAD_COMFY_CMD"],
+            loopback=hidden is not None,
+            disable_metadata=cfg.privacy.strips_metadata(),
+        )
     return LaunchSpec(
         cluster_name=cluster_name(cfg),
         image_ref=ref or "",
@@ -164,10 +174,18 @@ def spec_from_config(
         disk_gb=infra.disk_gb or disk_gb_for_image(pushed.get("size_bytes")),
         comfy_port=cfg.image.comfyui.port,
         # node.*: baked/fetched weights, cache (nomad.node, docs/cold-start.md); how ComfyUI starts
-        envs={**node_envs(cfg), **start_env(cfg.image.base, cfg.image.models_root)},
+        envs=envs,
         placement=_placement(cfg),
         wide_failover=infra.wide_failover,
+        hidden=hidden,
     )
+
+
+def _hidden(cfg: NomadConfig, data_dir: Path) -> Any:
+    """``privacy.node`` for the spec: how the node publishes ComfyUI (None: open ports)."""
+    from nomad.privacy.node import from_config
+
+    return from_config(cfg.privacy, data_dir)
 
 
 def _placement(cfg: NomadConfig) -> Any:

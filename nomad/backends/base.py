@@ -82,6 +82,9 @@ class LaunchSpec:
     # wide failover: no single offer; SkyPilot tries all of these in one launch (any_of)
     any_of: tuple[Offer, ...] = ()
     wide_failover: bool = False  # infra.wide_failover
+    # privacy.node: each ComfyUI published as a hidden service (nomad.privacy.node.NodeHiddenServices);
+    # endpoints are then http://<address>.anon, the node opens no port
+    hidden: Any = None
 
 
 @dataclass(frozen=True)

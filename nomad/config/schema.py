@@ -515,6 +515,28 @@ class HiddenService(Strict):
     target: str = Field(..., description="host:port the service forwards to")
 
 
+class NodePrivacy(Strict):
+    """How GPU nodes publish their ComfyUI servers as hidden services (docs/privacy.md)."""
+
+    publish: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="each ComfyUI as a hidden service, no open port on the node (auto: when "
+        "privacy.enabled); serve reaches it by its .anon/.onion address",
+    )
+    client: Literal["anon", "tor"] | None = Field(
+        None, description="the node's client (default: privacy.client); decides .anon or .onion"
+    )
+    binary: str | None = Field(
+        None, description="the client on the node: a path or a name on its PATH (default: client)"
+    )
+    ship_binary: str | None = Field(
+        None,
+        description="a local static binary nomad copies to the node (anon's linux/x64 build) "
+        "when the image has no client",
+    )
+    port: int = Field(80, ge=1, le=65535, description="the hidden service's virtual port")
+
+
 class PrivacyConfig(Strict):
     """Route nomad's HTTP/WS through the Anyone network (or Tor) via SOCKS5h."""
 
@@ -533,6 +555,19 @@ class PrivacyConfig(Strict):
         "auto", description="remove prompt/workflow text chunks from PNG outputs (auto: when enabled)"
     )
     hidden_services: list[HiddenService] = Field(default_factory=list)
+    node: NodePrivacy = Field(default_factory=NodePrivacy)
+    extra_config: list[str] = Field(
+        default_factory=list,
+        description="lines appended to every anonrc/torrc nomad writes (bridges, a private network)",
+    )
+
+    @field_validator("extra_config")
+    @classmethod
+    def _one_line_each(cls, v: list[str]) -> list[str]:
+        for line in v:
+            if "\n" in line or "\r" in line or not line.strip():
+                raise ValueError(f"each line must be one non-empty config line, got {line!r}")
+        return v
 
     @field_validator("proxy")
     @classmethod

@@ -42,6 +42,7 @@ def render_config(cfg: PrivacyConfig, data_dir: Path) -> str:
             )
         lines.append(f"HiddenServiceDir {base / 'hs' / hs.name}")
         lines.append(f"HiddenServicePort {hs.port} {hs.target}")
+    lines.extend(cfg.extra_config)  # bridges, a private network: the user's own lines, last
     return "\n".join(lines) + "\n"
 
 

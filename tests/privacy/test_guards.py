@@ -418,6 +418,7 @@ def test_nomad_up_health_check_goes_through_the_proxy_and_fails_at_its_deadline(
         f"image:\n  comfyui:\n    port: {port}\n"
         f"infra:\n  backend: local\n  local:\n    mode: command\n    command: {json.dumps(command)}\n"
         f"privacy:\n  enabled: true\n  proxy: {silent_proxy}\n  connect_timeout: 1\n"
+        "  node:\n    publish: never\n"  # the server on loopback, reached through the proxy
     )
     code, _, err = run_nomad(
         tmp_path / "data", "--config", str(cfg), "up", "--json", "--timeout", "120"

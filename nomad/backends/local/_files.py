@@ -10,6 +10,7 @@ CLUSTER_FILE = "cluster.json"  # written by LocalBackend: ports, urls, window, s
 SUPERVISOR_FILE = "supervisor.json"  # written by LocalBackend: the supervisor's pid
 PIDS_FILE = "pids.json"  # written by the supervisor: its servers' pids
 EXITS_FILE = "exits.json"  # written by the supervisor: exit codes of servers that ended
+HS_FILE = "hs.json"  # written by the supervisor: its hidden-service client (privacy.node)
 STOPPED_FILE = "stopped.json"  # written by the supervisor when it stopped the cluster itself
 
 

@@ -36,6 +36,7 @@ from nomad.backends.local import docker_engine
 from nomad.backends.local._files import (
     CLUSTER_FILE,
     EXITS_FILE,
+    HS_FILE,
     PIDS_FILE,
     STOPPED_FILE,
     SUPERVISOR_FILE,
@@ -54,6 +55,7 @@ from nomad.osutil import port_free
 
 if TYPE_CHECKING:
     from nomad.node import PullResult
+    from nomad.privacy.node import NodeHiddenServices
 
 SUPERVISOR_START_S = 15.0  # the supervisor records its servers' pids within this
 PORT_SCAN = 200  # how far above the configured port to look for free ones
@@ -140,14 +142,18 @@ class LocalBackend(Backend):
                 "cluster": spec.cluster_name,
                 "mode": mode,
                 "ports": ports,
-                "urls": urls,
+                "urls": urls,  # the supervisor's watchdog asks these (loopback)
                 "window_minutes": window,
                 "poll_seconds": watchdog.poll_seconds_for(window),
                 "startup_grace_seconds": self.startup_grace_s,
                 "servers": self._servers(spec, ports) if mode == "command" else [],
             }
-            write_json(run_dir / CLUSTER_FILE, doc)
             extra: dict[str, Any] = {"mode": mode, "node_window_minutes": window}
+            if spec.hidden is not None:  # serve reaches them by address, through its proxy
+                doc |= self._hidden_services(spec, ports, run_dir)
+                urls = list(doc["endpoints"])
+                extra["hidden_services"] = urls
+            write_json(run_dir / CLUSTER_FILE, doc)
             if fetched is not None:
                 extra["weights"] = "fetched"
             if mode == "docker":
@@ -235,6 +241,9 @@ class LocalBackend(Backend):
         for proc in self._read(cluster_name):
             if same_process(proc.pid, proc.start_ticks):
                 stop_process(proc.pid)
+        hs = self._json(cluster_name, HS_FILE)  # the hidden-service client, if the supervisor died
+        if hs and same_process(int(hs["pid"]), hs.get("start_ticks")):
+            stop_process(int(hs["pid"]))
         if self.cfg.mode != "command" and self._mode_of(cluster_name) != "command":
             docker_engine.remove(cluster_name)
         shutil.rmtree(self._dir(cluster_name), ignore_errors=True)
@@ -328,6 +337,29 @@ class LocalBackend(Backend):
         binds = {str(m.source): {"bind": m.target, "mode": "ro"} for m in fetched.mounts.mounts}
         return {"image": self.node.base_image, "volumes": binds}
 
+    # -- hidden services (privacy.node) ---------------------------------------------------
+
+    def _hidden_services(self, spec: LaunchSpec, ports: list[int], run_dir: Path) -> dict[str, Any]:
+        """Keys installed into the cluster folder and the client's config; the supervisor
+        starts (and restarts) the client. Endpoints become the services' addresses."""
+        from nomad.privacy.node import install_keys, render_rc
+
+        hidden = spec.hidden
+        keys = hidden.keys(spec.cluster_name, len(ports))
+        base = run_dir / "hs"
+        base.mkdir(mode=0o700)
+        targets = []
+        for i, (key, port) in enumerate(zip(keys, ports, strict=True)):
+            install_keys(key, base / f"gpu{i}")
+            targets.append((base / f"gpu{i}", port))
+        rc = run_dir / "hs-client.rc"
+        rc.write_text(render_rc(hidden, base, targets, log=run_dir / "hs-client.log"))
+        binary = _client_binary(hidden)
+        return {
+            "hidden_service": {"argv": [binary, "-f", str(rc)], "client": hidden.client},
+            "endpoints": hidden.urls(spec.cluster_name, len(ports)),
+        }
+
     # -- command mode ------------------------------------------------------------------
 
     def _servers(self, spec: LaunchSpec, ports: list[int]) -> list[dict[str, Any]]:
@@ -417,7 +449,11 @@ class LocalBackend(Backend):
 
     def _info(self, cluster_name: str, state: ClusterState, procs: list[_Proc]) -> ClusterInfo:
         doc = self._json(cluster_name, CLUSTER_FILE) or {}
-        urls = doc.get("urls") or [f"http://{self.cfg.host}:{p.port}" for p in procs]
+        urls = (
+            doc.get("endpoints")
+            or doc.get("urls")
+            or [f"http://{self.cfg.host}:{p.port}" for p in procs]
+        )
         return ClusterInfo(
             name=cluster_name,
             backend=self.name,
@@ -455,6 +491,23 @@ def stopped_reason(data_dir: Path, cluster_name: str) -> str | None:
         return str(json.loads(path.read_text()).get("reason"))
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _client_binary(hidden: NodeHiddenServices) -> str:
+    """The anon/tor this machine runs for its hidden services: shipped binary, path, or PATH."""
+    from nomad.errors import PrivacyError
+
+    if hidden.ship_binary:
+        return str(hidden.ship_binary)
+    found = shutil.which(hidden.binary)
+    if not found:
+        raise PrivacyError(
+            f"privacy.node: the {hidden.client} client {hidden.binary!r} is not on this machine",
+            hint="set privacy.node.binary to its path (or install it: apt-get install tor with "
+            "privacy.node.client: tor), or privacy.node.publish: never to reach the servers on "
+            "loopback through the proxy",
+        )
+    return found
 
 
 def _subst(arg: str, *, port: int, gpu: int) -> str:

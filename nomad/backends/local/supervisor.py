@@ -36,6 +36,7 @@ from nomad import watchdog
 from nomad.backends.local._files import (
     CLUSTER_FILE,
     EXITS_FILE,
+    HS_FILE,
     PIDS_FILE,
     STOPPED_FILE,
     write_json,
@@ -52,9 +53,33 @@ class Supervisor:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}  # gpu -> server
         self.exits: dict[str, int] = {}
         self.stopping = False
+        self.hs: subprocess.Popen[bytes] | None = None  # the hidden-service client (privacy.node)
+        self.hs_restarts = 0
+
+    def start_hidden_service(self) -> None:
+        """Start the anon/tor that publishes the servers (privacy.node), if the cluster has one.
+
+        It is our child like the servers: it dies with us, and it is restarted when it exits
+        (:meth:`reap`), so a crashed client costs reachability for seconds, not the cluster."""
+        hs = self.doc.get("hidden_service")
+        if not hs:
+            return
+        self.hs = spawn(
+            list(hs["argv"]),
+            env={},
+            log_path=self.dir / "hs-client.out",
+            new_session=False,
+            die_with_parent=True,
+        )
+        write_json(
+            self.dir / HS_FILE,
+            {"pid": self.hs.pid, "start_ticks": start_ticks(self.hs.pid),
+             "restarts": self.hs_restarts, "endpoints": self.doc.get("endpoints", [])},
+        )  # fmt: skip
 
     def start(self) -> None:
         """Start every server of a command-mode cluster and record their pids."""
+        self.start_hidden_service()
         rows = []
         for srv in self.doc.get("servers", []):
             proc = spawn(
@@ -76,7 +101,11 @@ class Supervisor:
         write_json(self.dir / PIDS_FILE, rows)
 
     def reap(self) -> bool:
-        """Record servers that exited; True while at least one server (or container) may run."""
+        """Record servers that exited; True while at least one server (or container) may run.
+        A hidden-service client that exited is started again."""
+        if self.hs is not None and self.hs.poll() is not None and not self.stopping:
+            self.hs_restarts += 1
+            self.start_hidden_service()
         for gpu, proc in self.procs.items():
             code = proc.poll()
             if code is not None and str(gpu) not in self.exits:
@@ -113,6 +142,8 @@ class Supervisor:
                 proc.terminate()
         for proc in self.procs.values():
             stop_process(proc)
+        if self.hs is not None:
+            stop_process(self.hs)
         if self.doc.get("mode") == "docker":
             from nomad.backends.local import docker_engine
 

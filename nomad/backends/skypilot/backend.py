@@ -175,7 +175,11 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
             raise translate(exc, cluster=cluster_name) from exc
 
     def _endpoints(self, spec: LaunchSpec) -> list[Endpoint]:
-        """One URL per GPU port, as SkyPilot exposes it (handles RunPod/Vast proxies)."""
+        """One URL per GPU port, as SkyPilot exposes it (handles RunPod/Vast proxies); with
+        privacy.node, the hidden services' addresses (known before the node answers)."""
+        if spec.hidden is not None:
+            urls = spec.hidden.urls(spec.cluster_name, max(spec.gpu_count, 1))
+            return [Endpoint(url=u, gpu_index=i) for i, u in enumerate(urls)]
         out = []
         for i in range(max(spec.gpu_count, 1)):
             port = spec.comfy_port + i

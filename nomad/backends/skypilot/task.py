@@ -105,7 +105,30 @@ def build_task_config(
         secrets = dict(zip(NODE_SECRETS, secrets.values(), strict=True)) if secrets else {}
     if secrets:
         cfg["secrets"] = {**(cfg.get("secrets") or {}), **secrets}
+    if spec.hidden is not None:
+        _hidden_service(cfg, spec)
     return cfg
+
+
+def _hidden_service(cfg: dict[str, Any], spec: LaunchSpec) -> None:
+    """privacy.node: the run script publishes each ComfyUI as a hidden service and the node
+    opens no port. Keys (made and kept by nomad, so the address is stable) and the client's
+    extra lines, plus a static binary when one is shipped, go to the node as a file mount."""
+    from nomad.privacy.node import SHIP_REMOTE
+
+    hidden = spec.hidden
+    count = max(spec.gpu_count, 1)
+    folder = hidden.ship_folder(spec.cluster_name, count)
+    cfg["file_mounts"][SHIP_REMOTE] = str(folder)
+    cfg["resources"].pop("ports", None)  # ComfyUI listens on loopback; nothing to open
+    cfg["envs"].update(
+        {
+            "NOMAD_HS": "1",
+            "NOMAD_HS_CLIENT": hidden.client,
+            "NOMAD_HS_BIN": hidden.binary,
+            "NOMAD_HS_PORT": str(hidden.port),
+        }
+    )
 
 
 def weights_mode(spec: LaunchSpec, offer: Offer | None) -> str:
