@@ -946,11 +946,16 @@ def resume(
             return f"nomad serve ({held.describe()}) is waking a GPU"  # type: ignore[union-attr]
         backend = backend_for(cfg.infra.backend)
         spec = spec_from_config(cfg, data_dir, need_image=backend.name != "local")
-        report = up(
-            backend, spec, data_dir, ledger=book, requested_by=requested_by, clock=clock,
-            health_timeout_s=cfg.infra.health_timeout_seconds,
-            guard=lambda: check_daily_budget(cfg, data_dir, clock=clock),
-        )  # fmt: skip
+        health = health_client(cfg)  # through the proxy when privacy is on (no DNS for .onion)
+        try:
+            report = up(
+                backend, spec, data_dir, ledger=book, requested_by=requested_by, clock=clock,
+                health_timeout_s=cfg.infra.health_timeout_seconds, health_client=health,
+                guard=lambda: check_daily_budget(cfg, data_dir, clock=clock),
+            )  # fmt: skip
+        finally:
+            if health is not None:
+                health.close()
         return f"{report.info.name} is {report.info.state.value}"
     finally:
         book.close()

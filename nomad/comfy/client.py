@@ -419,17 +419,30 @@ class _Follower:
             from websockets.asyncio.client import connect as ws_connect
 
             connect = ws_connect
+        limit = self.client.timeout
+        if self.client.proxy:  # through SOCKS the open has the privacy deadline, like every connect
+            limit = min(limit, privacy.connect_deadline())
         try:
-            async with asyncio.timeout(self.client.timeout):
+            async with asyncio.timeout(limit):
                 self.ws = await connect(
                     self.ws_url,
                     proxy=self.client.proxy,
                     max_size=None,
-                    open_timeout=self.client.timeout,
+                    open_timeout=limit,
                     ping_interval=20,
                     ping_timeout=20,
                 )
-        except Exception as exc:  # refused, timed out, bad handshake: fall back to /history
+        except TimeoutError:
+            self.ws = None
+            if self.client.proxy:  # /history would wait on the same silent proxy: say so now
+                raise PrivacyError(
+                    f"ComfyUI's /ws at {self.client.base_url} through the proxy: "
+                    f"no answer within {limit:g} s",
+                    hint="is the anon/tor client running and bootstrapped? check `nomad doctor`",
+                ) from None
+            log.debug("ws connect to %s timed out", self.client.base_url)
+            return False
+        except Exception as exc:  # refused, bad handshake: fall back to /history
             log.debug("ws connect to %s failed: %s", self.client.base_url, exc)
             self.ws = None
             return False

@@ -316,23 +316,37 @@ class BackendOps:
 
     def _unanswered(self, name: str, urls: list[str]) -> str | None:
         """The first endpoint that is dead: refused at once, or timing out twice in a row
-        (a busy ComfyUI still answers /system_stats; a wedged one does not)."""
+        (a busy ComfyUI still answers /system_stats; a wedged one does not).
+
+        Asked through ``health_client`` (the proxy, with its handshake deadline, when privacy is
+        on: an ``.onion`` endpoint never goes to DNS); else directly, never through a proxy from
+        the environment. A proxy that gives no answer counts as a timeout: the proxy, not the
+        node, may be what failed (a client restarting), so it takes two checks in a row."""
         import httpx
 
-        with httpx.Client(timeout=HEALTH_PROBE_TIMEOUT_S) as http:
-            for url in urls:
-                try:
-                    resp = http.get(url.rstrip("/") + "/system_stats")
-                    if resp.status_code == 200:
-                        self._slow.pop(url, None)
-                        continue
-                    return f"{url} (HTTP {resp.status_code})"
-                except httpx.TimeoutException:
-                    self._slow[url] = self._slow.get(url, 0) + 1
-                    if self._slow[url] >= 2:
-                        return f"{url} (timed out twice)"
-                except httpx.HTTPError as exc:
-                    return f"{url} ({type(exc).__name__})"
+        if self.health_client is not None:
+            return self._probe_all(self.health_client, urls)
+        with httpx.Client(timeout=HEALTH_PROBE_TIMEOUT_S, trust_env=False) as http:
+            return self._probe_all(http, urls)
+
+    def _probe_all(self, http: httpx.Client, urls: list[str]) -> str | None:
+        import httpx
+
+        for url in urls:
+            try:
+                resp = http.get(url.rstrip("/") + "/system_stats", timeout=HEALTH_PROBE_TIMEOUT_S)
+                if resp.status_code == 200:
+                    self._slow.pop(url, None)
+                    continue
+                return f"{url} (HTTP {resp.status_code})"
+            except (httpx.TimeoutException, httpx.ProxyError) as exc:
+                self._slow[url] = self._slow.get(url, 0) + 1
+                if self._slow[url] >= 2 and isinstance(exc, httpx.ProxyError):
+                    return f"{url} (twice in a row, through the proxy: {exc})"
+                if self._slow[url] >= 2:
+                    return f"{url} (timed out twice)"
+            except httpx.HTTPError as exc:
+                return f"{url} ({type(exc).__name__})"
         return None
 
 

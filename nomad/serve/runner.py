@@ -158,8 +158,8 @@ class ComfyRunner:
         if endpoint not in self._schemas:
             try:
                 self._schemas[endpoint] = await client.object_info()
-            except ComfyConnectionError:
-                raise
+            except (ComfyConnectionError, PrivacyError):
+                raise  # the server (or the proxy) did not answer: ask again next run, don't skip
             except NomadError as exc:
                 log.warning("no /object_info from %s (%s): jobs go unchecked", endpoint, exc)
                 self._schemas[endpoint] = None
@@ -183,13 +183,16 @@ class ComfyRunner:
             await client.interrupt()
 
     async def healthy(self, endpoint: str) -> bool:
-        """Whether the endpoint answers ``/system_stats`` (a worker asks before leasing again)."""
+        """Whether the endpoint answers ``/system_stats`` (a worker asks before leasing again).
+
+        A proxy that does not answer is a no (PrivacyError at its handshake deadline), never
+        an exception that would end the worker."""
         from nomad.comfy import ComfyClient
 
         try:
             async with ComfyClient(endpoint, proxy=self.proxy, timeout=5) as client:
                 await client.health()
-        except (ComfyError, OSError, TimeoutError):
+        except (ComfyError, PrivacyError, OSError, TimeoutError):
             return False
         return True
 

@@ -123,6 +123,9 @@ async def _serve(
     stop: asyncio.Event,
 ) -> None:
     """The serve body, run while this process holds the project's lease."""
+    from nomad import privacy
+
+    privacy.configure(cfg.privacy)  # every proxied client below (injected ones too): its deadline
     ledger = ClusterLedger(queue, cfg.project)
     lost_lease = asyncio.Event()
     keeper = asyncio.create_task(_keep_lease(lease, stop, lost_lease))
