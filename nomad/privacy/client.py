@@ -67,6 +67,16 @@ def verify_config(cfg: PrivacyConfig, data_dir: Path, binary: str | None = None)
     path.write_text(render_config(cfg, data_dir))
     for hs in cfg.hidden_services:
         (data_dir / "privacy" / "hs" / hs.name).mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_config(binary, path)
+    return path
+
+
+def check_config(binary: str, path: Path) -> None:
+    """Have the real binary check the config file at ``path`` (``--verify-config``), or PrivacyError.
+
+    The check is not free of side effects: it truncates a ``ControlPortWriteToFile``
+    file, so never run it on the config of a client that is running.
+    """
     try:
         proc = subprocess.run(
             [binary, "--verify-config", "-f", str(path)], capture_output=True, text=True, timeout=30
@@ -79,4 +89,3 @@ def verify_config(cfg: PrivacyConfig, data_dir: Path, binary: str | None = None)
     if proc.returncode != 0:  # anon may abort with 134 on bad configs: any non-zero fails
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         raise PrivacyError(f"{binary} rejected {path}: {' / '.join(tail)}")
-    return path

@@ -23,13 +23,15 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from nomad.config.schema import PrivacyConfig
 from nomad.errors import PrivacyError
 from nomad.osutil import pid_alive
-from nomad.privacy.client import find_binary, render_config
+from nomad.privacy.client import check_config, find_binary, render_config
+from nomad.privacy.guard import probe_socks
 from nomad.privacy.onion import OnionAddress, read_hostname
 
 
@@ -40,6 +42,44 @@ class Bootstrap:
     progress: int
     tag: str
     summary: str
+
+
+@dataclass(frozen=True)
+class ServiceAddress:
+    """One configured hidden service: its published address, or why there is none yet."""
+
+    name: str
+    target: str
+    address: str | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientStatus:
+    """The managed client as ``nomad dev status`` shows it (nothing secret: no cookie, no keys)."""
+
+    client: str
+    pid: int | None
+    proxy: str
+    socks_problem: str | None  # None: a SOCKS5 server answers the greeting at ``proxy``
+    bootstrap: Bootstrap | None  # None: no control port answered (not running, or starting)
+    restarts: int | None  # by the supervisor of the last start; None when never started here
+    services: tuple[ServiceAddress, ...]
+    detail: str | None = None  # why it is not healthy
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def healthy(self) -> bool:
+        """Running, bootstrapped to 100 % and answering SOCKS."""
+        done = self.bootstrap is not None and self.bootstrap.progress >= 100
+        return self.running and done and self.socks_problem is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {**asdict(self), "running": self.running, "healthy": self.healthy}
 
 
 class ManagedClient:
@@ -85,6 +125,10 @@ class ManagedClient:
     def cookie_path(self) -> Path:
         return self.base / "control.cookie"
 
+    @property
+    def restarts_path(self) -> Path:
+        return self.base / "restarts"
+
     def config_text(self) -> str:
         """The rendered config plus the control port nomad needs to watch bootstrap."""
         lines = [
@@ -116,12 +160,8 @@ class ManagedClient:
             self.wait_bootstrapped(timeout)
             return
         binary = self.binary or self._binary()
-        self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.base / "data").mkdir(exist_ok=True, mode=0o700)
-        for hs in self.cfg.hidden_services:
-            (self.base / "hs" / hs.name).mkdir(parents=True, exist_ok=True, mode=0o700)
         self.control_file.unlink(missing_ok=True)
-        self.rc_path.write_text(self.config_text())
+        self.write_config()
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
@@ -140,7 +180,28 @@ class ManagedClient:
         finally:
             log.close()
         self.pid_path.write_text(f"{self.proc.pid}\n")
+        self.restarts_path.write_text(f"{self.restarts}\n")  # for `nomad dev status` elsewhere
         self.wait_bootstrapped(timeout)
+
+    def write_config(self) -> Path:
+        """Create the data and hidden-service dirs (0700) and write the config :meth:`start` runs."""
+        self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.base / "data").mkdir(exist_ok=True, mode=0o700)
+        for hs in self.cfg.hidden_services:
+            (self.base / "hs" / hs.name).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.rc_path.write_text(self.config_text())
+        return self.rc_path
+
+    def verify_config(self) -> Path:
+        """Write the config and have the real binary check it (``--verify-config``), client stopped only."""
+        if self.pid() is not None:  # the check truncates the live client's control-port file
+            raise PrivacyError(
+                f"the {self.cfg.client} client is running (pid {self.pid()}): its config is in use",
+                hint="stop it first, or check a copy under another data dir",
+            )
+        path = self.write_config()
+        check_config(self.binary or self._binary(), path)
+        return path
 
     def wait_bootstrapped(self, timeout: float) -> Bootstrap:
         """Poll the control port until PROGRESS=100; fail fast if the process exits."""
@@ -166,9 +227,9 @@ class ManagedClient:
                 )
             time.sleep(0.25)
 
-    def bootstrap(self) -> Bootstrap:
+    def bootstrap(self, timeout: float = 5.0) -> Bootstrap:
         """Ask the control port for the bootstrap phase."""
-        reply = self._control(["GETINFO status/bootstrap-phase"])
+        reply = self._control(["GETINFO status/bootstrap-phase"], timeout)
         fields = dict(_kv(reply))
         return Bootstrap(
             int(fields.get("PROGRESS", "0")), fields.get("TAG", ""), fields.get("SUMMARY", "")
@@ -208,6 +269,47 @@ class ManagedClient:
         if self.proc is not None:
             self.proc.wait(timeout=5)
         self.pid_path.unlink(missing_ok=True)
+
+    def status(self, timeout: float = 1.0) -> ClientStatus:
+        """Pid, SOCKS answer, bootstrap, restarts and addresses as seen right now (any process may ask)."""
+        pid = self.pid()
+        boot: Bootstrap | None = None
+        if pid is not None:
+            with contextlib.suppress(OSError, PrivacyError):
+                boot = self.bootstrap(timeout)
+        socks = probe_socks(self.cfg.proxy, timeout)
+        return ClientStatus(
+            client=self.cfg.client,
+            pid=pid,
+            proxy=self.cfg.proxy,
+            socks_problem=socks,
+            bootstrap=boot,
+            restarts=self._saved_restarts(),
+            services=tuple(self._service(hs.name, hs.target) for hs in self.cfg.hidden_services),
+            detail=self._why(pid, boot, socks),
+        )
+
+    def _why(self, pid: int | None, boot: Bootstrap | None, socks: str | None) -> str | None:
+        if pid is None:
+            last = self.log_tail(1) if self.log_path.exists() else None
+            return "not running (`nomad serve` starts it)" + (f"; log: {last}" if last else "")
+        if boot is None:
+            return f"no answer on its control port (log: {self.log_path})"
+        if boot.progress < 100:
+            return f"bootstrap {boot.progress}% ({boot.summary})"
+        return socks
+
+    def _saved_restarts(self) -> int | None:
+        try:
+            return int(self.restarts_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _service(self, name: str, target: str) -> ServiceAddress:
+        try:
+            return ServiceAddress(name, target, read_hostname(self.base / "hs" / name).host)
+        except PrivacyError as exc:
+            return ServiceAddress(name, target, None, str(exc))
 
     # -- hidden services -----------------------------------------------------------------------
 
@@ -280,6 +382,13 @@ def _client_env() -> dict[str, str]:
     """The proxy gets no secrets and no proxy settings of ours (it is a third-party binary)."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
     return {k: v for k, v in os.environ.items() if k in keep}
+
+
+def managed_status(cfg: PrivacyConfig, data_dir: Path) -> ClientStatus | None:
+    """The managed client's status, or None unless privacy is on with ``mode: managed``."""
+    if not (cfg.enabled and cfg.mode == "managed"):
+        return None
+    return ManagedClient(cfg, data_dir).status()
 
 
 @contextlib.asynccontextmanager
