@@ -24,7 +24,7 @@ from telegram.ext import (
     filters,
 )
 
-from nomad_bot import texts
+from nomad_bot import route, texts
 from nomad_bot.deps import BotDeps
 from nomad_bot.handlers import FIXED_COMMANDS, Handlers
 from nomad_bot.pacing import CountingLimiter, Pacer
@@ -34,6 +34,7 @@ from nomad_bot.tracker import Tracker
 log = logging.getLogger("nomad.bot")
 
 RUNTIME_KEY = "nomad"
+PROXY_KEY = "nomad.proxy"  # the telegram leg's proxy, for error mapping (None: direct)
 
 
 class BotRuntime:
@@ -70,11 +71,14 @@ def build_application(
     base_url: str | None = None,
     base_file_url: str | None = None,
     proxy: str | None = None,
+    proxy_deadline: float | None = None,
     max_retries: int = 3,
     wall_clock_limits: bool = True,
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     """A ready-to-run Application; the runtime is at ``app.bot_data["nomad"]``.
 
+    ``proxy``: the SOCKS5h URL of the telegram leg (``privacy.proxy_for``); its handshake
+    gets ``proxy_deadline`` (default ``privacy.connect_timeout`` of this process).
     ``wall_clock_limits=False`` drops PTB's ``AIORateLimiter`` (which waits in
     real time) — only for tests that simulate time with ``BotDeps.clock``;
     the bot's own pacing (bot/pacing.py) stays on.
@@ -101,11 +105,14 @@ def build_application(
         builder = builder.base_url(base_url).base_file_url(
             base_file_url or base_url.replace("/bot", "/file/bot")
         )
-    if proxy:
-        builder = builder.proxy(proxy).get_updates_proxy(proxy)
+    # never PTB's own proxy= (no handshake deadline) nor env proxies: see nomad_bot.route
+    builder = builder.request(route.request(proxy, proxy_deadline)).get_updates_request(
+        route.request(proxy, proxy_deadline, pool_size=1)
+    )
     app = builder.build()
     rt = holder["rt"] = BotRuntime(deps, app, pacer)
     app.bot_data[RUNTIME_KEY] = rt
+    app.bot_data[PROXY_KEY] = proxy
     _register(app, rt.handlers, deps)
     return app
 

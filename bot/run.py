@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from nomad import privacy
 from nomad.config.schema import NomadConfig, WebhookConfig
 from nomad.errors import ConfigError, NotAvailableError
-from nomad_bot.app import RUNTIME_KEY, BotRuntime, build_application
+from nomad_bot import route
+from nomad_bot.app import PROXY_KEY, RUNTIME_KEY, BotRuntime, build_application
 from nomad_bot.deps import BotDeps, WorkflowLike
 
 log = logging.getLogger("nomad.bot")
@@ -140,15 +142,24 @@ async def running(
     and registers the URL with its secret token).
     """
     rt: BotRuntime = app.bot_data[RUNTIME_KEY]
-    await app.initialize()
+    proxy = app.bot_data.get(PROXY_KEY)
     try:
-        await rt.on_init(app)  # post_init only runs inside run_polling; call it here
-        if webhook is not None:
-            _need_webhook_extra()
-            await app.updater.start_webhook(**_webhook_kwargs(webhook))
-        else:
-            await app.updater.start_polling(poll_interval=0.0, timeout=poll_timeout)
-        await app.start()
+        await app.initialize()
+    except Exception as exc:
+        route.raise_proxy_failure(exc, proxy)
+        raise
+    try:
+        try:
+            await rt.on_init(app)  # post_init only runs inside run_polling; call it here
+            if webhook is not None:
+                _need_webhook_extra()
+                await app.updater.start_webhook(**_webhook_kwargs(webhook))
+            else:
+                await app.updater.start_polling(poll_interval=0.0, timeout=poll_timeout)
+            await app.start()
+        except Exception as exc:
+            route.raise_proxy_failure(exc, proxy)
+            raise
         try:
             yield rt
         finally:  # same order as run_polling: no new updates, handlers done, then trackers
@@ -173,13 +184,22 @@ def run_bot(cfg: NomadConfig, data_dir: Path, *, mode: str | None = None) -> Non
             )
         _need_webhook_extra()
     deps = build_deps(cfg, data_dir)
-    proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
-    app = build_application(deps, token=token, base_url=cfg.bot.base_url, proxy=proxy)
+    proxy = privacy.proxy_for(cfg.privacy, "telegram")
+    app = build_application(
+        deps,
+        token=token,
+        base_url=cfg.bot.base_url,
+        proxy=proxy,
+        proxy_deadline=cfg.privacy.connect_timeout,
+    )
     try:
         if mode == "webhook" and hook is not None:
             app.run_webhook(**_webhook_kwargs(hook))
         else:
             app.run_polling()
+    except Exception as exc:  # a dead proxy at start-up is exit 8 naming it, not a traceback
+        route.raise_proxy_failure(exc, proxy)
+        raise
     finally:
         deps.queue.close()
 
@@ -223,11 +243,12 @@ def check_token(cfg: NomadConfig, *, timeout: float = 15.0) -> str:
 
     from telegram import Bot
     from telegram.error import InvalidToken, TelegramError
-    from telegram.request import HTTPXRequest
 
     token = bot_token(cfg)
-    proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
-    request = HTTPXRequest(connect_timeout=timeout, read_timeout=timeout, proxy=proxy)
+    proxy = privacy.proxy_for(cfg.privacy, "telegram")
+    request = route.request(
+        proxy, cfg.privacy.connect_timeout, connect_timeout=timeout, read_timeout=timeout
+    )
     kwargs: dict[str, Any] = {"request": request}
     if cfg.bot.base_url:
         kwargs["base_url"] = cfg.bot.base_url
@@ -244,6 +265,9 @@ def check_token(cfg: NomadConfig, *, timeout: float = 15.0) -> str:
             hint="check NOMAD_BOT_TOKEN — copy it again from @BotFather",
         ) from None
     except TelegramError as exc:
+        failure = route.proxy_failure(exc, proxy)
+        if failure is not None:
+            raise failure from None
         where = cfg.bot.base_url or "api.telegram.org"
         message = str(exc).replace(token, "<token>")
         raise NotAvailableError(

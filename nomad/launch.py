@@ -630,12 +630,13 @@ BAD_ENDINGS = ("lost", "launch failed")
 def health_client(cfg: NomadConfig) -> httpx.Client | None:
     """The health checks' HTTP client: through the proxy (with its handshake deadline) when
     privacy is on, so an ``.onion`` endpoint is reachable and nothing goes to DNS; else None."""
-    if not cfg.privacy.enabled:
-        return None
     from nomad import privacy
 
+    proxy = privacy.proxy_for(cfg.privacy, "comfy")
+    if proxy is None:
+        return None
     privacy.configure(cfg.privacy)
-    return httpx.Client(timeout=5.0, **privacy.sync_client_kwargs(cfg.privacy.proxy))
+    return httpx.Client(timeout=5.0, **privacy.sync_client_kwargs(proxy))
 
 
 def wait_healthy(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nomad.errors import StorageError
+from nomad.errors import NomadError, PrivacyError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ class S3Settings:
     registry_bucket: str
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
+    # privacy.legs.s3: the SOCKS5h proxy every connection goes through (None: direct), and
+    # the deadline of its handshake (privacy.connect_timeout)
+    proxy: str | None = field(default=None, repr=False)
+    proxy_deadline: float = 30.0
 
 
 class Storage:
@@ -223,7 +227,10 @@ class Storage:
         except Exception as exc:
             raise self._error(exc, "presign", key) from exc
 
-    def _error(self, exc: Exception, action: str, key: str | None = None) -> StorageError:
+    def _error(self, exc: Exception, action: str, key: str | None = None) -> NomadError:
+        privacy = _privacy_cause(exc)
+        if privacy is not None:  # the proxy, not S3, failed: exit 8 naming the proxy
+            return privacy
         return translate_error(
             exc, action=action, bucket=self.bucket, key=key, endpoint=self.settings.endpoint_url
         )
@@ -236,6 +243,7 @@ def _make_client(settings: S3Settings, connect_timeout: float = 5.0, attempts: i
     except ImportError as exc:  # pragma: no cover - boto3 is a core dependency
         raise StorageError("boto3 is not installed", hint="pip install boto3") from exc
     config = Config(
+        proxies={},  # never HTTP(S)_PROXY from the environment: the route is ours to choose
         connect_timeout=connect_timeout,
         read_timeout=60,
         retries={"max_attempts": attempts, "mode": "standard"},
@@ -244,7 +252,7 @@ def _make_client(settings: S3Settings, connect_timeout: float = 5.0, attempts: i
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return boto3.session.Session().client(
+    client = boto3.session.Session().client(
         "s3",
         endpoint_url=settings.endpoint_url or None,
         region_name=settings.region or None,
@@ -252,6 +260,75 @@ def _make_client(settings: S3Settings, connect_timeout: float = 5.0, attempts: i
         aws_secret_access_key=settings.secret_access_key or None,
         config=config,
     )
+    if settings.proxy:
+        _route_through_socks(client, settings.proxy, settings.proxy_deadline)
+    return client
+
+
+def _route_through_socks(client: Any, proxy: str, deadline: float) -> None:
+    """Open every connection of ``client`` through the SOCKS5h ``proxy`` (privacy.legs.s3).
+
+    botocore only knows HTTP proxies (``Config(proxies=…)`` refuses ``socks5h``), so
+    its urllib3 pools get connection classes whose socket is opened by
+    :func:`nomad.privacy.socks.open_socket`: the S3 host name goes to the proxy (no
+    DNS here), TLS runs end to end on top, the handshake has ``deadline``.
+    """
+    from botocore.awsrequest import (
+        AWSHTTPConnection,
+        AWSHTTPConnectionPool,
+        AWSHTTPSConnection,
+        AWSHTTPSConnectionPool,
+    )
+
+    from nomad.privacy.socks import open_socket
+
+    class _Socks:
+        host: str
+        port: int
+        timeout: float | None
+
+        def _new_conn(self) -> Any:
+            timeout = self.timeout if isinstance(self.timeout, int | float) else None
+            return open_socket(proxy, self.host, self.port, deadline, timeout)
+
+    class _HTTP(_Socks, AWSHTTPConnection):  # type: ignore[misc]
+        pass
+
+    class _HTTPS(_Socks, AWSHTTPSConnection):  # type: ignore[misc]
+        pass
+
+    class _HTTPPool(AWSHTTPConnectionPool):  # type: ignore[misc]
+        ConnectionCls = _HTTP
+
+    class _HTTPSPool(AWSHTTPSConnectionPool):  # type: ignore[misc]
+        ConnectionCls = _HTTPS
+
+    try:
+        manager = client._endpoint.http_session._manager  # botocore's one direct PoolManager
+    except AttributeError:  # pragma: no cover - a botocore whose internals moved
+        raise StorageError(
+            "this botocore cannot be routed through the SOCKS proxy (privacy.legs.s3)",
+            hint="pin boto3/botocore to a tested version, or set privacy.legs.s3: false",
+        ) from None
+    manager.clear()
+    manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def _privacy_cause(exc: BaseException) -> PrivacyError | None:
+    """The PrivacyError behind a botocore/urllib3 wrapper (``HTTPClientError(error=…)``), if any."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, PrivacyError):
+            return e
+        kwargs = getattr(e, "kwargs", None)  # botocore keeps the wrapped error here
+        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+        todo += [e.__cause__, e.__context__, inner if isinstance(inner, BaseException) else None]
+    return None
 
 
 def _code(exc: Exception) -> str:

@@ -20,6 +20,8 @@ BACKENDS = ("skypilot", "local", "ssh", "fleet")
 
 def get_backend(name: str | None, cfg: NomadConfig, data_dir: Path) -> Backend:
     """The backend called ``name`` (default ``cfg.infra.backend``), built from config."""
+    from nomad import privacy
+
     name = name or cfg.infra.backend
     if name == "local":
         from nomad.backends.local import LocalBackend
@@ -30,6 +32,7 @@ def get_backend(name: str | None, cfg: NomadConfig, data_dir: Path) -> Backend:
             idle_margin_minutes=cfg.infra.node_idle_margin_minutes,
             startup_grace_s=cfg.infra.health_timeout_seconds,
             node=cfg.node,  # node.weights: fetched ⇒ weights pulled on this host at launch
+            registry_proxy=privacy.proxy_for(cfg.privacy, "registry"),
         )
     if name == "skypilot":
         from nomad.backends.skypilot import SkyPilotBackend

@@ -22,9 +22,11 @@ class Ctx:
     @property
     def config(self) -> NomadConfig:
         if self._config is None:
+            from nomad import privacy
             from nomad.config import load_config
 
             self._config = load_config(self.config_path)
+            privacy.configure(self._config.privacy)  # every proxied connect's deadline
         return self._config
 
     @property

@@ -85,11 +85,12 @@ def push(
             progress=lambda d, n, s: tick(d[7:19], n, s),
             project=cfg.project,  # `nomad up` launches this project's own last push
             config_path=find_config(ctx.config_path),
+            proxy=reg.proxy_to(url, cfg),
         )
     remember_repo(ctx.config_dir, repo)
     doc = result.to_json()
     if verify:
-        report = _verify(reg, url, repo, result.digest, src, as_json)
+        report = _verify(reg, url, repo, result.digest, src, as_json, reg.proxy_to(url, cfg))
         doc["verify"] = report.to_json()
     if as_json:
         emit_json(doc)
@@ -102,7 +103,9 @@ def push(
     click.echo(result.ref)
 
 
-def _verify(reg: Any, url: str, repo: str, digest: str, src: Path, quiet: bool) -> Any:
+def _verify(
+    reg: Any, url: str, repo: str, digest: str, src: Path, quiet: bool, proxy: str | None
+) -> Any:
     """push --verify: read everything back, repair from ``src``, fail (exit 4) if still bad."""
     from nomad.images._progress import byte_progress
     from nomad.registry._service import direct_s3_for, require_ok, verify_pushed
@@ -111,7 +114,7 @@ def _verify(reg: Any, url: str, repo: str, digest: str, src: Path, quiet: bool) 
         report = verify_pushed(
             url=url, repository=repo, reference=digest, username=reg.username,
             password=reg.password, insecure=reg.insecure, repair_from=src,
-            s3=direct_s3_for(None, url, reg.url, reg.s3),
+            s3=direct_s3_for(None, url, reg.url, reg.s3), proxy=proxy,
             progress=lambda d, n, s: tick(d[7:19], n, s),
         )  # fmt: skip
     require_ok(report)

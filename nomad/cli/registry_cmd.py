@@ -174,6 +174,7 @@ def verify(
             password=reg.password,
             insecure=reg.insecure,
             parallel=parallel,
+            proxy=reg.proxy_to(url, cfg),
             progress=lambda d, n, s: tick(d[7:19], n, s),
             repair_from=(layout or images.default_layout(ctx.data_dir, cfg.project))
             if repair

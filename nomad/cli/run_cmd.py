@@ -44,7 +44,7 @@ def _proxy(ctx: Ctx) -> str | None:
     from nomad import privacy as privacy_seam
 
     privacy_seam.configure(privacy)
-    return privacy.proxy if privacy.enabled else None
+    return privacy_seam.proxy_for(privacy, "comfy")
 
 
 class _Bar:

@@ -537,6 +537,25 @@ class NodePrivacy(Strict):
     port: int = Field(80, ge=1, le=65535, description="the hidden service's virtual port")
 
 
+class PrivacyLegs(Strict):
+    """Which traffic goes through the proxy when privacy is on (``false``: that leg goes direct).
+
+    Every leg defaults to on; an explicit ``false`` is reported by ``nomad doctor`` and warned
+    about once per process. Nothing here matters while ``privacy.enabled`` is false.
+    """
+
+    comfy: bool = Field(True, description="ComfyUI HTTP/WebSocket and the health checks of up/serve")
+    telegram: bool = Field(True, description="the bot's Bot API calls (long polling, sends, file downloads)")
+    registry: bool = Field(True, description="registry pushes/verifies, build's base pull, weight pulls on this side")
+    s3: bool = Field(True, description="S3 (boto3): outputs, direct registry-bucket writes, s3:// models, presigned GETs")
+    downloads: bool = Field(True, description="model weights fetched by URL in `nomad build` (http/https/Hugging Face)")
+    webhooks: bool = Field(
+        True,
+        description="completion webhooks: they can't go through the proxy (their SSRF check pins "
+        "the resolved IP), so with this true they are off; false sends them direct",
+    )
+
+
 class PrivacyConfig(Strict):
     """Route nomad's HTTP/WS through the Anyone network (or Tor) via SOCKS5h."""
 
@@ -560,6 +579,7 @@ class PrivacyConfig(Strict):
         default_factory=list,
         description="lines appended to every anonrc/torrc nomad writes (bridges, a private network)",
     )
+    legs: PrivacyLegs = Field(default_factory=PrivacyLegs, description="per leg: through the proxy (true) or direct")
 
     @field_validator("extra_config")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nomad import privacy
 from nomad.config.schema import NomadConfig
 from nomad.dev.stack import Stack
 from nomad.errors import StackError
@@ -28,6 +29,19 @@ class RegistrySettings:
     password: str | None = field(default=None, repr=False)
     insecure: bool = False
     s3: S3Settings | None = None
+    proxy: str | None = field(default=None, repr=False)  # privacy.legs.registry; None: direct
+
+    def proxy_to(self, url: str, cfg: NomadConfig) -> str | None:
+        """The proxy for a push/pull to ``url``: this registry's own route, or for another
+        registry (a REF naming its host) the registry leg's."""
+        import httpx
+
+        a, b = httpx.URL(url), httpx.URL(self.url)
+        if (a.host, a.port) == (b.host, b.port):
+            return self.proxy
+        from nomad import privacy
+
+        return privacy.proxy_for(cfg.privacy, "registry")
 
 
 def resolve_storage(cfg: NomadConfig, data_dir: Path) -> S3Settings:
@@ -43,6 +57,8 @@ def resolve_storage(cfg: NomadConfig, data_dir: Path) -> S3Settings:
             secret_access_key=st.secret_access_key.get_secret_value()
             if st.secret_access_key
             else None,
+            proxy=privacy.proxy_for(cfg.privacy, "s3"),
+            proxy_deadline=cfg.privacy.connect_timeout,
         )
     info = Stack(data_dir).info()
     if info is None:
@@ -70,6 +86,7 @@ def resolve_registry(cfg: NomadConfig, data_dir: Path) -> RegistrySettings:
             password=reg.password.get_secret_value() if reg.password else password,
             insecure=reg.insecure,
             s3=s3,
+            proxy=privacy.proxy_for(cfg.privacy, "registry"),
         )
     info = Stack(data_dir).info()
     if info is None:

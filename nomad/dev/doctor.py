@@ -64,6 +64,7 @@ def run_doctor(cfg: NomadConfig, data_dir: Path) -> Report:
         lambda: _registry(cfg, data_dir),
         lambda: _database(cfg, data_dir),
         lambda: _privacy(cfg, data_dir),
+        lambda: _privacy_legs(cfg),
         lambda: command_on_path(os.environ.get("PATH", ""), this_command()),
         _catalog,
     ]
@@ -217,9 +218,12 @@ def _registry(cfg: NomadConfig, data_dir: Path) -> Check:
         reg = resolve_registry(cfg, data_dir)
     except NomadError as exc:
         return Check("registry", "fail", exc.message, exc.hint, True)
+    from nomad import privacy
+
     loopback = reg.url.startswith(("http://127.", "http://localhost"))
+    route = privacy.sync_client_kwargs(reg.proxy, 3.0)  # the registry leg's route, never env
     try:
-        with httpx.Client(timeout=3, verify=not reg.insecure, trust_env=not loopback) as client:
+        with httpx.Client(timeout=3, verify=not reg.insecure, **route) as client:
             status = client.get(f"{reg.url}/v2/").status_code
     except httpx.HTTPError as exc:
         fix = "start it with `nomad dev up`" if loopback else "check registry.url and the network"
@@ -291,6 +295,23 @@ def _privacy(cfg: NomadConfig, data_dir: Path) -> Check:
     if path:
         return Check(f"{pv.client} client", "ok", path, None, pv.enabled)
     return Check(f"{pv.client} client", "warn", f"`{name}` not found (privacy routing is off)", fix)
+
+
+def _privacy_legs(cfg: NomadConfig) -> list[Check]:
+    """Privacy on: one line per leg switched off (privacy.legs.<leg>: false goes direct)."""
+    from nomad.privacy import direct_legs
+
+    fix = "set privacy.legs.{}: true to route it"
+    return [
+        Check(
+            f"privacy leg {leg}",
+            "warn",
+            "goes direct, not through the proxy",
+            fix.format(leg),
+            True,
+        )
+        for leg in direct_legs(cfg.privacy)
+    ]
 
 
 def _privacy_live(cfg: NomadConfig, data_dir: Path, path: str | None, install: str) -> Check:

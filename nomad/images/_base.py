@@ -39,8 +39,10 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EPOCH = "1970-01-01T00:00:00Z"
 
 
-def load_base(spec: str, layout: OciLayout, *, config_dir: Path) -> BaseImage:
-    """Bring the base named by ``spec`` into ``layout`` and describe it."""
+def load_base(
+    spec: str, layout: OciLayout, *, config_dir: Path, proxy: str | None = None
+) -> BaseImage:
+    """Bring the base named by ``spec`` into ``layout`` and describe it (a pull via ``proxy``)."""
     if spec == "busybox":
         return busybox_base(layout)
     if spec.startswith("oci:"):
@@ -51,7 +53,7 @@ def load_base(spec: str, layout: OciLayout, *, config_dir: Path) -> BaseImage:
         with tempfile.TemporaryDirectory(dir=layout.root) as tmp:
             _untar(path, Path(tmp))
             return _from_layout(OciLayout(Path(tmp)), tag, layout, spec)
-    return pull_image(spec, layout)
+    return pull_image(spec, layout, proxy=proxy)
 
 
 def _split_tag(rest: str, config_dir: Path) -> tuple[Path, str | None]:

@@ -180,15 +180,20 @@ def build_image(
     lock: Lock | None = None,
     drop: Sequence[str] = (),
     relock: bool = False,
+    registry_proxy: str | None = None,
+    download_proxy: str | None = None,
 ) -> BuildResult:
     """Assemble the image into the OCI layout ``out`` and tag it ``inputs.tag``.
+
+    ``registry_proxy``/``download_proxy``: the SOCKS5h proxy of the registry leg (the base
+    pull) and the downloads leg (models by URL), from ``privacy.proxy_for``; None is direct.
 
     With ``lock`` the weight layers follow its append-only order (see ``_lock``) and
     ``lock.layers`` is updated to what was built (the caller saves it).
     """
     fresh = not out.exists()
     layout = OciLayout(out).init()
-    base = load_base(inputs.base, layout, config_dir=inputs.config_dir)
+    base = load_base(inputs.base, layout, config_dir=inputs.config_dir, proxy=registry_proxy)
     try:  # before any weight is fetched: real weights need a base with ComfyUI (_profiles)
         check_runtime_base(
             inputs.base, base, layout, inputs.models, inputs.config_dir, inputs.models_root
@@ -206,6 +211,7 @@ def build_image(
         parallel=parallel,
         progress=progress,
         s3_settings=s3_settings,
+        proxy=download_proxy,
     )
     if lock is not None:
         fetched = order_models(fetched, lock, drop=drop, relock=relock)

@@ -120,10 +120,22 @@ def fetch_models(
     progress: Progress | None = None,
     environ: Mapping[str, str] | None = None,
     s3_settings: Any = None,
+    proxy: str | None = None,
 ) -> list[FetchedModel]:
-    """Fetch and verify every spec (in parallel); results keep the input order."""
+    """Fetch and verify every spec (in parallel); results keep the input order.
+
+    ``proxy``: http(s) sources go through this SOCKS5h proxy (privacy.legs.downloads) with its
+    handshake deadline; None is direct. Proxy environment variables are never read. ``s3://``
+    sources follow ``s3_settings.proxy`` (privacy.legs.s3).
+    """
+    from nomad import privacy
+
     own = client is None
-    http = client or httpx.Client(follow_redirects=True, timeout=httpx.Timeout(30.0, read=120.0))
+    http = client or httpx.Client(
+        follow_redirects=True,
+        timeout=httpx.Timeout(30.0, read=120.0),
+        **privacy.sync_client_kwargs(proxy),
+    )
     fetcher = _Fetcher(
         cache, http, base_dir or Path.cwd(), progress, hf_token(environ), s3_settings
     )

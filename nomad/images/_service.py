@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nomad import privacy
 from nomad.config.schema import NomadConfig
 from nomad.images._build import BuildResult, build_image, inputs_from_config
 from nomad.images._disk import disk_full_is_clear
@@ -60,11 +61,16 @@ def build_from_config(
         result = build_image(
             inputs, out, cache, parallel=parallel, progress=progress, s3_settings=s3,
             lock=lock, drop=drop, relock=relock,
+            registry_proxy=privacy.proxy_for(cfg.privacy, "registry"),
+            download_proxy=privacy.proxy_for(cfg.privacy, "downloads"),
         )  # fmt: skip
         lock.save()
         export = None
         if dockerfile_dir is not None:
-            fetched = fetch_models(inputs.models, cache, base_dir=config_dir, s3_settings=s3)
+            fetched = fetch_models(
+                inputs.models, cache, base_dir=config_dir, s3_settings=s3,
+                proxy=privacy.proxy_for(cfg.privacy, "downloads"),
+            )  # fmt: skip
             fetched = order_models(fetched, lock)  # the same layer order as the OCI image
             export = export_dockerfile(
                 inputs, fetched, dockerfile_dir, f"{cfg.project}:{inputs.tag}",

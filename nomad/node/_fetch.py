@@ -43,6 +43,8 @@ from urllib.parse import urlsplit
 from nomad.errors import ModelFetchError
 from nomad.node._source import BlobSource, Target
 from nomad.node._tarhead import FileSpan, NotAWeightLayer, check_tail, first_file
+from nomad.privacy import connect_deadline
+from nomad.privacy.socks import route_http_client
 
 HEAD_PROBE = 64 * 1024
 MAX_HEAD = 1024 * 1024
@@ -82,8 +84,9 @@ class FetchOutcome:
 class _Http:
     """One keep-alive connection per (thread, host); stdlib http.client (fastest readinto here)."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy: str | None = None, deadline: float = 30.0) -> None:
         self._local = threading.local()
+        self._proxy, self._deadline = proxy, deadline  # SOCKS5h route (None: direct)
 
     def conn(self, url: str) -> tuple[http.client.HTTPConnection, str]:
         u = urlsplit(url)
@@ -100,6 +103,8 @@ class _Http:
                 )
             else:
                 c = http.client.HTTPConnection(u.netloc, timeout=TIMEOUT_S)
+            if self._proxy:
+                route_http_client(c, self._proxy, self._deadline)
             conns[key] = c
         return c, (u.path or "/") + (f"?{u.query}" if u.query else "")
 
@@ -278,7 +283,7 @@ class BlobFetch:
         self.streams = max(1, streams)
         self.chunk = max(BUF, chunk)
         self.on_bytes = on_bytes or (lambda _n: None)
-        self.http = _Http()
+        self.http = _Http(getattr(source, "proxy", None), connect_deadline())
         self._target: Target | None = None
         self._tlock = threading.Lock()
         self.moved = 0

@@ -30,15 +30,20 @@ def fetch_for_host(
     link_into: Path | None = None,
     recorder: PhaseRecorder | None = None,
     emit: Emit | None = None,
+    proxy: str | None = None,
     **pull_kw: Any,
 ) -> PullResult:
-    """Pull ``image_ref``'s weights into ``cache_dir``; optionally symlink them into a models dir."""
+    """Pull ``image_ref``'s weights into ``cache_dir``; optionally symlink them into a models dir.
+
+    ``proxy``: the registry leg's SOCKS5h proxy; manifests and blob ranges (S3 redirects
+    included) go through it. None is direct.
+    """
     from nomad.registry import RegistryClient, base_url_for, parse_reference
 
     ref = parse_reference(image_ref.removeprefix("docker:"))
     cache = NodeCache(Path(cache_dir).expanduser(), cache_limit)
     with RegistryClient(
-        base_url_for(ref.host, insecure), username=username, password=password
+        base_url_for(ref.host, insecure), username=username, password=password, proxy=proxy
     ) as client:
         if recorder is None:
             result = pull_weights(client, ref, cache, emit=emit, **pull_kw)

@@ -59,6 +59,7 @@ class RegistrySource:
         self.client = client
         self.repo = repo
         self.name = f"{client.host}/{repo}"
+        self.proxy: str | None = client.proxy  # blob ranges take the registry client's route
 
     def locate(self, digest: str) -> Target:
         path = f"/v2/{self.repo}/blobs/{digest}"
@@ -100,6 +101,7 @@ class S3Source:
         self.root = root.strip("/")
         self.seconds = seconds
         self.name = f"s3://{storage.bucket}"
+        self.proxy: str | None = storage.settings.proxy  # presigned GETs: the s3 leg's route
 
     def key(self, digest: str) -> str:
         hexd = digest.split(":", 1)[1]

@@ -14,8 +14,9 @@ Two facts from the field notes shape the API:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from nomad.errors import PrivacyError
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from nomad.config.schema import PrivacyConfig
 
 T = TypeVar("T")
+Leg = Literal["comfy", "telegram", "registry", "s3", "downloads", "webhooks"]
+LEGS: tuple[Leg, ...] = ("comfy", "telegram", "registry", "s3", "downloads", "webhooks")
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # legs already reported as direct in this process
 
 _deadline = 30.0  # privacy.connect_timeout of the running process (see configure)
 
@@ -39,11 +44,15 @@ def connect_deadline() -> float:
 
 
 __all__ = [
+    "LEGS",
+    "Leg",
     "async_client_kwargs",
     "bounded",
     "configure",
     "connect_deadline",
+    "direct_legs",
     "httpx_kwargs",
+    "proxy_for",
     "proxy_url",
     "sync_client_kwargs",
     "websockets_kwargs",
@@ -51,10 +60,41 @@ __all__ = [
 
 
 def proxy_url(cfg: PrivacyConfig | None) -> str | None:
-    """The SOCKS URL to use, or None when privacy is off."""
+    """The SOCKS URL of the ComfyUI leg, or None when privacy (or that leg) is off."""
+    return proxy_for(cfg, "comfy")
+
+
+def proxy_for(cfg: PrivacyConfig | None, leg: Leg) -> str | None:
+    """The ``socks5h://`` URL ``leg`` goes through, or None: privacy off, or ``privacy.legs.<leg>:
+    false`` (that leg goes direct: warned about once per process). Every client asks this."""
     if cfg is None or not cfg.enabled:
         return None
-    return cfg.proxy
+    if not getattr(cfg.legs, leg):
+        if leg not in _warned:
+            _warned.add(leg)
+            log.warning(
+                "privacy is on but privacy.legs.%s is false: that traffic goes direct, not "
+                "through %s",
+                leg,
+                _public(cfg.proxy),
+            )
+        return None
+    from nomad.privacy.guard import normalize_proxy
+
+    return normalize_proxy(cfg.proxy)
+
+
+def direct_legs(cfg: PrivacyConfig) -> list[Leg]:
+    """The legs switched off while privacy is on (for ``nomad doctor``); [] when privacy is off."""
+    return [leg for leg in LEGS if cfg.enabled and not getattr(cfg.legs, leg)]
+
+
+def _public(proxy: str) -> str:
+    """host:port of the proxy, never its credentials."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(proxy)
+    return f"{parts.hostname}:{parts.port or 1080}"
 
 
 def httpx_kwargs(proxy: str | None) -> dict[str, Any]:

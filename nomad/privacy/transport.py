@@ -164,24 +164,44 @@ def _proxy_url(proxy: str) -> httpcore.URL:
     return httpcore.URL(scheme=b"socks5", host=url.raw_host, port=url.port or 1080, target=b"/")
 
 
-def sync_transport(proxy: str, deadline: float = DEFAULT_DEADLINE_S) -> httpx.HTTPTransport:
-    """An ``httpx.HTTPTransport`` through ``proxy`` whose handshake cannot hang past ``deadline``."""
+def sync_transport(
+    proxy: str,
+    deadline: float = DEFAULT_DEADLINE_S,
+    *,
+    max_connections: int = 10,
+    verify: bool = True,
+) -> httpx.HTTPTransport:
+    """An ``httpx.HTTPTransport`` through ``proxy`` whose handshake cannot hang past ``deadline``.
+
+    ``verify=False`` skips TLS verification (a registry marked ``insecure``), as httpx's does.
+    """
     transport = httpx.HTTPTransport(trust_env=False)
     transport._pool = httpcore.SOCKSProxy(  # the one attribute httpx builds its pool in
         proxy_url=_proxy_url(proxy),
         network_backend=_Backend(deadline, _display(proxy)),
+        max_connections=max_connections,
+        ssl_context=None if verify else _unverified(),
     )
     return transport
 
 
-def async_transport(proxy: str, deadline: float = DEFAULT_DEADLINE_S) -> httpx.AsyncHTTPTransport:
+def async_transport(
+    proxy: str, deadline: float = DEFAULT_DEADLINE_S, *, max_connections: int = 10
+) -> httpx.AsyncHTTPTransport:
     """The async twin of :func:`sync_transport`."""
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     transport._pool = httpcore.AsyncSOCKSProxy(
         proxy_url=_proxy_url(proxy),
         network_backend=_AsyncBackend(deadline, _display(proxy)),
+        max_connections=max_connections,
     )
     return transport
+
+
+def _unverified() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx
 
 
 def _display(proxy: str) -> str:

@@ -18,7 +18,11 @@ def check_registry(
     reg = resolve_registry(cfg, data_dir)
     report: dict[str, str] = {}
     with RegistryClient(
-        reg.url, username=reg.username, password=reg.password, verify=not reg.insecure
+        reg.url,
+        username=reg.username,
+        password=reg.password,
+        verify=not reg.insecure,
+        proxy=reg.proxy,
     ) as client:
         client.ping()
     report["registry"] = f"ok {reg.url} (/v2/ answers)"

@@ -61,6 +61,23 @@ def _error_text(resp: httpx.Response) -> str:
         return resp.text[:200] if resp.text else resp.reason_phrase
 
 
+def _route(
+    transport: httpx.BaseTransport | None, proxy: str | None, verify: bool
+) -> dict[str, Any]:
+    """httpx kwargs: the given transport, else through ``proxy`` (handshake deadline), else
+    direct — never proxy environment variables."""
+    if transport is not None or proxy is None:
+        return {"transport": transport, "trust_env": False}
+    from nomad.privacy import connect_deadline
+    from nomad.privacy.guard import normalize_proxy
+    from nomad.privacy.transport import sync_transport
+
+    return {
+        "transport": sync_transport(normalize_proxy(proxy), connect_deadline(), verify=verify),
+        "trust_env": False,
+    }
+
+
 class RegistryClient:
     """Talks to one registry. Thread-safe: blobs are pushed from several threads at once."""
 
@@ -73,6 +90,7 @@ class RegistryClient:
         client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
         verify: bool = True,
+        proxy: str | None = None,
     ) -> None:
         url = httpx.URL(base_url.rstrip("/"))
         if url.userinfo:  # never keep credentials in a URL that error messages show
@@ -82,11 +100,12 @@ class RegistryClient:
         self.username = username
         self._password = password
         self._own = client is None
+        self.proxy = proxy  # privacy.legs.registry (None: direct); blob fetchers follow it
         self.http = client or httpx.Client(
-            transport=transport,
             verify=verify,
             follow_redirects=True,
             timeout=httpx.Timeout(30.0, read=300.0, write=300.0),
+            **_route(transport, proxy, verify),
         )
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()

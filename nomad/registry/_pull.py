@@ -27,11 +27,17 @@ def base_url_for(host: str, insecure: bool = False) -> str:
     return f"{'http' if insecure or host.startswith(LOOPBACK) else 'https'}://{host}"
 
 
-def pull_image(spec: str, layout: OciLayout, *, client: RegistryClient | None = None) -> BaseImage:
+def pull_image(
+    spec: str,
+    layout: OciLayout,
+    *,
+    client: RegistryClient | None = None,
+    proxy: str | None = None,
+) -> BaseImage:
     """Resolve ``spec`` (manifest lists -> linux/amd64) and copy config + layers into ``layout``."""
     ref = parse_reference(spec)
     own = client is None
-    reg = client or RegistryClient(base_url_for(ref.host))
+    reg = client or RegistryClient(base_url_for(ref.host), proxy=proxy)
     try:
         raw, media = reg.get_manifest(ref.repository, ref.target)
         doc = json.loads(raw)

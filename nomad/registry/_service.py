@@ -86,16 +86,24 @@ def push_image(
     mount_from: Sequence[str] = (),
     project: str | None = None,
     config_path: Path | None = None,
+    proxy: str | None = None,
 ) -> PushResult:
     """Push and record the result for `nomad up` (per project: see ``_state``).
 
-    ``direct_s3``: the registry bucket's S3Settings, to write blobs straight into its layout.
+    ``direct_s3``: the registry bucket's S3Settings, to write blobs straight into its layout
+    (through ``direct_s3.proxy`` when the s3 leg has one). ``proxy``: the registry leg's
+    SOCKS5h proxy (``RegistrySettings.proxy_to``); None is direct.
     """
     from nomad.registry.s3_direct import S3BlobWriter
 
     mounts = MountIndex(Path(data_dir) / "registry" / "mounts.json")
     with RegistryClient(
-        url, username=username, password=password, verify=not insecure, transport=transport
+        url,
+        username=username,
+        password=password,
+        verify=not insecure,
+        transport=transport,
+        proxy=proxy,
     ) as client:
         result = push_layout(
             client,
@@ -133,13 +141,19 @@ def verify_pushed(
     repair_from: Path | None = None,
     s3: Any = None,
     transport: httpx.BaseTransport | None = None,
+    proxy: str | None = None,
 ) -> VerifyReport:
     """Read back and hash every blob of ``repository:reference``; with ``repair_from`` (an OCI
     layout) rewrite corrupt blobs through the registry bucket (``s3``) and check them again."""
     from nomad.registry.s3_direct import S3BlobWriter
 
     with RegistryClient(
-        url, username=username, password=password, verify=not insecure, transport=transport
+        url,
+        username=username,
+        password=password,
+        verify=not insecure,
+        transport=transport,
+        proxy=proxy,
     ) as client:
         report = verify_image(client, repository, reference, parallel=parallel, progress=progress)
         if repair_from is None or not report.bad:

@@ -179,7 +179,9 @@ class BackendOps:
 
         row = self.ledger.find_open(name) if self.ledger is not None else None
         rec = PhaseRecorder(str(row.id) if row is not None else name, emit)
-        proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
+        from nomad import privacy
+
+        proxy = privacy.proxy_for(cfg.privacy, "comfy")
         try:
             report = asyncio.run(warm_up(cfg, urls, recorder=rec, proxy=proxy))
         except Exception as exc:  # a bad workflow name, a broken graph: recorded, never fatal

@@ -263,8 +263,16 @@ async def bot_door(
         load_workflow=workflow_loader(cfg.workflows.dirs),
         admin=LaunchAdmin(cfg, data_dir),
     )
-    proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
-    app = build_application(deps, token=token, base_url=cfg.bot.base_url, proxy=proxy)
+    from nomad import privacy
+
+    proxy = privacy.proxy_for(cfg.privacy, "telegram")
+    app = build_application(
+        deps,
+        token=token,
+        base_url=cfg.bot.base_url,
+        proxy=proxy,
+        proxy_deadline=cfg.privacy.connect_timeout,
+    )
     webhook = cfg.bot.webhook if cfg.bot.mode == "webhook" else None
     async with contextlib.AsyncExitStack() as stack:
         try:
@@ -452,8 +460,9 @@ def _backend_ops(
 
 
 def _runner(cfg: NomadConfig, store: OutputStore) -> Runner:
-    proxy = cfg.privacy.proxy if cfg.privacy.enabled else None
     from nomad import privacy
+
+    proxy = privacy.proxy_for(cfg.privacy, "comfy")
 
     privacy.configure(cfg.privacy)
     if cfg.privacy.strips_metadata():  # no prompt leaves in a PNG's text chunks (S3, bot, web)

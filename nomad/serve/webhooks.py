@@ -295,15 +295,25 @@ class WebhookSender:
 async def webhook_door(cfg: Any, queue: JobQueue, *, interval: float = 2.0) -> AsyncIterator[None]:
     """Run the sender inside ``nomad serve`` when ``webhooks.secret`` is set (else nothing).
 
-    Not with ``privacy.enabled``: a pinned direct connection would bypass the
-    proxy (the web door refuses webhook URLs then, so none are pending).
+    Not with ``privacy.enabled`` unless ``privacy.legs.webhooks: false``: the SSRF check
+    pins the IP it resolved here, which a SOCKS5h route (names resolved at the proxy) cannot
+    honour, so webhooks are never sent through the proxy — they are off (the web door
+    refuses webhook URLs, so none are pending), or, with that leg off, sent direct.
     """
+    from nomad import privacy
+
     hooks = cfg.webhooks
-    if hooks.secret is None or cfg.privacy.enabled:
+    direct = "webhooks" in privacy.direct_legs(cfg.privacy)
+    if hooks.secret is None or (cfg.privacy.enabled and not direct):
         if hooks.secret is not None:
-            log.warning("webhooks are off while privacy is enabled (they would bypass the proxy)")
+            log.warning(
+                "webhooks are off while privacy is enabled (they would bypass the proxy); "
+                "privacy.legs.webhooks: false sends them direct"
+            )
         yield
         return
+    if direct:
+        privacy.proxy_for(cfg.privacy, "webhooks")  # warns once: this leg goes direct
     stop = asyncio.Event()
     async with httpx.AsyncClient(
         timeout=hooks.timeout_seconds, follow_redirects=False, trust_env=False

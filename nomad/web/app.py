@@ -94,6 +94,7 @@ class WebDeps:
     clock: Callable[[], float] = time.monotonic  # the auth-failure window (tests inject one)
     webhooks: WebhooksConfig | None = None  # webhooks.secret set ⇒ jobs may ask for one
     privacy: bool = False  # privacy.enabled: no outbound calls of our own (they would go direct)
+    direct_webhooks: bool = False  # privacy on but privacy.legs.webhooks: false (sent direct)
     failures: dict[str, collections.deque[float]] = field(default_factory=dict)
 
 
@@ -396,7 +397,8 @@ async def _check_webhook(deps: WebDeps, url: str) -> None:
     from nomad.serve.webhooks import UrlRefused, resolve
 
     hooks = deps.webhooks
-    _no_direct_calls(deps, "webhook")
+    if not deps.direct_webhooks:
+        _no_direct_calls(deps, "webhook")
     if hooks is None or hooks.secret is None:
         raise WorkflowError(
             "this server sends no webhooks",
@@ -412,7 +414,12 @@ def _no_direct_calls(deps: WebDeps, what: str) -> None:
     """With privacy on, an outbound call checked and pinned here would leave without the proxy."""
     if deps.privacy:
         raise WorkflowError(
-            f"{what} is not available while privacy is enabled (it would bypass the proxy)",
+            f"{what} is not available while privacy is enabled (it would bypass the proxy)"
+            + (
+                " — or set privacy.legs.webhooks: false to send them direct"
+                if what == "webhook"
+                else ""
+            ),
             hint="upload the image / poll GET /api/jobs/{id} instead",
         )
 

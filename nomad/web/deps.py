@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nomad import privacy
 from nomad.config.schema import NomadConfig
 from nomad.web.app import WebDeps
 
@@ -31,4 +32,5 @@ def build_deps(cfg: NomadConfig, data_dir: Path, extra_tokens: list[str] | None 
         tokens=tokens,
         webhooks=cfg.webhooks,
         privacy=cfg.privacy.enabled,
+        direct_webhooks=cfg.privacy.enabled and "webhooks" in privacy.direct_legs(cfg.privacy),
     )

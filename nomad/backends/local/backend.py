@@ -82,9 +82,11 @@ class LocalBackend(Backend):
         idle_margin_minutes: float = watchdog.DEFAULT_MARGIN_MINUTES,
         startup_grace_s: float = 900.0,
         node: NodeConfig | None = None,
+        registry_proxy: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.node = node  # node.weights: fetched ⇒ weights pulled into the node cache at launch
+        self.registry_proxy = registry_proxy  # the weight pull's route (privacy.legs.registry)
         self.data_dir = Path(data_dir)
         self.idle_margin_minutes = idle_margin_minutes
         self.startup_grace_s = startup_grace_s  # the switch does not count start-up as idle
@@ -327,6 +329,7 @@ class LocalBackend(Backend):
         return fetch_for_host(
             spec.image_ref, cache_dir=Path(node.cache_dir).expanduser(), cache_limit=limit,
             username=spec.registry_username, password=spec.registry_password, link_into=link,
+            proxy=self.registry_proxy,
             recorder=PhaseRecorder(spec.cluster_name, jsonl(self.data_dir / "cold_start.jsonl")),
         )  # fmt: skip
 
