@@ -7,6 +7,7 @@ the peer of every connection: 127.0.0.5 means through the proxy, 127.0.0.1 means
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import http.server
@@ -70,10 +71,8 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         pass
     finally:
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 @pytest.fixture
@@ -225,9 +224,7 @@ def test_registry_push_goes_through_the_proxy(
 
 
 @pytest.mark.integration
-def test_registry_leg_off_pushes_direct(
-    stack: Any, socks: str, relay: Any, tmp_path: Path
-) -> None:
+def test_registry_leg_off_pushes_direct(stack: Any, socks: str, relay: Any, tmp_path: Path) -> None:
     """privacy.legs.registry: false → the same push connects from nomad's own address."""
     front = relay(stack.registry_url)
     cfg = _cfg(
