@@ -686,6 +686,16 @@ def wait_healthy(
             http.close()
 
 
+def proxy_is_silent(exc: Exception) -> bool:
+    """A SOCKS proxy that accepted and never answered (the handshake deadline ran out), as
+    opposed to one that answered "host unreachable": a hidden service whose descriptor is not
+    published yet is unreachable for tens of seconds after it starts, and that is worth waiting
+    for; a wedged proxy is not."""
+    from nomad.privacy.transport import SILENT
+
+    return SILENT in str(exc)
+
+
 def _probe(http: httpx.Client, urls: list[str], last_error: str) -> tuple[list[str], str]:
     left = []
     for url in urls:
@@ -694,8 +704,12 @@ def _probe(http: httpx.Client, urls: list[str], last_error: str) -> tuple[list[s
             if resp.status_code == 200 and isinstance(resp.json(), dict):
                 continue
             last_error = f"HTTP {resp.status_code}"
-        except httpx.ProxyError as exc:  # privacy on and the proxy is dead: no point waiting
-            raise PrivacyError(
+        except httpx.ProxyError as exc:
+            if not proxy_is_silent(exc):  # the proxy answered: the server is not reachable *yet*
+                last_error = f"the proxy could not reach it yet ({exc})"  # (a new hidden service)
+                left.append(url)
+                continue
+            raise PrivacyError(  # the proxy itself is wedged: no point waiting
                 f"health check of {url} through the proxy: {exc}",
                 hint="is the anon/tor client running and bootstrapped? check `nomad doctor`",
             ) from exc

@@ -18,11 +18,17 @@ public key (``.anon`` and ``.onion`` differ only in the checksum).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import secrets
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nomad.errors import PrivacyError
 from nomad.privacy.onion import encode
@@ -111,12 +117,106 @@ def read_key(folder: Path) -> ServiceKey:
     return ServiceKey(folder, public[32:])
 
 
-def cluster_keys(root: Path, cluster: str, count: int) -> list[ServiceKey]:
-    """One key per ComfyUI of ``cluster`` (``root/<cluster>/gpu<i>``), stable across wakes."""
-    return [ensure_key(root / cluster / f"gpu{i}") for i in range(max(count, 1))]
+def cluster_keys(
+    root: Path, cluster: str, count: int, in_use: Callable[[str], bool] | None = None
+) -> list[ServiceKey]:
+    """One key per ComfyUI of ``cluster`` (``root/<slot>/gpu<i>``), the same on every wake."""
+    slot = slot_for(root, cluster, in_use)
+    return [ensure_key(root / slot / f"gpu{i}") for i in range(max(count, 1))]
 
 
 def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+
+
+# -- slots: the same address for every wake --------------------------------------------------
+#
+# serve names each wake's cluster anew (``p-serve``, ``p-serve-2``, …), so keys per cluster
+# name would give every wake a new address. Keys belong to *slots* instead; a new cluster
+# takes the lowest slot whose cluster is gone, so one-cluster deployments keep one address.
+
+SLOTS_FILE = "slots.json"
+
+
+def slot_for(
+    root: Path,
+    cluster: str,
+    in_use: Callable[[str], bool] | None = None,
+    *,
+    grace_s: float = 900.0,
+    clock: Callable[[], float] = time.time,
+) -> str:
+    """The key slot of ``cluster``: its own if it has one, else the lowest free one, else new.
+
+    A slot is free when its cluster was released (torn down by nomad) or when ``in_use``
+    says that cluster is gone and it was assigned more than ``grace_s`` ago (a launch still
+    in flight is unknown to its backend, and must keep its address)."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _locked(root):
+        doc = _slots(root)
+        for slot, row in doc.items():
+            if row.get("cluster") == cluster:
+                return slot
+        now = clock()
+        chosen = None
+        for slot in sorted(doc, key=_slot_index):
+            row = doc[slot]
+            if row.get("released") or (
+                in_use is not None
+                and now - float(row.get("at", 0)) > grace_s
+                and not in_use(str(row.get("cluster")))
+            ):
+                chosen = slot
+                break
+        chosen = chosen or f"slot{len(doc)}"
+        doc[chosen] = {"cluster": cluster, "at": now}
+        _save(root, doc)
+        return chosen
+
+
+def release(root: Path, cluster: str) -> None:
+    """``cluster`` is gone (torn down by nomad): its slot, and address, go to the next wake."""
+    if not (root / SLOTS_FILE).exists():
+        return
+    with _locked(root):
+        doc = _slots(root)
+        for row in doc.values():
+            if row.get("cluster") == cluster:
+                row["released"] = True
+        _save(root, doc)
+
+
+def _slot_index(slot: str) -> int:
+    return int(slot.removeprefix("slot")) if slot.removeprefix("slot").isdigit() else 1 << 30
+
+
+def _slots(root: Path) -> dict[str, dict[str, Any]]:
+    try:
+        doc = json.loads((root / SLOTS_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise PrivacyError(
+            f"{root / SLOTS_FILE} is unreadable: {exc}",
+            hint="restore it, or delete it (running clusters keep their keys; new wakes may "
+            "take a different address)",
+        ) from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def _save(root: Path, doc: dict[str, dict[str, Any]]) -> None:
+    tmp = root / (SLOTS_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    tmp.replace(root / SLOTS_FILE)
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    with open(root / ".slots.lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nomad.errors import PrivacyError
-from nomad.privacy.keys import PUBLIC_FILE, SECRET_FILE, ServiceKey, cluster_keys
+from nomad.privacy.keys import PUBLIC_FILE, SECRET_FILE, ServiceKey, cluster_keys, release
 
 if TYPE_CHECKING:
     from nomad.config.schema import PrivacyConfig
@@ -45,20 +46,28 @@ class NodeHiddenServices:
     def suffix(self) -> str:
         return "anon" if self.client == "anon" else "onion"
 
-    def keys(self, cluster: str, count: int) -> list[ServiceKey]:
-        """One key per ComfyUI of ``cluster``, made on first use and kept."""
-        return cluster_keys(Path(self.keys_root), cluster, count)
+    def keys(
+        self, cluster: str, count: int, in_use: Callable[[str], bool] | None = None
+    ) -> list[ServiceKey]:
+        """One key per ComfyUI of ``cluster``, made on first use and kept; ``in_use`` (the
+        backend's "does that cluster still exist") lets a new cluster take a gone one's slot."""
+        return cluster_keys(Path(self.keys_root), cluster, count, in_use)
+
+    def release(self, cluster: str) -> None:
+        """The cluster was torn down: the next wake takes its slot (and address)."""
+        release(Path(self.keys_root), cluster)
 
     def urls(self, cluster: str, count: int) -> list[str]:
         """The endpoints serve uses: ``http://<address>`` (port 80) or ``:<port>``."""
         tail = "" if self.port == 80 else f":{self.port}"
         return [f"http://{k.address(self.suffix)}{tail}" for k in self.keys(cluster, count)]
 
-    def ship_folder(self, cluster: str, count: int) -> Path:
+    def ship_folder(
+        self, cluster: str, count: int, in_use: Callable[[str], bool] | None = None
+    ) -> Path:
         """A folder with ``gpu<i>/`` keys, ``extra.rc`` and (if shipped) ``bin/<client>``,
         for backends that copy files to the node (SkyPilot ``file_mounts``)."""
-        self.keys(cluster, count)
-        folder = Path(self.keys_root) / cluster
+        folder = self.keys(cluster, count, in_use)[0].folder.parent
         (folder / "extra.rc").write_text("".join(f"{line}\n" for line in self.extra))
         if self.ship_binary:
             bin_dir = folder / "bin"

@@ -22,11 +22,12 @@ import httpcore
 import httpx
 
 DEFAULT_DEADLINE_S = 30.0
+SILENT = "accepted the connection but gave no answer"  # in every deadline error's text
 
 
 def _proxy_error(proxy: str, seconds: float) -> httpcore.ProxyError:
     return httpcore.ProxyError(
-        f"SOCKS proxy {proxy} accepted the connection but gave no answer within {seconds:g} s"
+        f"SOCKS proxy {proxy} {SILENT} within {seconds:g} s"
     )
 
 

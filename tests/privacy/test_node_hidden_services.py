@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -253,8 +254,30 @@ def test_local_backend_publishes_its_servers_and_keeps_the_address(tmp_path: Pat
     assert backend.status("loc").state is ClusterState.GONE
     eventually(lambda: _zombie(restarted["pid"]) or not Path(f"/proc/{restarted['pid']}").exists(),
                timeout=15, what="the client to stop with the cluster")  # fmt: skip
-    again = backend.launch(spec)
+    # serve names every wake anew: the next wake's cluster takes the gone one's key slot
+    again = backend.launch(replace(spec, cluster_name="loc-2"))
     try:
         assert [e.url for e in again.endpoints] == [f"http://{address}"]
+        other = hidden.keys("loc-3", 1, in_use=backend._exists)[0].address("onion")
+        assert other != address  # loc-2 still runs: a second cluster never shares its address
     finally:
-        backend.teardown("loc")
+        backend.teardown("loc-2")
+
+
+def test_key_slots_follow_clusters_not_names(tmp_path: Path) -> None:
+    """A new cluster takes the slot of one that was released, or of one its backend no longer
+    has once the launch grace is over; never the slot of one that may still be launching."""
+    from nomad.privacy.keys import release, slot_for
+
+    now = [1000.0]
+    alive = {"a"}
+    root = tmp_path / "keys"
+    assert slot_for(root, "a", alive.__contains__, clock=lambda: now[0]) == "slot0"
+    assert slot_for(root, "a", alive.__contains__, clock=lambda: now[0]) == "slot0"
+    assert slot_for(root, "b", alive.__contains__, clock=lambda: now[0]) == "slot1"
+    alive.discard("b")  # b vanished but was assigned moments ago: maybe still launching
+    assert slot_for(root, "c", alive.__contains__, clock=lambda: now[0]) == "slot2"
+    now[0] += 3600
+    assert slot_for(root, "d", alive.__contains__, clock=lambda: now[0]) == "slot1"
+    release(root, "a")
+    assert slot_for(root, "e", alive.__contains__, clock=lambda: now[0]) == "slot0"

@@ -248,7 +248,16 @@ class LocalBackend(Backend):
             stop_process(int(hs["pid"]))
         if self.cfg.mode != "command" and self._mode_of(cluster_name) != "command":
             docker_engine.remove(cluster_name)
+        hidden = (self._json(cluster_name, CLUSTER_FILE) or {}).get("hidden_service") or {}
+        if hidden.get("keys_root"):  # the next wake publishes under this cluster's address
+            from nomad.privacy.keys import release
+
+            release(Path(hidden["keys_root"]), cluster_name)
         shutil.rmtree(self._dir(cluster_name), ignore_errors=True)
+
+    def _exists(self, cluster_name: str) -> bool:
+        """Whether a cluster still runs here (a hidden-service slot of a gone one is free)."""
+        return self.status(cluster_name).state is not ClusterState.GONE
 
     # -- ports -------------------------------------------------------------------------
 
@@ -348,7 +357,7 @@ class LocalBackend(Backend):
         from nomad.privacy.node import install_keys, render_rc
 
         hidden = spec.hidden
-        keys = hidden.keys(spec.cluster_name, len(ports))
+        keys = hidden.keys(spec.cluster_name, len(ports), in_use=self._exists)
         base = run_dir / "hs"
         base.mkdir(mode=0o700)
         targets = []
@@ -359,7 +368,11 @@ class LocalBackend(Backend):
         rc.write_text(render_rc(hidden, base, targets, log=run_dir / "hs-client.log"))
         binary = _client_binary(hidden)
         return {
-            "hidden_service": {"argv": [binary, "-f", str(rc)], "client": hidden.client},
+            "hidden_service": {
+                "argv": [binary, "-f", str(rc)],
+                "client": hidden.client,
+                "keys_root": hidden.keys_root,  # teardown gives the slot back
+            },
             "endpoints": hidden.urls(spec.cluster_name, len(ports)),
         }
 

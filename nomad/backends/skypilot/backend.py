@@ -57,6 +57,7 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
         self.idle_margin_minutes = idle_margin_minutes
         self.last_plan: planner.PlanResult | None = None
         self._jobs: dict[str, int] = {}  # cluster -> SkyPilot job id of the run script it launched
+        self._hidden: dict[str, Any] = {}  # cluster -> privacy.node plan it was launched with
 
     @property
     def sdk(self) -> Any:
@@ -80,6 +81,9 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
         """
         window = node_window_minutes(spec.idle_minutes, self.idle_margin_minutes)
         spec = replace(spec, idle_minutes=window)
+        if spec.hidden is not None:  # take a gone cluster's key slot: the same address
+            spec.hidden.keys(spec.cluster_name, max(spec.gpu_count, 1), in_use=self._exists)
+            self._hidden[spec.cluster_name] = spec.hidden
         task = to_sky_task(build_task_config(spec, offer=offer))
         idle = max(1, math.ceil(window))
         try:
@@ -163,9 +167,18 @@ class SkyPilotBackend(Backend, SupportsStop, SupportsSpot):
         try:
             self.sdk.get(self.sdk.down(cluster_name))
         except Exception as exc:
-            if is_sky(exc, "ClusterDoesNotExist"):
-                return
-            raise translate(exc, cluster=cluster_name) from exc
+            if not is_sky(exc, "ClusterDoesNotExist"):
+                raise translate(exc, cluster=cluster_name) from exc
+        hidden = self._hidden.pop(cluster_name, None)
+        if hidden is not None:  # launched by this process: its slot goes to the next wake now
+            hidden.release(cluster_name)
+
+    def _exists(self, cluster_name: str) -> bool:
+        """Whether SkyPilot still has the cluster (unknown counts as yes: keep its address)."""
+        try:
+            return self.status(cluster_name).state is not ClusterState.GONE
+        except NomadError:
+            return True
 
     def stop(self, cluster_name: str) -> None:
         """``sky stop`` (disk kept); not every cloud can stop (Lambda, RunPod: down only)."""

@@ -1,0 +1,247 @@
+"""`nomad serve` and `nomad web` end to end through a private onion network (driver; ONLY inside `unshare -n`).
+
+What runs, all from real binaries on loopback inside the namespace the test
+made: the private network of :mod:`nomad.testing.onion` (Debian ``tor`` or
+``anon``); the embedded stack (SeaweedFS + registry); ``nomad web``; and
+``nomad serve`` under ``strace -ff`` with ``privacy.mode: managed`` — its
+client publishes the web door as a hidden service — and ``privacy.node``, so
+the local backend's node runs its own client that publishes each FakeComfy
+as a hidden service with the key nomad made.
+
+The "user" (this driver) reaches the web door only by its onion address
+through the managed client's SOCKS port: submits a job, polls it, downloads
+the image. serve reaches the node only by its onion address. The strace
+files then show which addresses nomad's own processes connected to; node
+processes (the local supervisor and what it starts) and the Tor-protocol
+processes are told apart by the program each one executed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nomad.testing.onion import PrivateNetwork, _tail, loopback_up
+
+WEB_PORT, COMFY_PORT, SOCKS_PORT = 8080, 8188, 9050
+TOKEN = "onion-token-0123456789"
+MARKER = "a lighthouse keeper named Zyxwvut"
+
+
+def _nomad() -> str:
+    return str(Path(sys.executable).with_name("nomad"))
+
+
+def _wait(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def classify(trace_dir: Path) -> dict[str, list[str]]:
+    """``{role: [host:port, …]}`` of every inet connect/sendto in ``strace -ff`` files.
+
+    A file whose process executed ``tor``/``anon`` is the proxy (role ``client``), one that
+    executed the local supervisor, ``nomad.testing.comfy`` or a node client is ``node``;
+    every other file (``nomad serve`` and its threads) is ``nomad``."""
+    from nomad.testing.onion import inet_connects
+
+    roles: dict[str, list[str]] = {"nomad": [], "node": [], "client": []}
+    node_client_rc = "hs-client.rc"
+    for f in sorted(trace_dir.iterdir()):
+        text = f.read_text(errors="replace")
+        execs = re.findall(r'execve\("([^"]+)", \[(.*?)\]', text)
+        argv = " ".join(f"{path} {args}" for path, args in execs)
+        if "nomad.backends.local.supervisor" in argv or "nomad.testing.comfy" in argv or node_client_rc in argv:
+            role = "node"
+        elif re.search(r"/(tor|anon)\b", argv):
+            role = "client"
+        else:
+            role = "nomad"
+        roles[role].extend(inet_connects(text))
+    return roles
+
+
+def scenario(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    from nomad.dev.stack import Stack
+
+    work = Path(args.workdir)
+    loopback_up()
+    t0 = time.monotonic()
+    report: dict[str, Any] = {"binary": args.binary}
+    net = PrivateNetwork(work / "net", binary=args.binary, gencert=args.gencert)
+    stack = Stack(work / "stack-data", die_with_parent=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    serve: subprocess.Popen[bytes] | None = None
+    data = work / "data"
+    try:
+        net.start()
+        info = stack.up()
+        client = "anon" if net.is_anon else "tor"
+        comfy = [sys.executable, "-m", "nomad.testing.comfy", "--host", "127.0.0.1", "--port", "{port}"]
+        cfg = {
+            "project": "onion",
+            "storage": {"bucket": "onion-outputs"},
+            "image": {"comfyui": {"port": COMFY_PORT}},
+            "queue": {"lease_seconds": 60},
+            "web": {"port": WEB_PORT, "tokens": [TOKEN]},
+            "infra": {
+                "backend": "local", "idle_minutes": 5, "health_timeout_seconds": 240,
+                "local": {"mode": "command", "command": comfy, "gpus": 1,
+                          "price_per_hour": 0.5, "gpu_name": "fake-gpu"},
+            },
+            "privacy": {
+                "enabled": True, "mode": "managed", "client": client, "binary": args.binary,
+                "proxy": f"socks5h://127.0.0.1:{SOCKS_PORT}", "connect_timeout": 60,
+                "extra_config": net.client_lines(),
+                "hidden_services": [{"name": "web", "port": 80, "target": f"127.0.0.1:{WEB_PORT}"}],
+                "node": {"client": client, "binary": args.binary},
+            },
+        }  # fmt: skip
+        (work / "nomad.yaml").write_text(json.dumps(cfg))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
+        env |= {
+            "NOMAD_CONFIG": str(work / "nomad.yaml"), "NOMAD_DATA_DIR": str(data),
+            "NOMAD_S3_ENDPOINT": info.s3_endpoint, "NOMAD_S3_ACCESS_KEY_ID": info.access_key,
+            "NOMAD_S3_SECRET_ACCESS_KEY": info.secret_key, "NOMAD_S3_REGION": info.region,
+        }  # fmt: skip
+        from nomad.storage import Storage
+
+        Storage(info.s3_settings("onion-outputs")).ensure_bucket()
+        web_log = (work / "web.log").open("ab")
+        procs.append(subprocess.Popen([_nomad(), "web"], env=env, stdout=web_log, stderr=subprocess.STDOUT))
+        traces = work / "trace"
+        traces.mkdir()
+        serve_cmd = [_nomad(), "-v", "serve", "--interval", "0.5", "--grace", "5"]
+        strace = shutil.which("strace")
+        if strace:
+            serve_cmd = [strace, "-ff", "-qq", "-e", "trace=connect,sendto,sendmsg,execve",
+                         "-o", str(traces / "t"), *serve_cmd]  # fmt: skip
+        serve_log = (work / "serve.log").open("ab")
+        serve = subprocess.Popen(serve_cmd, env=env, stdout=serve_log, stderr=subprocess.STDOUT)
+        web_host = _wait(
+            "the web door's hidden service",
+            lambda: (data / "privacy/hs/web/hostname").exists()
+            and (data / "privacy/hs/web/hostname").read_text().strip(),
+            timeout=args.bootstrap_timeout,
+        )
+        report["web_address"] = web_host
+        proxy = f"socks5h://127.0.0.1:{SOCKS_PORT}"
+        user = httpx.Client(proxy=proxy, timeout=30, trust_env=False)
+        base = f"http://{web_host}"
+
+        def health() -> bool:
+            try:
+                return user.get(base + "/api/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait("the web door through the onion network", health, timeout=180, interval=2)
+        report["web_reachable_s"] = round(time.monotonic() - t0, 1)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        sub = user.post(base + "/api/jobs", headers=auth,
+                        json={"workflow": "flux_schnell", "params": {"prompt": MARKER, "steps": 2}})  # fmt: skip
+        report["submit_status"] = sub.status_code
+        job_id = sub.json()["id"]
+
+        def finished() -> dict[str, Any] | None:
+            try:
+                doc = user.get(f"{base}/api/jobs/{job_id}", headers=auth).json()
+            except (httpx.HTTPError, ValueError):
+                return None
+            return doc if doc.get("status") in ("succeeded", "failed", "cancelled") else None
+
+        job = _wait("the job to finish", finished, timeout=360, interval=2)
+        report["job"] = {k: job.get(k) for k in ("status", "error", "outputs", "phases")}
+        report["job_done_s"] = round(time.monotonic() - t0, 1)
+        if job.get("status") == "succeeded":
+            png = user.get(f"{base}/api/jobs/{job_id}/outputs/0", headers=auth)
+            report["output_status"] = png.status_code
+            report["output_is_png"] = png.content.startswith(b"\x89PNG")
+            report["output_has_marker"] = MARKER.encode() in png.content
+            report["output_text_chunks"] = _text_chunks(png.content)
+        status = subprocess.run([_nomad(), "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
+        report["status"] = json.loads(status.stdout) if status.returncode == 0 else status.stderr[-500:]
+        from nomad.privacy.keys import read_key
+
+        key_dir = data / "privacy/keys/nomad-onion/gpu0"
+        report["node_address"] = read_key(key_dir).address("anon" if client == "anon" else "onion") if key_dir.exists() else None
+        report["control_port"] = _control_port(data)
+        serve.send_signal(signal.SIGTERM)
+        report["serve_rc"] = serve.wait(timeout=120)
+        serve = None
+        if strace:
+            report["connects"] = classify(traces)
+        report["serve_log_tail"] = _tail(work / "serve.log", 15)
+        report["serve_log_has_marker"] = MARKER in (work / "serve.log").read_text(errors="replace")
+    finally:
+        if serve is not None and serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                serve.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=20)
+        subprocess.run([_nomad(), "down", "--json"], env={**os.environ, "NOMAD_DATA_DIR": str(data),
+                       "NOMAD_CONFIG": str(work / "nomad.yaml")}, capture_output=True, timeout=120)  # fmt: skip
+        stack.down()
+        net.stop()
+    report["total_s"] = round(time.monotonic() - t0, 1)
+    return report
+
+
+def _control_port(data: Path) -> int | None:
+    try:
+        return int((data / "privacy/control.port").read_text().strip().rpartition(":")[2])
+    except (OSError, ValueError):
+        return None
+
+
+def _text_chunks(png: bytes) -> list[str]:
+    """Keywords of the PNG's tEXt/iTXt/zTXt chunks."""
+    import struct
+
+    out, pos = [], 8
+    while pos + 8 <= len(png):
+        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
+        if kind in (b"tEXt", b"iTXt", b"zTXt"):
+            body = png[pos + 8 : pos + 8 + length]
+            out.append(body.split(b"\0", 1)[0].decode("latin-1"))
+        pos += 12 + length
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m nomad.testing.onion_serve",
+        description="serve + web through a private onion network. ONLY inside `unshare -n`.",
+    )
+    p.add_argument("workdir")
+    p.add_argument("--binary", default=shutil.which("tor") or "tor")
+    p.add_argument("--gencert", default=shutil.which("tor-gencert") or "tor-gencert")
+    p.add_argument("--bootstrap-timeout", type=float, default=180.0)
+    args = p.parse_args(argv)
+    if os.environ.get("NOMAD_ONION_NETNS") != "1":
+        raise SystemExit("refusing to run outside a network namespace (set by the test via unshare -n)")
+    print(json.dumps(scenario(args)))
+
+
+if __name__ == "__main__":
+    main()
