@@ -131,6 +131,10 @@ async def _serve(
     keeper = asyncio.create_task(_keep_lease(lease, stop, lost_lease))
     try:
         store = store or S3Outputs(storage or _storage(cfg, data_dir, None))
+        if cfg.privacy.strips_metadata():  # the pool stores outputs: no prompt in S3, bot, web
+            from nomad.privacy.metadata import StrippedOutputs
+
+            store = StrippedOutputs(store)
         ops = ops or _backend_ops(cfg, data_dir, backend, opts)
         if isinstance(ops, BackendOps) and ops.ledger is None:
             ops.ledger = ledger
@@ -465,8 +469,4 @@ def _runner(cfg: NomadConfig, store: OutputStore) -> Runner:
     proxy = privacy.proxy_for(cfg.privacy, "comfy")
 
     privacy.configure(cfg.privacy)
-    if cfg.privacy.strips_metadata():  # no prompt leaves in a PNG's text chunks (S3, bot, web)
-        from nomad.privacy.metadata import StrippedOutputs
-
-        store = StrippedOutputs(store)
     return ComfyRunner(store, proxy=proxy, workflow_dirs=tuple(Path(d) for d in cfg.workflows.dirs))

@@ -179,11 +179,17 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
         report["status"] = json.loads(status.stdout) if status.returncode == 0 else status.stderr[-500:]
         from nomad.privacy.keys import read_key
 
-        key_dir = data / "privacy/keys/nomad-onion/gpu0"
+        key_dir = data / "privacy/keys/slot0/gpu0"
         report["node_address"] = read_key(key_dir).address("anon" if client == "anon" else "onion") if key_dir.exists() else None
         report["control_port"] = _control_port(data)
-        serve.send_signal(signal.SIGTERM)
-        report["serve_rc"] = serve.wait(timeout=120)
+        report["s3_port"] = int(info.s3_endpoint.rstrip("/").rpartition(":")[2])
+        os.kill(_tracee(serve.pid), signal.SIGTERM)  # nomad itself, not strace in front of it
+        try:
+            report["serve_rc"] = serve.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            report["serve_rc"] = "did not exit within 90 s of SIGTERM"
+            serve.kill()
+            serve.wait(timeout=30)
         serve = None
         if strace:
             report["connects"] = classify(traces)
@@ -205,6 +211,15 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
         net.stop()
     report["total_s"] = round(time.monotonic() - t0, 1)
     return report
+
+
+def _tracee(pid: int) -> int:
+    """The process strace started (its first child), or ``pid`` itself when not traced."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pid
+    return int(children[0]) if children and "strace" in Path(f"/proc/{pid}/comm").read_text() else pid
 
 
 def _control_port(data: Path) -> int | None:

@@ -66,6 +66,8 @@ def project(tmp_path: Path, stack: Any) -> Iterator[tuple[Path, dict[str, str], 
                 "storage": {"bucket": bucket},
                 "image": {"comfyui": {"port": port}},
                 "queue": {"lease_seconds": 30},
+                # FakeComfy embeds the graph in a tEXt chunk, as ComfyUI does: stored without it
+                "privacy": {"strip_metadata": "always"},
                 "infra": {
                     "backend": "local",
                     "idle_minutes": 0.05,
@@ -129,7 +131,8 @@ def test_serve_submit_three_jobs_outputs_in_s3_then_teardown(
         for job_id in ids:
             job = queue.get(job_id)
             assert job.outputs == [f"outputs/{job_id}/0.png"] and job.gpu == "fake-gpu"
-            assert store.get_bytes(job.outputs[0]).startswith(b"\x89PNG")
+            png = store.get_bytes(job.outputs[0])
+            assert png.startswith(b"\x89PNG") and b"tEXt" not in png and b"EmptyImage" not in png
             assert job.cost is not None and job.cost > 0
         shown = json.loads(nomad(env, "jobs", "show", ids[0], "--json"))
         assert {"provision", "inference", "download + output upload"} <= set(shown["phases"])
