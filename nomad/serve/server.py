@@ -129,7 +129,11 @@ async def _serve(
     ledger = ClusterLedger(queue, cfg.project)
     lost_lease = asyncio.Event()
     keeper = asyncio.create_task(_keep_lease(lease, stop, lost_lease))
+    proxy = contextlib.AsyncExitStack()  # the managed anon/tor outlives everything that uses it
     try:
+        from nomad.privacy.managed import supervised
+
+        await proxy.enter_async_context(supervised(cfg.privacy, data_dir))  # S3 may need it
         store = store or S3Outputs(storage or _storage(cfg, data_dir, None))
         if cfg.privacy.strips_metadata():  # the pool stores outputs: no prompt in S3, bot, web
             from nomad.privacy.metadata import StrippedOutputs
@@ -169,10 +173,8 @@ async def _serve(
         )
         try:
             async with contextlib.AsyncExitStack() as doors:
-                from nomad.privacy.managed import supervised
                 from nomad.serve.webhooks import webhook_door
 
-                await doors.enter_async_context(supervised(cfg.privacy, data_dir))  # proxy first
                 await doors.enter_async_context(webhook_door(cfg, queue))  # API users' webhooks
                 if opts.with_bot or opts.with_batch:
                     bucket = storage or _storage(cfg, data_dir, store)
@@ -189,6 +191,7 @@ async def _serve(
     finally:
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
+        await proxy.aclose()
 
 
 async def _standby(lease: LeaderLease, stop: asyncio.Event) -> None:
