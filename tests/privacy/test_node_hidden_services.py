@@ -148,12 +148,15 @@ def test_sky_task_opens_no_port_and_ships_keys(tmp_path: Path) -> None:
     assert urls == hidden.urls("nomad-p", 2)  # the next wake: the same addresses
 
 
-def test_run_script_publishes_each_comfy_and_restarts_its_client(tmp_path: Path) -> None:
-    """sky/comfyui.yaml's run script, executed by bash with NOMAD_HS=1 and the real tor: it
-    writes the keys nomad shipped, tor publishes both servers under nomad's addresses, a killed
-    client is started again, and when the watchdog ends the job the client is gone too."""
-    tor = _client("tor")
-    hidden = _spec(tmp_path, binary=tor)
+@pytest.mark.parametrize("client", ["tor", "anon"])
+def test_run_script_publishes_each_comfy_and_restarts_its_client(
+    tmp_path: Path, client: str
+) -> None:
+    """sky/comfyui.yaml's run script, executed by bash with NOMAD_HS=1 and the real tor/anon: it
+    writes the keys nomad shipped, the client publishes both servers under nomad's addresses, a
+    killed client is started again, and when the watchdog ends the job the client is gone too."""
+    tor = _client(client)
+    hidden = _spec(tmp_path, client=client, binary=tor)
     home = tmp_path / "home"
     (home / ".nomad").mkdir(parents=True)
     shutil.copytree(hidden.ship_folder("c2", 2), home / ".nomad" / "hs-ship")
@@ -172,7 +175,7 @@ def test_run_script_publishes_each_comfy_and_restarts_its_client(tmp_path: Path)
         "NOMAD_COMFY_PORT": str(base), "NOMAD_IDLE_MINUTES": "0.3", "NOMAD_WATCHDOG_POLL_S": "0.5",
         "NOMAD_COMFY_CMD": f"{sys.executable} -m nomad.testing.comfy --host 127.0.0.1",
         "NOMAD_WATCHDOG_CMD": f"{sys.executable} -m nomad.watchdog",
-        "NOMAD_HS": "1", "NOMAD_HS_CLIENT": "tor", "NOMAD_HS_BIN": tor, "NOMAD_HS_PORT": "80",
+        "NOMAD_HS": "1", "NOMAD_HS_CLIENT": client, "NOMAD_HS_BIN": tor, "NOMAD_HS_PORT": "80",
     }  # fmt: skip
     proc = subprocess.Popen(
         ["bash", "-c", load_template()["run"]], env=env, cwd=tmp_path,
@@ -186,7 +189,7 @@ def test_run_script_publishes_each_comfy_and_restarts_its_client(tmp_path: Path)
                 and (hs / f"gpu{i}" / "hostname").read_text().strip(),
                 timeout=30, what=f"hostname of gpu{i}",
             )  # fmt: skip
-            assert host == key.address("onion")
+            assert host == key.address(hidden.suffix)
         rc = (hs / "rc").read_text()
         assert f"HiddenServicePort 80 127.0.0.1:{base + 1}" in rc and "DisableNetwork 1" in rc
         first = eventually(lambda: (hs / "pid").exists() and int((hs / "pid").read_text()),
@@ -217,12 +220,15 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_local_backend_publishes_its_servers_and_keeps_the_address(tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["tor", "anon"])
+def test_local_backend_publishes_its_servers_and_keeps_the_address(
+    tmp_path: Path, client: str
+) -> None:
     """Local backend + privacy.node: endpoints are the addresses (not host:port), the supervisor
-    runs tor next to the servers and restarts it when killed, teardown stops it, and the next
-    launch of the same cluster has the same address."""
-    tor = _client("tor")
-    hidden = _spec(tmp_path, binary=tor)
+    runs tor/anon next to the servers and restarts it when killed, teardown stops it, and the
+    next wake's cluster gets the same address."""
+    tor = _client(client)
+    hidden = _spec(tmp_path, client=client, binary=tor)
     comfy = [sys.executable, "-m", "nomad.testing.comfy", "--host", "127.0.0.1", "--port", "{port}"]
     backend = LocalBackend(
         LocalBackendConfig(mode="command", command=comfy, gpus=1, price_per_hour=0.5),
@@ -232,7 +238,7 @@ def test_local_backend_publishes_its_servers_and_keeps_the_address(tmp_path: Pat
     info = backend.launch(spec)
     run_dir = tmp_path / "data" / "local" / "loc"
     try:
-        address = hidden.keys("loc", 1)[0].address("onion")
+        address = hidden.keys("loc", 1)[0].address(hidden.suffix)
         assert [e.url for e in info.endpoints] == [f"http://{address}"]
         assert info.extra["hidden_services"] == [f"http://{address}"]
         written = eventually(
@@ -258,7 +264,7 @@ def test_local_backend_publishes_its_servers_and_keeps_the_address(tmp_path: Pat
     again = backend.launch(replace(spec, cluster_name="loc-2"))
     try:
         assert [e.url for e in again.endpoints] == [f"http://{address}"]
-        other = hidden.keys("loc-3", 1, in_use=backend._exists)[0].address("onion")
+        other = hidden.keys("loc-3", 1, in_use=backend._exists)[0].address(hidden.suffix)
         assert other != address  # loc-2 still runs: a second cluster never shares its address
     finally:
         backend.teardown("loc-2")
