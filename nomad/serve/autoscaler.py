@@ -327,13 +327,18 @@ class BackendOps:
         import httpx
 
         if self.health_client is not None:
-            return self._probe_all(self.health_client, urls)
+            return self._probe_all(self.health_client, urls, proxied=True)
         with httpx.Client(timeout=HEALTH_PROBE_TIMEOUT_S, trust_env=False) as http:
             return self._probe_all(http, urls)
 
-    def _probe_all(self, http: httpx.Client, urls: list[str]) -> str | None:
+    def _probe_all(self, http: httpx.Client, urls: list[str], *, proxied: bool = False) -> str | None:
+        """``proxied``: every connect goes to the SOCKS port, so a refused connect is the proxy
+        (a managed client restarting), not the node: it counts like a timeout, twice to be lost."""
         import httpx
 
+        soft: tuple[type[Exception], ...] = (httpx.TimeoutException, httpx.ProxyError)
+        if proxied:
+            soft = (*soft, httpx.ConnectError)
         for url in urls:
             try:
                 resp = http.get(url.rstrip("/") + "/system_stats", timeout=HEALTH_PROBE_TIMEOUT_S)
@@ -341,9 +346,9 @@ class BackendOps:
                     self._slow.pop(url, None)
                     continue
                 return f"{url} (HTTP {resp.status_code})"
-            except (httpx.TimeoutException, httpx.ProxyError) as exc:
+            except soft as exc:
                 self._slow[url] = self._slow.get(url, 0) + 1
-                if self._slow[url] >= 2 and isinstance(exc, httpx.ProxyError):
+                if self._slow[url] >= 2 and proxied:
                     return f"{url} (twice in a row, through the proxy: {exc})"
                 if self._slow[url] >= 2:
                     return f"{url} (timed out twice)"

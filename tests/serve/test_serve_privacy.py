@@ -304,3 +304,30 @@ async def test_object_info_through_a_silent_proxy_fails_the_run_and_is_asked_aga
     with pytest.raises(PrivacyError, match=r"through the proxy.*no answer within 0\.5 s"):
         await runner.run(job, f"http://{ONION}", lambda _f: None)
     assert f"http://{ONION}" not in runner._schemas  # asked again by the next run
+
+
+def test_a_refused_proxy_port_is_the_proxy_restarting_not_a_lost_node(queue: SqlQueue) -> None:
+    """With privacy on every connect goes to the SOCKS port, so a refused connect is the proxy
+    (a managed client between two lives), not the node: one refusal keeps the cluster, the
+    second in a row loses it, naming the proxy. Before, the first refusal tore down a healthy
+    paid node."""
+    port = free_port()  # nothing listens there
+    cfg = NomadConfig.model_validate(
+        {"privacy": {"enabled": True, "proxy": f"socks5h://127.0.0.1:{port}", "connect_timeout": 1}}
+    )
+    http = health_client(cfg)
+    assert http is not None
+    fake = FakeBackend(endpoints=["http://" + onion.encode(bytes(32), "onion")])
+    ops = BackendOps(
+        fake, LaunchSpec(cluster_name="x", image_ref=""), None, health_timeout_s=30.0,
+        clock=Clock(), ledger=ClusterLedger(queue, "demo"), sleep=lambda _s: None,
+        health_client=http,
+    )  # fmt: skip
+    try:
+        fake.launch(LaunchSpec(cluster_name="c", image_ref=""))
+        assert ops.status("c").state.value == "up"
+        second = ops.status("c")
+        assert second.state.value == "failed"
+        assert "twice in a row, through the proxy" in (second.detail or "")
+    finally:
+        http.close()
