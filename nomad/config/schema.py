@@ -531,8 +531,8 @@ class NodePrivacy(Strict):
     )
     ship_binary: str | None = Field(
         None,
-        description="a local static binary nomad copies to the node (anon's linux/x64 build) "
-        "when the image has no client",
+        description="a local static binary nomad copies to the node when the image has no "
+        "client (default for anon: the static linux/x86-64 anon this machine runs, if it is one)",
     )
     port: int = Field(80, ge=1, le=65535, description="the hidden service's virtual port")
 

@@ -118,6 +118,8 @@ def from_config(cfg: PrivacyConfig, data_dir: Path) -> NodeHiddenServices | None
         return None
     client = node.client or cfg.client
     ship = node.ship_binary
+    if ship is None and client == "anon" and not node.binary:
+        ship = _local_static_anon(cfg)  # the image needs no anon of its own
     if ship is not None:
         path = Path(ship).expanduser()
         if not path.is_file():
@@ -150,3 +152,36 @@ def comfy_command(cmd: str, *, loopback: bool, disable_metadata: bool) -> str:
     if disable_metadata and "--disable-metadata" not in words:
         words.append("--disable-metadata")
     return " ".join(words)
+
+
+def _local_static_anon(cfg: PrivacyConfig) -> str | None:
+    """The anon this machine runs (privacy.binary, $ANON_BIN, PATH) when it is a static
+    linux/x86-64 build (the npm package's), which runs on any x86-64 node as it is."""
+    found = cfg.binary or os.environ.get("ANON_BIN") or shutil.which("anon")
+    if found and is_static_x86_64(Path(found)):
+        return str(Path(found).resolve())
+    return None
+
+
+def is_static_x86_64(path: Path) -> bool:
+    """An ELF64 x86-64 executable without a program interpreter (statically linked)."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+            if len(head) < 64 or head[:5] != b"\x7fELF\x02" or head[5] != 1:
+                return False
+            machine = struct.unpack_from("<H", head, 18)[0]
+            phoff = struct.unpack_from("<Q", head, 32)[0]
+            phentsize, phnum = struct.unpack_from("<HH", head, 54)
+            if machine != 0x3E:
+                return False
+            fh.seek(phoff)
+            table = fh.read(phentsize * phnum)
+    except OSError:
+        return False
+    pt_interp = 3
+    return all(
+        struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp for i in range(phnum)
+    )

@@ -287,3 +287,21 @@ def test_key_slots_follow_clusters_not_names(tmp_path: Path) -> None:
     assert slot_for(root, "d", alive.__contains__, clock=lambda: now[0]) == "slot1"
     release(root, "a")
     assert slot_for(root, "e", alive.__contains__, clock=lambda: now[0]) == "slot0"
+
+
+def test_a_static_anon_is_shipped_a_dynamic_tor_is_not(tmp_path: Path) -> None:
+    """With client anon and no node binary named, the anon this machine runs is shipped when it
+    is the static linux/x86-64 build (the npm package's); Debian's dynamic tor never is."""
+    from nomad.privacy.node import is_static_x86_64
+
+    tor = shutil.which("tor")
+    if tor is not None:
+        assert not is_static_x86_64(Path(tor))
+    anon = _client("anon")
+    assert is_static_x86_64(Path(anon))
+    node = from_config(PrivacyConfig(enabled=True, binary=anon), tmp_path)
+    assert node is not None and node.ship_binary == str(Path(anon).resolve())
+    named = from_config(
+        PrivacyConfig(enabled=True, binary=anon, node=NodePrivacy(binary="/usr/bin/anon")), tmp_path
+    )
+    assert named is not None and named.ship_binary is None  # the image has its own
