@@ -26,7 +26,8 @@ class Ctx:
             from nomad.config import load_config
 
             self._config = load_config(self.config_path)
-            privacy.configure(self._config.privacy)  # every proxied connect's deadline
+            # every proxied connect's deadline; a managed client starts on the first one
+            privacy.configure(self._config.privacy, data_dir=self.data_dir)
         return self._config
 
     @property

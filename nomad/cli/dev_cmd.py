@@ -40,12 +40,21 @@ def up(ctx: Ctx, as_json: bool) -> None:
 @dev.command("down")
 @click.pass_obj
 def down(ctx: Ctx) -> None:
-    """Stop the stack; data stays for the next `nomad dev up`."""
+    """Stop the stack (and a managed privacy client); data stays for the next `nomad dev up`."""
     from nomad.dev import Stack
+    from nomad.errors import NomadError
+    from nomad.privacy.managed import ManagedClient
 
     with console().status("stopping the local stack…"):
         Stack(ctx.data_dir).down()
-    console().print("[green]✓[/] stopped")
+        try:  # a broken nomad.yaml must not keep the stack from stopping
+            client = ManagedClient(ctx.config.privacy, ctx.data_dir)
+        except NomadError:
+            client = None
+        had_client = client is not None and client.pid() is not None
+        if client is not None:
+            client.stop()
+    console().print("[green]✓[/] stopped" + (" (and the managed privacy client)" if had_client else ""))
 
 
 @dev.command("status")

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from nomad.errors import PrivacyError
@@ -30,12 +32,45 @@ log = logging.getLogger(__name__)
 _warned: set[str] = set()  # legs already reported as direct in this process
 
 _deadline = 30.0  # privacy.connect_timeout of the running process (see configure)
+_managed_dir: Path | None = None  # the data dir of a managed client this process may start
+_ensured = False
+_ensure_lock = threading.Lock()
 
 
-def configure(cfg: PrivacyConfig) -> None:
-    """Adopt ``privacy.connect_timeout`` for every proxied client this process makes."""
-    global _deadline
+def configure(cfg: PrivacyConfig, data_dir: Path | None = None) -> None:
+    """Adopt ``privacy.connect_timeout`` for every proxied client this process makes; with
+    ``data_dir`` (the CLI gives it), ``privacy.mode: managed`` starts the client on first use."""
+    global _deadline, _managed_dir
     _deadline = float(cfg.connect_timeout)
+    if data_dir is not None:
+        _managed_dir = Path(data_dir)
+
+
+def ensure_managed(cfg: PrivacyConfig) -> None:
+    """``privacy.mode: managed``: the client must run before the first proxied connect.
+
+    Adopts the one running for this data dir (serve's, or one an earlier command started);
+    else starts it, waits for its bootstrap, and leaves it running for the next command
+    (bootstrapping costs seconds to minutes; `nomad dev down` stops it). Once per process."""
+    global _ensured
+    if not cfg.enabled or cfg.mode != "managed" or _managed_dir is None or _ensured:
+        return
+    with _ensure_lock:
+        if _ensured:
+            return
+        from nomad.privacy.managed import ManagedClient
+
+        client = ManagedClient(cfg, _managed_dir)
+        if client.pid() is None:
+            log.warning(
+                "privacy.mode is managed and no %s client runs for %s: starting it (it keeps "
+                "running for later commands; `nomad dev status` shows it, `nomad dev down` "
+                "stops it)",
+                cfg.client,
+                _managed_dir,
+            )
+        client.start(timeout=max(120.0, cfg.connect_timeout))
+        _ensured = True
 
 
 def connect_deadline() -> float:
@@ -51,6 +86,7 @@ __all__ = [
     "configure",
     "connect_deadline",
     "direct_legs",
+    "ensure_managed",
     "httpx_kwargs",
     "proxy_for",
     "proxy_url",
@@ -81,6 +117,7 @@ def proxy_for(cfg: PrivacyConfig | None, leg: Leg) -> str | None:
         return None
     from nomad.privacy.guard import normalize_proxy
 
+    ensure_managed(cfg)
     return normalize_proxy(cfg.proxy)
 
 

@@ -194,9 +194,7 @@ class WorkerPool:
                 sick = False
                 continue
             try:
-                job = await asyncio.to_thread(
-                    self.queue.lease, name, cluster=rt.name, lease_seconds=self.config.lease_seconds
-                )
+                job = await self._lease(rt, name)
             except NomadError as exc:  # the queue is unreachable: back off, lose nothing
                 event("worker.lease_failed", level=logging.WARNING, worker=name, error=exc.message)
                 await self.sleep(self.config.backoff(failures))
@@ -209,12 +207,39 @@ class WorkerPool:
                     async with asyncio.timeout(self.config.idle_poll_seconds):
                         await self._wake.wait()
                 continue
+            if self.stopping:  # shutdown began while this lease was being taken
+                await self._release(job, "requeued: nomad serve shut down")
+                break
             sick = await self._dispatch(rt, endpoint, name, job)
+
+    async def _lease(self, rt: ClusterRuntime, name: str) -> Job | None:
+        """One lease, in a thread. If this worker is cancelled meanwhile (shutdown, a stopped
+        cluster), the thread still commits its lease: that job is handed back, not left leased
+        until its lease expires (which would cost it an attempt)."""
+        taking = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.queue.lease, name, cluster=rt.name, lease_seconds=self.config.lease_seconds
+            )
+        )
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(30):
+                    late = await taking
+                if late is not None:
+                    await self._release(late, "requeued: nomad serve shut down")
+            raise
 
     async def _dispatch(self, rt: ClusterRuntime, endpoint: str, name: str, job: Job) -> bool:
         """Run a leased job, unless its endpoint was not seen healthy lately and does not answer
         now (its ComfyUI died while idle): then the job goes straight back, unharmed."""
-        if not await self._fresh(endpoint):
+        try:
+            fresh = await self._fresh(endpoint)
+        except asyncio.CancelledError:  # not yet a run shutdown knows about: hand it back here
+            await self._release(job, "requeued: nomad serve shut down")
+            raise
+        if not fresh:
             event("worker.endpoint_down", level=logging.WARNING, worker=name, endpoint=endpoint)
             await self._release(job, f"requeued: ComfyUI at {endpoint} did not answer")
             return True

@@ -195,6 +195,7 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
         serve = None
         if strace:
             report["connects"] = classify(traces)
+        report["cli"] = _cli_scenario(work, env, strace, report.get("node_address"))
         report["serve_log_tail"] = _tail(work / "serve.log", 15)
         report["serve_log_has_marker"] = MARKER in (work / "serve.log").read_text(errors="replace")
     finally:
@@ -213,6 +214,93 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
         net.stop()
     report["total_s"] = round(time.monotonic() - t0, 1)
     return report
+
+
+def _cli_scenario(
+    work: Path, env: dict[str, str], strace: str | None, node_address: str | None
+) -> dict[str, Any]:
+    """After serve: the CLI alone, ``privacy.mode: managed``. ``nomad up`` (under strace) starts
+    the managed client itself, launches the node (the slot serve released: the same address)
+    and checks its health through the onion network; ``nomad run`` reaches it by address;
+    ``nomad down``; the client the CLI started is still running until ``nomad dev down``."""
+    from nomad.privacy.managed import ManagedClient
+
+    out: dict[str, Any] = {}
+    up_cmd = [_nomad(), "up", "--json", "--timeout", "240"]
+    traces = work / "up-trace"
+    traces.mkdir()
+    if strace:  # -q, not -qq: the tracee's "+++ exited with N +++" line is its exit code
+        up_cmd = [strace, "-ff", "-q", "-e", "trace=connect,sendto,sendmsg,execve",
+                  "-o", str(traces / "t"), *up_cmd]  # fmt: skip
+    up = _run_traced(up_cmd, env, work / "up", timeout=400)
+    out["up_rc"] = up.returncode
+    out["up_stderr"] = up.stderr[-1500:]
+    try:
+        doc = json.loads(up.stdout)
+        out["up_endpoints"] = [e["url"] for e in doc.get("endpoints", [])]
+    except ValueError:
+        out["up_endpoints"] = up.stdout[-500:]
+    if strace:
+        out["up_connects"] = classify(traces)
+    data = Path(env["NOMAD_DATA_DIR"])
+    import yaml
+
+    cfg_doc = yaml.safe_load(Path(env["NOMAD_CONFIG"]).read_text())
+    from nomad.config.schema import PrivacyConfig
+
+    client = ManagedClient(PrivacyConfig.model_validate(cfg_doc["privacy"]), data)
+    out["control_port"] = _control_port(data)
+    if node_address:
+        run = subprocess.run(
+            [_nomad(), "run", "flux_schnell", "--endpoint", f"http://{node_address}",
+             "--set", f"prompt={MARKER}", "--set", "steps=2", "--out", str(work / "cli-out"),
+             "--timeout", "180", "--json"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        out["run_rc"], out["run_stderr"] = run.returncode, run.stderr[-1500:]
+        out["run_outputs"] = sorted(p.name for p in (work / "cli-out").glob("*"))
+    down = subprocess.run([_nomad(), "down", "--json"], env=env, capture_output=True, text=True, timeout=180)
+    out["down_rc"] = down.returncode
+    out["client_left_running"] = client.pid() is not None
+    dev_down = subprocess.run([_nomad(), "dev", "down"], env=env, capture_output=True, text=True, timeout=120)
+    out["dev_down_rc"] = dev_down.returncode
+    out["client_running_after_dev_down"] = client.pid() is not None
+    return out
+
+
+def _run_traced(cmd: list[str], env: dict[str, str], base: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` (maybe strace in front); return when *nomad* exits. strace itself would
+    wait for every traced descendant, and ``nomad up`` leaves daemons running on purpose (the
+    managed client, the node's supervisor): once nomad is gone strace is told to detach."""
+    stdout, stderr = base.with_suffix(".out"), base.with_suffix(".err")
+    with stdout.open("wb") as so, stderr.open("wb") as se:
+        proc = subprocess.Popen(cmd, env=env, stdout=so, stderr=se)
+    _wait("strace to start nomad", lambda: _tracee(proc.pid) != proc.pid or proc.poll() is not None
+          or "strace" not in cmd[0], timeout=30, interval=0.05)  # fmt: skip
+    nomad_pid = _tracee(proc.pid)
+    code: int | None = None
+    if nomad_pid == proc.pid:
+        code = proc.wait(timeout=timeout)
+    else:
+        _wait("nomad to exit", lambda: not _alive(nomad_pid), timeout=timeout, interval=0.2)
+        proc.terminate()  # strace detaches from the daemons and exits
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # the kernel detaches a killed tracer's tracees
+            proc.kill()
+            proc.wait(timeout=30)
+        trace = base.parent / "up-trace" / f"t.{nomad_pid}"
+        found = re.findall(r"\+\+\+ exited with (\d+) \+\+\+", trace.read_text(errors="replace"))
+        code = int(found[-1]) if found else -1
+    return subprocess.CompletedProcess(cmd, code, stdout.read_text(), stderr.read_text())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
 
 
 def _tracee(pid: int) -> int:
