@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -111,6 +112,11 @@ def test_docker_mode_status_reads_the_containers(
     info = backend.status("box")
     assert info.state == ClusterState.UP
     assert [e.url for e in info.endpoints] == ["http://127.0.0.1:9000", "http://127.0.0.1:9001"]
+    # privacy.node: the cluster's record names the hidden services; status reports those
+    (tmp_path / "local" / "box").mkdir(parents=True)
+    onions = ["http://" + "a" * 56 + ".anon", "http://" + "b" * 56 + ".anon"]
+    (tmp_path / "local" / "box" / "cluster.json").write_text(json.dumps({"endpoints": onions}))
+    assert [e.url for e in backend.status("box").endpoints] == onions
     boxes[1].status = "exited"
     assert backend.status("box").state == ClusterState.FAILED
     assert backend.status("other").state == ClusterState.GONE

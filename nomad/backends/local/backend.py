@@ -484,12 +484,16 @@ class LocalBackend(Backend):
         if not rows:
             return ClusterInfo(name=cluster_name, backend=self.name, state=ClusterState.GONE)
         stopped = [gpu for gpu, _port, running in rows if not running]
+        published = (self._json(cluster_name, CLUSTER_FILE) or {}).get("endpoints") or []
         return ClusterInfo(
             name=cluster_name,
             backend=self.name,
             state=ClusterState.FAILED if stopped else ClusterState.UP,
-            endpoints=[
-                Endpoint(url=f"http://{self.cfg.host}:{port}", gpu_index=gpu)
+            endpoints=[  # privacy.node: the hidden services' addresses, not the loopback ports
+                Endpoint(
+                    url=published[gpu] if gpu < len(published) else f"http://{self.cfg.host}:{port}",
+                    gpu_index=gpu,
+                )
                 for gpu, port, _running in rows
             ],
             price_per_hour=self.cfg.price_per_hour,
