@@ -322,8 +322,10 @@ def _privacy_live(cfg: NomadConfig, data_dir: Path, path: str | None, install: s
     label = f"{pv.client} client"
     problem = probe_socks(pv.proxy)
     if problem is not None:
+        if pv.mode == "managed" and path:
+            return _managed_idle(cfg, data_dir, label, problem)
         if pv.mode == "managed":
-            fix = "`nomad serve` starts it (privacy.mode: managed)" if path else install
+            fix = install
         else:
             fix = "start your anon/tor client, or set privacy.mode: managed so nomad runs it"
         return Check(label, "fail", problem, fix, True)
@@ -341,6 +343,23 @@ def _privacy_live(cfg: NomadConfig, data_dir: Path, path: str | None, install: s
                          "wait for it, or check the network / the client's log", True)  # fmt: skip
         detail += ", bootstrapped 100%"
     return Check(label, "ok", detail, None, True)
+
+
+def _managed_idle(cfg: NomadConfig, data_dir: Path, label: str, problem: str) -> Check:
+    """Managed and not running: normal between commands (the first one that needs the proxy
+    starts it) — but its config must be one the binary accepts, so have it check it now."""
+    from nomad.errors import PrivacyError
+    from nomad.privacy.managed import ManagedClient
+
+    try:
+        ManagedClient(cfg.privacy, data_dir).verify_config()
+    except PrivacyError as exc:
+        return Check(label, "fail", f"{problem}; {exc.message}", exc.hint or "fix privacy.* in nomad.yaml", True)
+    return Check(
+        label, "warn",
+        f"not running ({problem}); the config nomad writes for it passes --verify-config",
+        "nothing to do: the first command that needs the proxy starts it (or `nomad serve`)", True,
+    )  # fmt: skip
 
 
 def this_command() -> Path | None:
