@@ -687,10 +687,11 @@ def wait_healthy(
 
 
 def proxy_is_silent(exc: Exception) -> bool:
-    """A SOCKS proxy that accepted and never answered (the handshake deadline ran out), as
-    opposed to one that answered "host unreachable": a hidden service whose descriptor is not
-    published yet is unreachable for tens of seconds after it starts, and that is worth waiting
-    for; a wedged proxy is not."""
+    """A SOCKS proxy that accepted and never answered even the greeting (the handshake deadline
+    ran out), as opposed to one that answered "host unreachable" or took the greeting and is
+    still trying the destination: a hidden service whose descriptor is not published yet (or is
+    a stale one from the previous wake, pointing at dead introduction points) is unreachable
+    for tens of seconds, and that is worth waiting for; a wedged proxy is not."""
     from nomad.privacy.transport import SILENT
 
     return SILENT in str(exc)

@@ -22,26 +22,35 @@ import httpcore
 import httpx
 
 DEFAULT_DEADLINE_S = 30.0
-SILENT = "accepted the connection but gave no answer"  # in every deadline error's text
+SILENT = "accepted the connection but gave no answer"  # the proxy is wedged (or not up)
+PENDING = "answered but could not reach the destination"  # the proxy works; the far end is slow
 
 
-def _proxy_error(proxy: str, seconds: float) -> httpcore.ProxyError:
-    return httpcore.ProxyError(
-        f"SOCKS proxy {proxy} {SILENT} within {seconds:g} s"
-    )
+def _proxy_error(proxy: str, seconds: float, answered: bool = False) -> httpcore.ProxyError:
+    """No answer within the deadline. ``answered``: the proxy took the greeting and then sat on
+    the CONNECT — it is alive and still trying the destination (a hidden service whose
+    descriptor is stale or not yet published can take minutes); otherwise the proxy is silent."""
+    if answered:
+        return httpcore.ProxyError(
+            f"SOCKS proxy {proxy} {PENDING} within {seconds:g} s"
+        )
+    return httpcore.ProxyError(f"SOCKS proxy {proxy} {SILENT} within {seconds:g} s")
 
 
 class _Stream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream, deadline: float, proxy: str) -> None:
         self._inner, self._deadline, self._proxy = inner, deadline, proxy
+        self._answered = False  # the proxy answered the greeting (handshake reads so far)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         if timeout is not None:
             return self._inner.read(max_bytes, timeout)
         try:
-            return self._inner.read(max_bytes, self._deadline)
+            data = self._inner.read(max_bytes, self._deadline)
         except httpcore.ReadTimeout:
-            raise _proxy_error(self._proxy, self._deadline) from None
+            raise _proxy_error(self._proxy, self._deadline, self._answered) from None
+        self._answered = True
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, self._deadline if timeout is None else timeout)
@@ -96,14 +105,17 @@ class _Backend(httpcore.NetworkBackend):
 class _AsyncStream(httpcore.AsyncNetworkStream):
     def __init__(self, inner: httpcore.AsyncNetworkStream, deadline: float, proxy: str) -> None:
         self._inner, self._deadline, self._proxy = inner, deadline, proxy
+        self._answered = False
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         if timeout is not None:
             return await self._inner.read(max_bytes, timeout)
         try:
-            return await self._inner.read(max_bytes, self._deadline)
+            data = await self._inner.read(max_bytes, self._deadline)
         except httpcore.ReadTimeout:
-            raise _proxy_error(self._proxy, self._deadline) from None
+            raise _proxy_error(self._proxy, self._deadline, self._answered) from None
+        self._answered = True
+        return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         await self._inner.write(buffer, self._deadline if timeout is None else timeout)
