@@ -226,13 +226,13 @@ def _cli_scenario(
     from nomad.privacy.managed import ManagedClient
 
     out: dict[str, Any] = {}
-    up_cmd = [_nomad(), "up", "--json", "--timeout", "240"]
+    up_cmd = [_nomad(), "up", "--json", "--timeout", "420"]
     traces = work / "up-trace"
     traces.mkdir()
     if strace:  # -q, not -qq: the tracee's "+++ exited with N +++" line is its exit code
         up_cmd = [strace, "-ff", "-q", "-e", "trace=connect,sendto,sendmsg,execve",
                   "-o", str(traces / "t"), *up_cmd]  # fmt: skip
-    up = _run_traced(up_cmd, env, work / "up", timeout=400)
+    up = _run_traced(up_cmd, env, work / "up", timeout=600)
     out["up_rc"] = up.returncode
     out["up_stderr"] = up.stderr[-1500:]
     try:
@@ -251,11 +251,13 @@ def _cli_scenario(
     client = ManagedClient(PrivacyConfig.model_validate(cfg_doc["privacy"]), data)
     out["control_port"] = _control_port(data)
     if node_address:
-        run = subprocess.run(
+        from nomad.testing.onion import _retry_run
+
+        run = _retry_run(  # a circuit to a fresh hidden service can fail once: retry, as users do
             [_nomad(), "run", "flux_schnell", "--endpoint", f"http://{node_address}",
              "--set", f"prompt={MARKER}", "--set", "steps=2", "--out", str(work / "cli-out"),
              "--timeout", "180", "--json"],
-            env=env, capture_output=True, text=True, timeout=300,
+            env, tries=3, timeout=300,
         )  # fmt: skip
         out["run_rc"], out["run_stderr"] = run.returncode, run.stderr[-1500:]
         out["run_outputs"] = sorted(p.name for p in (work / "cli-out").glob("*"))
