@@ -190,8 +190,7 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
             report["serve_rc"] = serve.wait(timeout=90)
         except subprocess.TimeoutExpired:
             report["serve_rc"] = "did not exit within 90 s of SIGTERM"
-            serve.kill()
-            serve.wait(timeout=30)
+            _kill_traced(serve)
         serve = None
         if strace:
             report["connects"] = classify(traces)
@@ -200,16 +199,17 @@ def scenario(args: argparse.Namespace) -> dict[str, Any]:
         report["serve_log_has_marker"] = MARKER in (work / "serve.log").read_text(errors="replace")
     finally:
         if serve is not None and serve.poll() is None:
-            serve.send_signal(signal.SIGTERM)
+            os.kill(_tracee(serve.pid), signal.SIGTERM)
             try:
                 serve.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                serve.kill()
+                _kill_traced(serve)
         for p in procs:
             p.terminate()
             p.wait(timeout=20)
         subprocess.run([_nomad(), "down", "--json"], env={**os.environ, "NOMAD_DATA_DIR": str(data),
                        "NOMAD_CONFIG": str(work / "nomad.yaml")}, capture_output=True, timeout=120)  # fmt: skip
+        _stop_managed(work, data)  # a serve killed past its grace leaves its client behind
         stack.down()
         net.stop()
     report["total_s"] = round(time.monotonic() - t0, 1)
@@ -303,6 +303,30 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
+
+
+def _kill_traced(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL nomad (not only strace in front of it, which would leave it running)."""
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        os.kill(_tracee(proc.pid), signal.SIGKILL)
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+def _stop_managed(work: Path, data: Path) -> None:
+    """Stop the managed client of ``data`` by its pid file, whoever started it."""
+    import yaml
+
+    from nomad.config.schema import PrivacyConfig
+    from nomad.privacy.managed import ManagedClient
+
+    try:
+        doc = yaml.safe_load((work / "nomad.yaml").read_text())
+        ManagedClient(PrivacyConfig.model_validate(doc["privacy"]), data).stop()
+    except Exception as exc:  # cleanup must not hide the scenario's own error
+        print(f"could not stop the managed client: {exc}", file=sys.stderr)
 
 
 def _tracee(pid: int) -> int:
