@@ -89,9 +89,9 @@ def _submit(env: dict[str, str], root: Path, graph: str = "graph.json") -> str:
     return str(json.loads(out.stdout)["id"])
 
 
-def _cluster_pids(root: Path) -> list[int]:
+def _cluster_pids(root: Path, name: str = "node-serve") -> list[int]:
     """Supervisor + server pids of serve's local cluster (empty until it recorded them)."""
-    run = root / "data" / "local" / "node-serve"
+    run = root / "data" / "local" / name
     try:
         sup = json.loads((run / "supervisor.json").read_text())["pid"]
         servers = [int(r["pid"]) for r in json.loads((run / "pids.json").read_text())]
@@ -112,13 +112,19 @@ def _executing(root: Path) -> bool:
 
 
 def _cleanup(serve: subprocess.Popen[bytes], root: Path) -> None:
-    """Whatever a failed test left: serve, then the cluster's processes (by recorded pid)."""
+    """Whatever a test left: serve (asked to stop first, so it tears its clusters down), then
+    every local cluster's processes by recorded pid (``node-serve-2`` after a re-wake too)."""
     if serve.poll() is None:
-        serve.kill()
-        serve.wait()
-    for pid in _cluster_pids(root):
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
+    for run in sorted((root / "data" / "local").glob("node-serve*")):
+        for pid in _cluster_pids(root, run.name):
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_sigkilled_serve_leaves_no_servers_behind(tmp_path: Path, stack: Any) -> None:
