@@ -42,13 +42,10 @@ def _nomad() -> str:
 
 
 def _wait(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+    """:func:`nomad.testing.wait.eventually` with this driver's argument order."""
+    from nomad.testing.wait import eventually
+
+    return eventually(check, timeout=timeout, interval=interval, what=what)
 
 
 def classify(trace_dir: Path) -> dict[str, list[str]]:

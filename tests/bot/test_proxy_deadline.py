@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,35 +9,16 @@ import pytest
 
 from nomad.errors import PrivacyError
 from nomad.testing.botapi import BotApiStub
+from nomad.testing.socks import stuck_socks
 
 DEADLINE = 0.5
 
 
 @pytest.fixture
 def silent() -> Iterator[str]:
-    """A TCP server that accepts and never answers (an anon still bootstrapping, a wedged Tor)."""
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"socks5h://127.0.0.1:{srv.getsockname()[1]}"
-    stop.set()
-    t.join(timeout=2)
-    for c in held:
-        c.close()
-    srv.close()
+    """A proxy that accepts and never answers (an anon still bootstrapping, a wedged Tor)."""
+    with stuck_socks() as url:
+        yield url
 
 
 async def test_bot_start_through_a_silent_proxy_is_a_privacy_error(

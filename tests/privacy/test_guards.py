@@ -26,37 +26,15 @@ from nomad.privacy.managed import ManagedClient
 from nomad.privacy.metadata import strip, strip_png_text, text_keys
 from nomad.privacy.transport import async_transport, sync_transport
 from nomad.testing.comfy import png_bytes
+from nomad.testing.socks import stuck_socks
 from nomad.testing.wait import eventually
 
 
 @pytest.fixture
 def silent_proxy() -> Iterator[str]:
-    """A TCP server that accepts and never answers: a wedged or still-bootstrapping proxy."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-                held.append(conn)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"socks5h://127.0.0.1:{srv.getsockname()[1]}"
-    stop.set()
-    t.join(timeout=2)
-    for c in held:
-        c.close()
-    srv.close()
+    """A proxy that accepts and never answers."""
+    with stuck_socks() as url:
+        yield url
 
 
 def test_sync_handshake_deadline_names_the_proxy(silent_proxy: str) -> None:

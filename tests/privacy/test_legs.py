@@ -26,6 +26,7 @@ from nomad.backends.local.process import free_port
 from nomad.config.schema import NomadConfig
 from nomad.errors import PrivacyError
 from nomad.privacy import direct_legs, proxy_for
+from nomad.testing.socks import stuck_socks
 from nomad.testing.wait import eventually
 
 OUT_IP = "127.0.0.5"
@@ -93,29 +94,9 @@ def socks() -> Iterator[str]:
 
 @pytest.fixture
 def silent() -> Iterator[str]:
-    """A TCP server that accepts and never answers: a wedged or still-bootstrapping proxy."""
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"socks5h://127.0.0.1:{srv.getsockname()[1]}"
-    stop.set()
-    t.join(timeout=2)
-    for c in held:
-        c.close()
-    srv.close()
+    """A proxy that accepts and never answers: a wedged or still-bootstrapping proxy."""
+    with stuck_socks() as url:
+        yield url
 
 
 def _accepts(port: int) -> bool:

@@ -6,8 +6,6 @@ wake failed at the handshake deadline while tor was still trying the old descrip
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 
 import httpx
@@ -17,44 +15,20 @@ from nomad import launch, privacy
 from nomad.launch import UnhealthyError
 from nomad.privacy import onion
 from nomad.privacy.transport import PENDING, SILENT
+from nomad.testing.socks import stuck_socks
 
 URL = "http://" + onion.encode(bytes(32), "onion")
 
 
 @pytest.fixture
-def greeting_only() -> Iterator[int]:
+def greeting_only() -> Iterator[str]:
     """A SOCKS5 server that answers the greeting (no auth) and never answers the CONNECT."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            conn.recv(16)
-            conn.sendall(b"\x05\x00")
-            held.append(conn)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield srv.getsockname()[1]
-    finally:
-        stop.set()
-        t.join(5)
-        for c in held:
-            c.close()
-        srv.close()
+    with stuck_socks(answer_greeting=True) as url:
+        yield url
 
 
-def test_greeting_answered_then_silence_is_pending_and_waited_for(greeting_only: int) -> None:
-    proxy = f"socks5h://127.0.0.1:{greeting_only}"
+def test_greeting_answered_then_silence_is_pending_and_waited_for(greeting_only: str) -> None:
+    proxy = greeting_only
     with httpx.Client(**privacy.sync_client_kwargs(proxy, deadline=0.3)) as http:
         with pytest.raises(httpx.ProxyError) as err:
             http.get(URL + "/system_stats")
