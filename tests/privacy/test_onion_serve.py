@@ -27,6 +27,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def _binaries(kind: str) -> tuple[str, str]:
+    """The client and its gencert for ``kind``, or skip with the reason (also: no ip, no
+    network namespace here)."""
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2 not installed")
+    reason = _can_unshare()
+    if reason:
+        pytest.skip(reason)
     if kind == "tor":
         tor, gencert = shutil.which("tor"), shutil.which("tor-gencert")
         if not tor or not gencert:
@@ -65,11 +72,6 @@ def test_serve_and_web_door_only_by_onion_address(tmp_path: Path, kind: str) -> 
     gives); serve's own process connects only to the SOCKS port, the client's control port and
     S3 — never to ComfyUI, never to DNS."""
     binary, gencert = _binaries(kind)
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 not installed")
-    reason = _can_unshare()
-    if reason:
-        pytest.skip(reason)
     r = _scenario(tmp_path, binary, gencert)
     suffix = ".anon" if kind == "anon" else ".onion"
     assert r["web_address"].endswith(suffix) and r["node_address"].endswith(suffix)
@@ -100,11 +102,6 @@ def test_cli_alone_in_managed_mode_starts_the_client_and_reaches_the_node_by_add
     process connected only to the SOCKS and control ports; `nomad run` by that address works;
     the client stays up for later commands until `nomad dev down` stops it."""
     binary, gencert = _binaries(kind)
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 not installed")
-    reason = _can_unshare()
-    if reason:
-        pytest.skip(reason)
     r = _scenario(tmp_path, binary, gencert)
     cli = r["cli"]
     assert cli["up_rc"] == 0, cli["up_stderr"]
